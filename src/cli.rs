@@ -1,0 +1,121 @@
+//! The command line: one subcommand per job.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hactl",
+    version,
+    about = "A highly available PostgreSQL stack over SSH, and the proof that it stays available",
+    long_about = "hactl installs etcd, PostgreSQL + Patroni, Prometheus and Alertmanager on the hosts of an \
+Ansible-style inventory (apply), measures what users feel when the leader fails (failover-test), \
+watches the cluster all the time (probe), and brings up local test hosts to try all of it on one \
+Linux machine (lab).\n\nExit codes: 0 ok, 1 a check or target failed, 2 a host failed (or not \
+implemented yet), 3 a host unreachable, 4 bad input (nothing was run)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Install and configure the stack on the hosts of an inventory (idempotent).
+    Apply(ApplyArgs),
+    /// Fail the Patroni leader under a write load and report downtime and lost writes.
+    FailoverTest(FailoverArgs),
+    /// Run the scheduled HA prober and expose its results as Prometheus metrics.
+    Probe(ProbeArgs),
+    /// Local test hosts: systemd-nspawn machines on a private bridge.
+    Lab(LabArgs),
+    /// Show what an inventory file means: hosts, groups, merged vars.
+    Inventory(InventoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// The inventory file (Ansible YAML format).
+    pub inventory: PathBuf,
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub check: bool,
+    /// Show unified diffs of changed files (secrets masked).
+    #[arg(long)]
+    pub diff: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FailoverArgs {
+    /// The inventory file of the cluster.
+    #[arg(short, long, default_value = "inventory/lab.yml")]
+    pub inventory: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The probe configuration.
+    #[arg(long, default_value = "probes/ha.yml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    /// The lab inventory: its hosts become machines; `hactl_lab_*` vars configure the lab.
+    #[arg(short, long, global = true, default_value = "inventory/lab.yml")]
+    pub inventory: PathBuf,
+    #[command(subcommand)]
+    pub action: LabAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabAction {
+    /// Build (once) and boot every host; returns when all answer over SSH. Idempotent.
+    Up,
+    /// Stop every host and remove every bridge, process, mount, proxy and file of the lab.
+    Down,
+    /// Show each host: running, stopped or cut off, and whether SSH answers.
+    Status,
+    /// Open a shell on a host, or run a command there.
+    Ssh {
+        host: String,
+        /// A command to run instead of a shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Power loss: the host stops at once (boot it again with `lab up`).
+    Kill { host: String },
+    /// Cut the host's network cable (its link goes down).
+    Cut { host: String },
+    /// Plug the host's network cable back in.
+    Heal { host: String },
+}
+
+#[derive(Args, Debug)]
+pub struct InventoryArgs {
+    #[command(subcommand)]
+    pub action: InventoryAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InventoryAction {
+    /// Hosts with their groups and merged vars (secrets masked).
+    List {
+        /// The inventory file.
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The group tree, as `ansible-inventory --graph` draws it.
+    Graph {
+        /// The inventory file.
+        file: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}

@@ -1,0 +1,7 @@
+//! hactl: a highly available PostgreSQL stack over SSH, and the proof that it stays available.
+
+pub mod cli;
+pub mod exit;
+pub mod inventory;
+pub mod lab;
+pub mod yaml;
