@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("hactl: {err:#}");
             let bad_input = err.downcast_ref::<inventory::InventoryError>().is_some();
-            ExitCode::from(if bad_input { exit::BAD_INPUT } else { exit::FAILURE })
+            ExitCode::from(if bad_input {
+                exit::BAD_INPUT
+            } else {
+                exit::FAILURE
+            })
         }
     }
 }

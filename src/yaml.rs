@@ -326,15 +326,26 @@ fn parse_float(s: &str) -> Option<f64> {
         ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
         _ => {}
     }
-    // PyYAML 1.1 floats need a dot: `1e3` stays a string.
-    let body = s.trim_start_matches(['-', '+']);
-    let first = body.chars().next()?;
-    if !(first.is_ascii_digit() || first == '.') || !body.contains('.') {
-        return None;
+    // PyYAML 1.1: `[-+]?[0-9][0-9_]*\.[0-9_]*([eE][-+][0-9]+)?` or `\.[0-9_]+([eE][-+][0-9]+)?`.
+    // A float needs a dot and an exponent needs a sign: `1e3`, `1.5e3` and `-.5` stay strings.
+    let digits = |t: &str| t.chars().all(|c| c.is_ascii_digit() || c == '_');
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    if let Some(exponent) = exponent {
+        let power = exponent.strip_prefix(['-', '+'])?;
+        if power.is_empty() || !power.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
     }
-    let ok = body
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, '.' | '_' | 'e' | 'E' | '-' | '+'));
+    let (whole, fraction) = mantissa.split_once('.')?;
+    let ok = if whole.is_empty() {
+        !fraction.is_empty() && digits(fraction)
+    } else {
+        let whole = whole.strip_prefix(['-', '+']).unwrap_or(whole);
+        whole.starts_with(|c: char| c.is_ascii_digit()) && digits(whole) && digits(fraction)
+    };
     if !ok {
         return None;
     }
@@ -360,6 +371,12 @@ mod tests {
         assert_eq!(kind("1_000"), Kind::Int(1000));
         assert_eq!(kind("1.5"), Kind::Float(1.5));
         assert_eq!(kind("1e3"), Kind::Str("1e3".into()));
+        assert_eq!(kind("1.5e3"), Kind::Str("1.5e3".into()));
+        assert_eq!(kind("1.5e+3"), Kind::Float(1500.0));
+        assert_eq!(kind("-.5"), Kind::Str("-.5".into()));
+        assert_eq!(kind(".5"), Kind::Float(0.5));
+        assert_eq!(kind("-1_0.5"), Kind::Float(-10.5));
+        assert_eq!(kind("1."), Kind::Float(1.0));
         assert_eq!(kind("~"), Kind::Null);
         assert_eq!(kind("15"), Kind::Int(15));
         assert_eq!(kind("10.0.0.1"), Kind::Str("10.0.0.1".into()));

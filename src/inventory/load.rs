@@ -34,7 +34,11 @@ pub(super) fn load(path: &Path) -> Result<Inventory, InventoryError> {
             }
         }
         Kind::Null => {
-            return Err(at(&file, &root, "the inventory is empty — start it with `all:` and list hosts under `hosts:`"))
+            return Err(at(
+                &file,
+                &root,
+                "the inventory is empty — start it with `all:` and list hosts under `hosts:`",
+            ))
         }
         _ => {
             return Err(at(
@@ -106,16 +110,14 @@ impl Loader {
         let entries = match &body.kind {
             Kind::Null => return Ok(()),
             Kind::Map(entries) => entries,
-            _ => {
-                return Err(at(
-                    &self.file,
-                    body,
-                    format!(
-                        "group \"{name}\" must be a mapping with hosts:, children: or vars:, not {}",
-                        body.type_name()
-                    ),
-                ))
-            }
+            _ => return Err(at(
+                &self.file,
+                body,
+                format!(
+                    "group \"{name}\" must be a mapping with hosts:, children: or vars:, not {}",
+                    body.type_name()
+                ),
+            )),
         };
         for (section, value) in entries {
             let section_name = section.key_text();
@@ -154,6 +156,23 @@ impl Loader {
                 "vars" => {
                     for (k, v) in &items {
                         let var = self.name(k, "variable")?;
+                        if var == "ansible_group_priority" {
+                            // Ansible makes it the group's priority, not a variable.
+                            let priority = match &v.kind {
+                                Kind::Int(i) => Some(*i),
+                                Kind::Str(s) => s.trim().parse().ok(),
+                                _ => None,
+                            }
+                            .ok_or_else(|| {
+                                at(
+                                    &self.file,
+                                    v,
+                                    format!("ansible_group_priority of group \"{name}\" must be an integer, not {}", v.type_name()),
+                                )
+                            })?;
+                            self.group_entry(name).priority = priority;
+                            continue;
+                        }
                         let value = Var {
                             value: v.to_json(),
                             origin: self.origin(k),
@@ -172,8 +191,9 @@ impl Loader {
                 _ => {
                     for (k, v) in &items {
                         let pattern = self.name(k, "host")?;
-                        let names = expand_host_pattern(&pattern)
-                            .map_err(|why| at(&self.file, k, format!("host pattern \"{pattern}\": {why}")))?;
+                        let names = expand_host_pattern(&pattern).map_err(|why| {
+                            at(&self.file, k, format!("host pattern \"{pattern}\": {why}"))
+                        })?;
                         for host in names {
                             self.add_host(name, &host, k, v)?;
                         }
@@ -193,7 +213,11 @@ impl Loader {
             ));
         }
         if child == ALL {
-            return Err(at(&self.file, key, "group \"all\" cannot be a child of another group"));
+            return Err(at(
+                &self.file,
+                key,
+                "group \"all\" cannot be a child of another group",
+            ));
         }
         let p = self.group_entry(parent);
         if !p.children.iter().any(|c| c == child) {
@@ -225,7 +249,13 @@ impl Loader {
         false
     }
 
-    fn add_host(&mut self, group: &str, host: &str, key: &Node, body: &Node) -> Result<(), InventoryError> {
+    fn add_host(
+        &mut self,
+        group: &str,
+        host: &str,
+        key: &Node,
+        body: &Node,
+    ) -> Result<(), InventoryError> {
         let vars = match &body.kind {
             Kind::Null => &[],
             Kind::Map(entries) => entries.as_slice(),
@@ -233,18 +263,25 @@ impl Loader {
                 return Err(at(
                     &self.file,
                     body,
-                    format!("host \"{host}\" must be followed by a mapping of its vars, not {}", body.type_name()),
+                    format!(
+                        "host \"{host}\" must be followed by a mapping of its vars, not {}",
+                        body.type_name()
+                    ),
                 ))
             }
         };
         let origin = self.origin(key);
-        let entry = self.inventory.hosts.entry(host.to_string()).or_insert_with(|| Host {
-            name: host.to_string(),
-            groups: vec![],
-            inline_vars: Vars::new(),
-            file_vars: Vars::new(),
-            origin,
-        });
+        let entry = self
+            .inventory
+            .hosts
+            .entry(host.to_string())
+            .or_insert_with(|| Host {
+                name: host.to_string(),
+                groups: vec![],
+                inline_vars: Vars::new(),
+                file_vars: Vars::new(),
+                origin,
+            });
         if !entry.groups.iter().any(|g| g == group) {
             entry.groups.push(group.to_string());
         }
@@ -356,7 +393,8 @@ fn load_vars_files(inventory: &mut Inventory) -> Result<(), InventoryError> {
     Ok(())
 }
 
-/// `dir/<name>`, `<name>.yml`, `.yaml`, `.json`, or a directory `dir/<name>/` of such files.
+/// `dir/<name>`, `<name>.yml`, `.yaml`, `.json`, or a directory `dir/<name>/` of such files:
+/// only the first of these that exists, as Ansible's `find_vars_files` does.
 fn read_vars_for(dir: &Path, name: &str) -> Result<Vars, InventoryError> {
     let mut vars = Vars::new();
     for ext in VARS_EXTENSIONS {
@@ -371,6 +409,7 @@ fn read_vars_for(dir: &Path, name: &str) -> Result<Vars, InventoryError> {
         for file in files {
             vars.extend(read_vars_file(&file)?);
         }
+        break;
     }
     Ok(vars)
 }
@@ -385,10 +424,19 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, InventoryError> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy()));
+            // Ansible skips hidden files, backups (`~`) and directories with an extension.
             !name.starts_with('.')
-                && (p.is_dir() || ext.is_none_or(|e| VARS_EXTENSIONS.contains(&e.as_str())))
+                && !name.ends_with('~')
+                && if p.is_dir() {
+                    ext.is_none()
+                } else {
+                    ext.is_none_or(|e| VARS_EXTENSIONS.contains(&e.as_str()))
+                }
         })
         .collect();
     entries.sort();
@@ -413,7 +461,10 @@ fn read_vars_file(path: &Path) -> Result<Vars, InventoryError> {
             return Err(at(
                 &file,
                 &root,
-                format!("a vars file must be a mapping of variable names to values, not {}", root.type_name()),
+                format!(
+                    "a vars file must be a mapping of variable names to values, not {}",
+                    root.type_name()
+                ),
             ))
         }
     };
@@ -425,9 +476,20 @@ fn read_vars_file(path: &Path) -> Result<Vars, InventoryError> {
         };
         let name = match &k.kind {
             Kind::Str(s) => s.clone(),
-            _ => return Err(origin.error(format!("a variable name must be text, not {}", k.type_name()))),
+            _ => {
+                return Err(origin.error(format!(
+                    "a variable name must be text, not {}",
+                    k.type_name()
+                )))
+            }
         };
-        vars.insert(name, Var { value: v.to_json(), origin });
+        vars.insert(
+            name,
+            Var {
+                value: v.to_json(),
+                origin,
+            },
+        );
     }
     Ok(vars)
 }
@@ -461,23 +523,45 @@ fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
         .find(']')
         .map(|i| open + i)
         .ok_or("a range opened with [ must close with ]")?;
-    let (head, range, tail) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let (head, range, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
     let parts: Vec<&str> = range.split(':').collect();
     let (start, end, step) = match parts.as_slice() {
         [s, e] => (*s, *e, 1),
-        [s, e, st] => (*s, *e, st.parse::<usize>().map_err(|_| format!("step \"{st}\" is not a number"))?),
+        [s, e, st] => (
+            *s,
+            *e,
+            st.parse::<usize>()
+                .map_err(|_| format!("step \"{st}\" is not a number"))?,
+        ),
         _ => return Err("a range is [start:end] or [start:end:step]".into()),
     };
     if step == 0 {
         return Err("the step of a range cannot be 0".into());
     }
-    let items: Vec<String> = if let (Ok(a), Ok(b)) = (start.parse::<usize>(), end.parse::<usize>()) {
-        let width = if start.starts_with('0') { start.len() } else { 0 };
-        (a..=b).step_by(step).map(|i| format!("{i:0width$}")).collect()
+    let items: Vec<String> = if let (Ok(a), Ok(b)) = (start.parse::<usize>(), end.parse::<usize>())
+    {
+        let width = if start.starts_with('0') {
+            start.len()
+        } else {
+            0
+        };
+        (a..=b)
+            .step_by(step)
+            .map(|i| format!("{i:0width$}"))
+            .collect()
     } else if let ([a], [b]) = (start.as_bytes(), end.as_bytes()) {
-        (*a..=*b).step_by(step).map(|c| (c as char).to_string()).collect()
+        (*a..=*b)
+            .step_by(step)
+            .map(|c| (c as char).to_string())
+            .collect()
     } else {
-        return Err(format!("[{range}] is neither a numeric nor a single-letter range"));
+        return Err(format!(
+            "[{range}] is neither a numeric nor a single-letter range"
+        ));
     };
     if items.is_empty() {
         return Err(format!("[{range}] is empty: the start is after the end"));
@@ -497,10 +581,19 @@ mod tests {
 
     #[test]
     fn host_ranges_expand_as_in_ansible() {
-        assert_eq!(expand_host_pattern("ptrn-[1:3]").unwrap(), ["ptrn-1", "ptrn-2", "ptrn-3"]);
-        assert_eq!(expand_host_pattern("db[01:02].lan").unwrap(), ["db01.lan", "db02.lan"]);
+        assert_eq!(
+            expand_host_pattern("ptrn-[1:3]").unwrap(),
+            ["ptrn-1", "ptrn-2", "ptrn-3"]
+        );
+        assert_eq!(
+            expand_host_pattern("db[01:02].lan").unwrap(),
+            ["db01.lan", "db02.lan"]
+        );
         assert_eq!(expand_host_pattern("n[a:c]").unwrap(), ["na", "nb", "nc"]);
-        assert_eq!(expand_host_pattern("n[0:10:5]").unwrap(), ["n0", "n5", "n10"]);
+        assert_eq!(
+            expand_host_pattern("n[0:10:5]").unwrap(),
+            ["n0", "n5", "n10"]
+        );
         assert!(expand_host_pattern("n[3:1]").is_err());
         assert!(expand_host_pattern("n[1:3").is_err());
     }

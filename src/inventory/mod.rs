@@ -31,6 +31,9 @@ pub struct Group {
     pub file_vars: Vars,
     /// Longest path from `all`, as Ansible counts it to order groups.
     pub depth: usize,
+    /// `ansible_group_priority` from the inventory file: not a variable, and (as in Ansible)
+    /// not read from group_vars/.
+    priority: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -193,15 +196,13 @@ impl Group {
             inline_vars: Vars::new(),
             file_vars: Vars::new(),
             depth: 0,
+            priority: 1,
         }
     }
 
-    /// `ansible_group_priority`, 1 unless set.
+    /// `ansible_group_priority` as set in the inventory file, 1 unless set. Ansible ignores it
+    /// in group_vars/ (there it is an ordinary variable), as those are loaded in this order.
     pub fn priority(&self) -> i64 {
-        self.file_vars
-            .get("ansible_group_priority")
-            .or_else(|| self.inline_vars.get("ansible_group_priority"))
-            .and_then(|v| v.value.as_i64())
-            .unwrap_or(1)
+        self.priority
     }
 }

@@ -39,9 +39,17 @@ pub fn is_secret_name(name: &str) -> bool {
     if name.ends_with("_file") || name.ends_with("_path") {
         return false;
     }
-    ["password", "passwd", "secret", "token", "_pass", "private_key", "api_key"]
-        .iter()
-        .any(|word| name.contains(word))
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "_pass",
+        "private_key",
+        "api_key",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
         || name.ends_with("_key")
 }
 
@@ -61,7 +69,12 @@ mod tests {
         ] {
             assert!(is_secret_name(name), "{name}");
         }
-        for name in ["ansible_ssh_private_key_file", "ansible_host", "work_mem", "password_file"] {
+        for name in [
+            "ansible_ssh_private_key_file",
+            "ansible_host",
+            "work_mem",
+            "password_file",
+        ] {
             assert!(!is_secret_name(name), "{name}");
         }
     }
