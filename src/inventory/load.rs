@@ -110,14 +110,16 @@ impl Loader {
         let entries = match &body.kind {
             Kind::Null => return Ok(()),
             Kind::Map(entries) => entries,
-            _ => return Err(at(
-                &self.file,
-                body,
-                format!(
+            _ => {
+                return Err(at(
+                    &self.file,
+                    body,
+                    format!(
                     "group \"{name}\" must be a mapping with hosts:, children: or vars:, not {}",
                     body.type_name()
                 ),
-            )),
+                ))
+            }
         };
         for (section, value) in entries {
             let section_name = section.key_text();

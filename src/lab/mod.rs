@@ -238,6 +238,13 @@ fn status(config: &LabConfig) -> u8 {
 /// Opens a shell on a host, or runs a command there, through the system's ssh client.
 fn ssh(config: &LabConfig, host: &str, command: &[String]) -> Result<u8, LabError> {
     let host = config.host(host)?;
+    // Without the bridge the lab's addresses would be routed off this machine.
+    if !sys::link_exists(&config.bridge) {
+        return Err(LabError::Config(format!(
+            "the lab is down (no bridge {}) — `hactl lab up` first",
+            config.bridge
+        )));
+    }
     let mut cmd = ssh_command(config, host, 10);
     if command.is_empty() && std::io::stdin().is_terminal() {
         cmd.arg("-t");
