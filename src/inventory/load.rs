@@ -166,11 +166,11 @@ impl Loader {
                                 _ => None,
                             }
                             .ok_or_else(|| {
-                                at(
-                                    &self.file,
-                                    v,
-                                    format!("ansible_group_priority of group \"{name}\" must be an integer, not {}", v.type_name()),
-                                )
+                                let why = format!(
+                                    "ansible_group_priority of group \"{name}\" must be an integer, not {}",
+                                    v.type_name()
+                                );
+                                at(&self.file, v, why)
                             })?;
                             self.group_entry(name).priority = priority;
                             continue;
