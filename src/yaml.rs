@@ -380,7 +380,10 @@ mod tests {
         assert_eq!(kind("~"), Kind::Null);
         assert_eq!(kind("15"), Kind::Int(15));
         assert_eq!(kind("10.0.0.1"), Kind::Str("10.0.0.1".into()));
-        assert_eq!(kind("!vault |\n  $ANSIBLE"), Kind::Vault("$ANSIBLE".into()));
+        assert_eq!(
+            kind("!vault |\n  $ANSIBLE\n"),
+            Kind::Vault("$ANSIBLE\n".into())
+        );
     }
 
     #[test]
