@@ -1,0 +1,534 @@
+//! The transport: one russh connection per host, reused for a whole run, with concurrent
+//! channels; host keys checked against a known_hosts file; exec, become and atomic upload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::known_hosts::{
+    check_known_hosts_path, known_host_keys_path, learn_known_hosts_path,
+};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::ChannelMsg;
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+/// sshd refuses more than `MaxSessions` (10 by default) open channels on one connection, and
+/// frees a closed one a little after the close: stay well below, and retry a refused open.
+const MAX_CHANNELS: usize = 6;
+const OPEN_RETRIES: u32 = 40;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where and how to reach one host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The inventory name, used in every message.
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub private_key_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub become_root: bool,
+}
+
+/// What to do with a host key that the known_hosts file does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Refuse it: the default.
+    Strict,
+    /// Record it in the known_hosts file (`--accept-new-host-keys`); a changed key is still refused.
+    AcceptNew,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("{host}: cannot connect to {address}: {reason}")]
+    Connect {
+        host: String,
+        address: String,
+        reason: String,
+    },
+    #[error("{host}: host key {fingerprint} is not in {} — check it, then add it there or run with --accept-new-host-keys", file.display())]
+    UnknownHostKey {
+        host: String,
+        fingerprint: String,
+        file: PathBuf,
+    },
+    #[error("{host}: HOST KEY CHANGED — {fingerprint} does not match {}:{line}; refusing to connect (if the host was rebuilt, remove that line)", file.display())]
+    ChangedHostKey {
+        host: String,
+        fingerprint: String,
+        file: PathBuf,
+        line: usize,
+    },
+    #[error("{host}: the server offered a host certificate; only plain host keys are supported")]
+    HostCertificate { host: String },
+    #[error("{host}: {}: {reason}", file.display())]
+    KnownHosts {
+        host: String,
+        file: PathBuf,
+        reason: String,
+    },
+    #[error("{host}: cannot read the private key {}: {reason}", file.display())]
+    PrivateKey {
+        host: String,
+        file: PathBuf,
+        reason: String,
+    },
+    #[error("{host}: authentication as {user} failed (tried: {tried})")]
+    Auth {
+        host: String,
+        user: String,
+        tried: String,
+    },
+    #[error("{host}: connection lost: {reason}")]
+    Lost { host: String, reason: String },
+    #[error("{host}: upload of {path} failed: {reason}")]
+    Upload {
+        host: String,
+        path: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Russh(#[from] russh::Error),
+}
+
+/// The result of one command.
+#[derive(Debug, Default, Clone)]
+pub struct Output {
+    /// None when the command died of a signal or the server sent no status.
+    pub exit_status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.exit_status == Some(0)
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).to_string()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).to_string()
+    }
+}
+
+/// One open connection to one host. Cheap to share: every call opens its own channel.
+pub struct Session {
+    target: Target,
+    handle: Handle<Checker>,
+    channels: Semaphore,
+}
+
+struct Checker {
+    host: String,
+    address: String,
+    port: u16,
+    known_hosts: PathBuf,
+    policy: HostKeyPolicy,
+}
+
+impl client::Handler for Checker {
+    type Error = SshError;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, SshError> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
+            return Err(SshError::HostCertificate {
+                host: self.host.clone(),
+            });
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let file_error = |e: russh::keys::Error| SshError::KnownHosts {
+            host: self.host.clone(),
+            file: self.known_hosts.clone(),
+            reason: e.to_string(),
+        };
+        match check_known_hosts_path(&self.address, self.port, key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                let known = known_host_keys_path(&self.address, self.port, &self.known_hosts)
+                    .map_err(file_error)?;
+                if self.policy == HostKeyPolicy::AcceptNew && known.is_empty() {
+                    learn_known_hosts_path(&self.address, self.port, key, &self.known_hosts)
+                        .map_err(file_error)?;
+                    return Ok(true);
+                }
+                // A key of another algorithm is on file: treat it as a changed key, not a new one.
+                match known.first() {
+                    Some((line, _)) => Err(SshError::ChangedHostKey {
+                        host: self.host.clone(),
+                        fingerprint,
+                        file: self.known_hosts.clone(),
+                        line: *line,
+                    }),
+                    None => Err(SshError::UnknownHostKey {
+                        host: self.host.clone(),
+                        fingerprint,
+                        file: self.known_hosts.clone(),
+                    }),
+                }
+            }
+            Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::ChangedHostKey {
+                host: self.host.clone(),
+                fingerprint,
+                file: self.known_hosts.clone(),
+                line,
+            }),
+            Err(e) => Err(file_error(e)),
+        }
+    }
+}
+
+impl Session {
+    /// Connects, checks the host key, and authenticates with the key file, then the ssh-agent.
+    pub async fn connect(target: &Target, policy: HostKeyPolicy) -> Result<Session, SshError> {
+        let config = Arc::new(client::Config {
+            // Keepalives, not an inactivity timeout: a long quiet apt-get must not be cut off.
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_max: 3,
+            inactivity_timeout: None,
+            nodelay: true,
+            ..Default::default()
+        });
+        let checker = Checker {
+            host: target.name.clone(),
+            address: target.address.clone(),
+            port: target.port,
+            known_hosts: target.known_hosts.clone(),
+            policy,
+        };
+        let connect_error = |reason: String| SshError::Connect {
+            host: target.name.clone(),
+            address: format!("{}:{}", target.address, target.port),
+            reason,
+        };
+        let connecting = client::connect(config, (target.address.as_str(), target.port), checker);
+        let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => {
+                return Err(connect_error(format!(
+                    "no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )))
+            }
+            Ok(Err(SshError::Russh(e))) => return Err(connect_error(e.to_string())),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(handle)) => handle,
+        };
+        let authenticated =
+            tokio::time::timeout(CONNECT_TIMEOUT, authenticate(&mut handle, target))
+                .await
+                .map_err(|_| connect_error("authentication did not finish in time".into()))??;
+        if !authenticated.0 {
+            return Err(SshError::Auth {
+                host: target.name.clone(),
+                user: target.user.clone(),
+                tried: authenticated.1.join(", "),
+            });
+        }
+        Ok(Session {
+            target: target.clone(),
+            handle,
+            channels: Semaphore::new(MAX_CHANNELS),
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Runs a command through `sh -c` (with sudo when the host needs become), feeding `stdin`,
+    /// and reads until the channel ends.
+    pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
+        let wrapped = if self.target.become_root {
+            format!("sudo -n -H -- sh -c {}", shell_quote(command))
+        } else {
+            command.to_string()
+        };
+        self.exec_raw(&wrapped, stdin).await
+    }
+
+    async fn exec_raw(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
+        let _slot = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|e| self.lost(e.to_string()))?;
+        let (mut rx, tx) = self.open_channel().await?.split();
+        let run = async {
+            tx.exec(true, command).await?;
+            let mut out = Output::default();
+            loop {
+                match rx.wait().await {
+                    Some(ChannelMsg::Success) => break,
+                    Some(ChannelMsg::Failure) => return Err(russh::Error::RequestDenied),
+                    Some(msg) => absorb(&mut out, msg),
+                    None => return Err(russh::Error::Disconnect),
+                }
+            }
+            let write = async {
+                if !stdin.is_empty() {
+                    tx.data(stdin).await?;
+                }
+                tx.eof().await
+            };
+            // ExitStatus may come before the last data: read until the channel ends.
+            let read = async {
+                while let Some(msg) = rx.wait().await {
+                    absorb(&mut out, msg);
+                }
+            };
+            let (written, ()) = tokio::join!(write, read);
+            written?;
+            Ok(out)
+        };
+        match run.await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                let _ = tx.close().await;
+                Err(self.lost(e.to_string()))
+            }
+        }
+    }
+
+    /// Writes a file atomically: a temporary file in the target directory, owner and mode set,
+    /// then renamed over the target — a reader never sees half a file.
+    pub async fn upload(
+        &self,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+        owner: Option<&str>,
+    ) -> Result<(), SshError> {
+        let upload_error = |reason: String| SshError::Upload {
+            host: self.target.name.clone(),
+            path: path.to_string(),
+            reason,
+        };
+        let dir = Path::new(path)
+            .parent()
+            .map(|p| p.to_string_lossy().to_string())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| upload_error("the path must be absolute".into()))?;
+        let name = Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .ok_or_else(|| upload_error("the path names no file".into()))?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let temp = format!("{dir}/.{name}.hactl-{nonce}");
+        let chown = owner
+            .map(|o| format!("chown {} {} && ", shell_quote(o), shell_quote(&temp)))
+            .unwrap_or_default();
+        let finish = format!(
+            "{chown}chmod {mode:o} {t} && mv -f {t} {p}",
+            t = shell_quote(&temp),
+            p = shell_quote(path)
+        );
+        if self.target.become_root {
+            // SFTP runs as the login user: stream through sudo into the target directory instead.
+            let script = format!("umask 077 && cat > {} && {finish}", shell_quote(&temp));
+            let out = self.exec(&script, contents).await?;
+            if !out.success() {
+                let _ = self
+                    .exec(&format!("rm -f {}", shell_quote(&temp)), b"")
+                    .await;
+                return Err(upload_error(out.stderr_text().trim().to_string()));
+            }
+            return Ok(());
+        }
+        self.sftp_write(&temp, contents)
+            .await
+            .map_err(upload_error)?;
+        let out = self.exec_raw(&finish, b"").await?;
+        if !out.success() {
+            let _ = self
+                .exec_raw(&format!("rm -f {}", shell_quote(&temp)), b"")
+                .await;
+            return Err(upload_error(out.stderr_text().trim().to_string()));
+        }
+        Ok(())
+    }
+
+    async fn sftp_write(&self, path: &str, contents: &[u8]) -> Result<(), String> {
+        let _slot = self.channels.acquire().await.map_err(|e| e.to_string())?;
+        let channel = self.open_channel().await.map_err(|e| e.to_string())?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| e.to_string())?;
+        let sftp = SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| e.to_string())?;
+        let attrs = FileAttributes {
+            permissions: Some(0o600),
+            ..Default::default()
+        };
+        let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+        let mut file = sftp
+            .open_with_flags_and_attributes(path, flags, attrs)
+            .await
+            .map_err(|e| e.to_string())?;
+        file.write_all(contents).await.map_err(|e| e.to_string())?;
+        file.shutdown().await.map_err(|e| e.to_string())?;
+        sftp.close().await.map_err(|e| e.to_string())
+    }
+
+    async fn open_channel(&self) -> Result<russh::Channel<client::Msg>, SshError> {
+        let mut attempt = 0;
+        loop {
+            match self.handle.channel_open_session().await {
+                Ok(channel) => return Ok(channel),
+                Err(russh::Error::ChannelOpenFailure(_)) if attempt < OPEN_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => return Err(self.lost(e.to_string())),
+            }
+        }
+    }
+
+    /// Ends the connection politely.
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+
+    fn lost(&self, reason: String) -> SshError {
+        SshError::Lost {
+            host: self.target.name.clone(),
+            reason,
+        }
+    }
+}
+
+fn absorb(out: &mut Output, msg: ChannelMsg) {
+    match msg {
+        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+        ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+        ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
+        _ => {}
+    }
+}
+
+/// Tries the key file, then every key of the ssh-agent. Returns whether one worked and what was tried.
+async fn authenticate(
+    handle: &mut Handle<Checker>,
+    target: &Target,
+) -> Result<(bool, Vec<String>), SshError> {
+    let mut tried = vec![];
+    if let Some(file) = &target.private_key_file {
+        let key = russh::keys::load_secret_key(file, None).map_err(|e| SshError::PrivateKey {
+            host: target.name.clone(),
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        let hash = if key.algorithm().is_rsa() {
+            handle.best_supported_rsa_hash().await?.flatten()
+        } else {
+            None
+        };
+        tried.push(format!("key {}", file.display()));
+        let result = handle
+            .authenticate_publickey(
+                &target.user,
+                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+            )
+            .await?;
+        if result.success() {
+            return Ok((true, tried));
+        }
+    }
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        use russh::keys::agent::client::AgentClient;
+        use russh::keys::agent::AgentIdentity;
+        tried.push("ssh-agent".into());
+        if let Ok(mut agent) = AgentClient::connect_env().await {
+            let identities = agent.request_identities().await.unwrap_or_default();
+            let rsa_hash = handle.best_supported_rsa_hash().await?.flatten();
+            for identity in identities {
+                let AgentIdentity::PublicKey { key, .. } = identity else {
+                    continue;
+                };
+                if let Ok(result) = handle
+                    .authenticate_publickey_with(&target.user, key, rsa_hash, &mut agent)
+                    .await
+                {
+                    if result.success() {
+                        return Ok((true, tried));
+                    }
+                }
+            }
+        }
+    }
+    Ok((false, tried))
+}
+
+/// Quotes a word for a POSIX shell.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// How to reach an inventory host: its connection vars, and `hactl_known_hosts` (default
+/// `~/.ssh/known_hosts`) for the host keys.
+pub fn target(
+    inventory: &crate::inventory::Inventory,
+    host: &str,
+) -> Result<Target, crate::inventory::InventoryError> {
+    let connection = inventory.connection(host)?;
+    let vars = inventory.host_vars(host);
+    let known_hosts = vars
+        .get("hactl_known_hosts")
+        .and_then(|v| v.value.as_str().map(str::to_string))
+        .unwrap_or_else(|| "~/.ssh/known_hosts".to_string());
+    Ok(Target {
+        name: host.to_string(),
+        address: connection.address,
+        port: connection.port,
+        user: connection.user,
+        private_key_file: connection.private_key_file.map(|p| expand_home(&p)),
+        known_hosts: expand_home(Path::new(&known_hosts)),
+        become_root: connection.become_root,
+    })
+}
+
+/// `~/x` → `$HOME/x`, as ssh reads such paths.
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quoting_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote("/etc/hosts"), "/etc/hosts");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
