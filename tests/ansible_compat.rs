@@ -5,6 +5,8 @@
 //! ansible-core is installed once into `target/ansible-venv` (python3 -m venv + pip from PyPI)
 //! and reused after that. Without python3, venv or pip the tests fail: they never pass silently.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use serde_json::Value;
-use tempfile::TempDir;
+
+use common::fixture::{groups_of, Fixture};
+use common::hactl_in;
 
 /// Versions that run on Python 3.11 (the controller needs 3.10+ for 2.15-2.17).
 const ANSIBLE_CORE: &str = "ansible-core>=2.15,<2.18";
@@ -80,30 +84,6 @@ fn run_or_explain(command: &mut Command, why: &str) {
     );
 }
 
-/// A temporary inventory directory: the inventory file, group_vars/ and host_vars/.
-struct Fixture {
-    dir: TempDir,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().expect("create a temp dir"),
-        }
-    }
-
-    fn file(&self, path: &str, text: &str) -> &Fixture {
-        let path = self.dir.path().join(path);
-        fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
-        fs::write(&path, text).expect("write a fixture file");
-        self
-    }
-
-    fn path(&self, path: &str) -> PathBuf {
-        self.dir.path().join(path)
-    }
-}
-
 /// `ansible-inventory -i FILE --list`, run from an empty directory with its own ANSIBLE_HOME
 /// and an empty config, so that nothing of this machine's Ansible set-up takes part.
 fn ansible_list(file: &Path) -> Value {
@@ -137,13 +117,11 @@ fn ansible_list(file: &Path) -> Value {
 
 fn hactl_list(file: &Path) -> Value {
     let cwd = tempfile::tempdir().expect("create a temp dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args(["inventory", "list"])
-        .arg(file)
-        .args(["--output", "json"])
-        .current_dir(cwd.path())
-        .output()
-        .expect("run hactl");
+    let file = file.to_string_lossy();
+    let out = hactl_in(
+        cwd.path(),
+        &["inventory", "list", &file, "--output", "json"],
+    );
     parse_listing("hactl", &out)
 }
 
@@ -190,18 +168,11 @@ fn normalize(listing: &Value) -> Listing {
             .map(|n| n.as_str().expect("a name").to_string())
             .collect()
     };
-    let mut direct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut listed: BTreeSet<String> = BTreeSet::new();
     let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut parents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (group, body) in &groups {
-        for host in names(&body["hosts"]) {
-            direct.entry(host).or_default().insert(group.to_string());
-        }
+        listed.extend(names(&body["hosts"]));
         for child in names(&body["children"]) {
-            parents
-                .entry(child.clone())
-                .or_default()
-                .insert(group.to_string());
             children.entry(group.to_string()).or_default().insert(child);
         }
     }
@@ -210,26 +181,19 @@ fn normalize(listing: &Value) -> Listing {
         for kids in children.values_mut() {
             kids.remove("ungrouped");
         }
-        parents.remove("ungrouped");
     }
     children.retain(|_, kids| !kids.is_empty());
 
     let meta = listing["_meta"]["hostvars"]
         .as_object()
         .expect("_meta.hostvars");
-    let hosts: BTreeSet<String> = direct.keys().chain(meta.keys()).cloned().collect();
-    let mut groups_of = BTreeMap::new();
+    let hosts: BTreeSet<String> = listed.into_iter().chain(meta.keys().cloned()).collect();
+    let mut host_groups = BTreeMap::new();
     let mut hostvars = BTreeMap::new();
     for host in &hosts {
-        let mut todo: Vec<String> = direct.get(host).into_iter().flatten().cloned().collect();
-        let mut seen = BTreeSet::new();
-        while let Some(group) = todo.pop() {
-            if seen.insert(group.clone()) {
-                todo.extend(parents.get(&group).into_iter().flatten().cloned());
-            }
-        }
+        let mut seen = groups_of(listing, host);
         seen.insert("all".to_string());
-        groups_of.insert(host.clone(), seen);
+        host_groups.insert(host.clone(), seen);
         let vars = meta
             .get(host)
             .cloned()
@@ -238,7 +202,7 @@ fn normalize(listing: &Value) -> Listing {
     }
     Listing {
         hosts,
-        groups_of,
+        groups_of: host_groups,
         children,
         hostvars,
     }

@@ -2,34 +2,19 @@
 //! reads it. Precedence, nested groups, host ranges, group_vars/ and host_vars/, errors with
 //! their exact position, masked secrets, and the inventories shipped in inventory/.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-/// An inventory directory: inventory files with group_vars/ and host_vars/ beside them.
-struct Fixture {
-    dir: TempDir,
-}
+use common::fixture::{groups_of, Fixture};
+use common::hactl_in;
 
 impl Fixture {
-    fn new() -> Fixture {
-        Fixture {
-            dir: tempfile::tempdir().expect("create a temp dir"),
-        }
-    }
-
-    /// Writes `path` (relative to the directory), creating its parent directories.
-    fn file(&self, path: &str, text: &str) -> &Fixture {
-        let path = self.dir.path().join(path);
-        fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
-        fs::write(&path, text).expect("write a fixture file");
-        self
-    }
-
     /// Runs hactl in the directory, so that relative paths in messages are short.
     fn hactl(&self, args: &[&str]) -> Output {
         hactl_in(self.dir.path(), args)
@@ -93,14 +78,6 @@ impl Fixture {
     }
 }
 
-fn hactl_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run hactl")
-}
-
 fn assert_success(out: &Output) {
     assert!(
         out.status.success(),
@@ -122,38 +99,8 @@ fn yaml(lines: &[&str]) -> String {
     text
 }
 
-/// Every group a host is in, directly or through `children`, from a `--list` JSON.
-fn groups_of(listing: &Value, host: &str) -> BTreeSet<String> {
-    let groups = listing.as_object().expect("an object");
-    let mut parents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut found: Vec<&str> = vec![];
-    for (name, group) in groups.iter().filter(|(name, _)| *name != "_meta") {
-        for child in group["children"].as_array().into_iter().flatten() {
-            parents
-                .entry(child.as_str().expect("a group name"))
-                .or_default()
-                .push(name);
-        }
-        let hosts = group["hosts"].as_array().into_iter().flatten();
-        if hosts.into_iter().any(|h| h == host) {
-            found.push(name);
-        }
-    }
-    let mut all = BTreeSet::new();
-    while let Some(group) = found.pop() {
-        if all.insert(group.to_string()) {
-            found.extend(parents.get(group).into_iter().flatten());
-        }
-    }
-    all
-}
-
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-fn repo_path(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1130,7 +1077,7 @@ const SHIPPED: [&str; 3] = [
 ];
 
 fn shipped(path: &str) -> Value {
-    let file = repo_path(path);
+    let file = common::repo().join(path);
     let out = hactl_in(
         Path::new(env!("CARGO_MANIFEST_DIR")),
         &[
@@ -1246,8 +1193,8 @@ fn lab_inventory_puts_the_hosts_on_the_lab_network() {
 #[test]
 fn vagrant_inventory_matches_the_vagrantfile() {
     let listing = shipped("inventory/vagrant.yml");
-    let vagrantfile =
-        fs::read_to_string(repo_path("vagrant/Vagrantfile")).expect("read vagrant/Vagrantfile");
+    let vagrantfile = fs::read_to_string(common::repo().join("vagrant/Vagrantfile"))
+        .expect("read vagrant/Vagrantfile");
     for (host, address) in [
         ("ptrn-1", "192.168.56.11"),
         ("ptrn-2", "192.168.56.12"),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod fixture;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
@@ -67,12 +69,18 @@ impl Lab {
     }
 }
 
+/// Runs hactl in the repository.
 pub fn hactl(args: &[&str]) -> Output {
+    hactl_in(&repo(), args)
+}
+
+/// Runs hactl in `dir`, so that relative paths in its messages are short.
+pub fn hactl_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hactl"))
         .args(args)
-        .current_dir(repo())
+        .current_dir(dir)
         .output()
-        .expect("hactl runs")
+        .expect("run hactl")
 }
 
 pub fn repo() -> PathBuf {
