@@ -5,11 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/demo.sh: run it as root (sudo): the lab makes a bridge, mounts and containers" >&2
-    exit 2
-fi
-command -v cargo >/dev/null || { echo "scripts/demo.sh: needs a Rust toolchain (cargo) — see README.md" >&2; exit 2; }
+. scripts/preflight.sh
+require_root_and_cargo
 
 cargo build --release
 hactl=target/release/hactl

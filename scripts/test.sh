@@ -5,11 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/test.sh: run it as root (sudo): the lab tests make a bridge, mounts and containers" >&2
-    exit 2
-fi
-command -v cargo >/dev/null || { echo "scripts/test.sh: needs a Rust toolchain (cargo) — see README.md" >&2; exit 2; }
+. scripts/preflight.sh
+require_root_and_cargo
 
 # What the lab and the tests need on this machine; `hactl lab up` would install the lab's
 # part too, but the Ansible cross-check needs python3 with venv before any test runs.
