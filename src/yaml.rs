@@ -69,13 +69,6 @@ impl Node {
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
-        match &self.kind {
-            Kind::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// The key as text, for mappings whose keys are names (PyYAML would also accept `1:`).
     pub fn key_text(&self) -> String {
         match &self.kind {

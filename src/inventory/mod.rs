@@ -95,15 +95,6 @@ impl Inventory {
         seen
     }
 
-    /// Hosts of a group and of all its descendants, in inventory order.
-    pub fn hosts_in(&self, group: &str) -> Vec<String> {
-        self.hosts
-            .keys()
-            .filter(|h| self.groups_of(h).iter().any(|g| g == group))
-            .cloned()
-            .collect()
-    }
-
     /// The host's vars with Ansible's precedence: `all` inline vars < other groups' inline
     /// vars < group_vars/all < group_vars/<group> < inline host vars < host_vars/<host>;
     /// groups ordered by depth, then `ansible_group_priority`, then name.

@@ -242,10 +242,6 @@ impl Session {
         })
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// Runs a command through `sh -c` (with sudo when the host needs become), feeding `stdin`,
     /// and reads until the channel ends.
     pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
