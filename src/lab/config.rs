@@ -207,6 +207,19 @@ impl LabConfig {
         self.cache_dir.join("apt")
     }
 
+    /// The Debian mirror: `hactl_lab_mirror`, else the one this machine's apt uses.
+    pub fn resolved_mirror(&self) -> Result<String, LabError> {
+        match &self.mirror {
+            Some(m) => Ok(m.clone()),
+            None => host_mirror(&self.suite).ok_or_else(|| {
+                LabError::Config(format!(
+                    "this machine's apt sources name no http mirror for \"{}\" — set hactl_lab_mirror in the lab inventory",
+                    self.suite
+                ))
+            }),
+        }
+    }
+
     pub fn proxy_url(&self) -> String {
         format!("http://{}:{}", self.gateway(), self.proxy_port)
     }
@@ -236,6 +249,17 @@ pub fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
     }
     let mask = u32::MAX << (32 - u32::from(prefix));
     (u32::from(addr) & !mask == 0).then_some((addr, prefix))
+}
+
+/// A destination as `ip route` prints it: `10.0.0.0/8` or a single address (`/32`).
+pub fn parse_route_dest(text: &str) -> Option<(Ipv4Addr, u8)> {
+    match text.split_once('/') {
+        Some((addr, prefix)) => {
+            let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+            Some((addr.parse().ok()?, prefix))
+        }
+        None => Some((text.parse().ok()?, 32)),
+    }
 }
 
 /// Whether two networks share any address.
@@ -329,6 +353,21 @@ mod tests {
         assert!(overlaps(lab, (Ipv4Addr::new(10, 213, 0, 128), 25)));
         assert!(!overlaps(lab, (Ipv4Addr::new(10, 214, 0, 0), 24)));
         assert!(!overlaps(lab, (Ipv4Addr::new(192, 0, 2, 0), 24)));
+    }
+
+    #[test]
+    fn route_destinations_parse_with_or_without_a_prefix() {
+        assert_eq!(
+            parse_route_dest("10.0.0.0/8"),
+            Some((Ipv4Addr::new(10, 0, 0, 0), 8))
+        );
+        assert_eq!(
+            parse_route_dest("192.0.2.1"),
+            Some((Ipv4Addr::new(192, 0, 2, 1), 32))
+        );
+        assert_eq!(parse_route_dest("10.0.0.0/33"), None);
+        assert_eq!(parse_route_dest("dev"), None);
+        assert_eq!(parse_route_dest("default"), None);
     }
 
     #[test]

@@ -9,7 +9,6 @@ mod rootfs;
 mod sys;
 
 use std::io::IsTerminal;
-use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -100,7 +99,7 @@ pub fn up(config: &LabConfig) -> Result<(), LabError> {
     proxy::ensure(config)?;
     progress.step("keys");
     rootfs::ensure_key(&config.private_key, "hactl-lab")?;
-    let public_key = read(&config.private_key.with_extension("pub"))?;
+    let public_key = read(&rootfs::public_key_path(&config.private_key))?;
     write_known_hosts(config)?;
     let mut booting = vec![];
     let mut pids = vec![];
@@ -163,18 +162,12 @@ pub fn up(config: &LabConfig) -> Result<(), LabError> {
 /// crash left it in.
 pub fn down(config: &LabConfig) -> Result<(), LabError> {
     require_root()?;
+    for host in &config.hosts {
+        machine::power_off(config, &host.name)?;
+    }
+    // Machines of hosts that the inventory no longer lists.
     for pid in machine::all_nspawn(config) {
-        let host = config
-            .hosts
-            .iter()
-            .find(|h| machine::nspawn_pid(config, &h.name) == Some(pid))
-            .map(|h| h.name.clone());
-        match host {
-            Some(host) => {
-                machine::power_off(config, &host)?;
-            }
-            None => machine::kill_and_wait(pid, Duration::from_secs(10))?,
-        }
+        machine::kill_and_wait(pid, Duration::from_secs(10))?;
     }
     machine::remove_cgroups(config);
     proxy::stop(config)?;
@@ -189,7 +182,7 @@ pub fn down(config: &LabConfig) -> Result<(), LabError> {
     sys::remove_tree(&config.state_dir)?;
     for file in [
         &config.private_key,
-        &config.private_key.with_extension("pub"),
+        &rootfs::public_key_path(&config.private_key),
         &config.known_hosts,
     ] {
         let _ = std::fs::remove_file(file);
@@ -343,30 +336,22 @@ fn check_network(config: &LabConfig) -> Result<(), LabError> {
         if dev == Some(config.bridge.as_str()) {
             continue;
         }
-        let dest = words
+        let Some((dest, net)) = words
             .iter()
-            .find(|w| w.parse::<Ipv4Addr>().is_ok() || w.contains('/'));
-        let Some(dest) = dest else { continue };
+            .find_map(|w| config::parse_route_dest(w).map(|net| (*w, net)))
+        else {
+            continue;
+        };
         if matches!(words.first(), Some(&"local") | Some(&"broadcast")) && dev == Some("lo") {
             continue;
         }
-        let net = if dest.contains('/') {
-            config::parse_cidr(dest).or_else(|| {
-                let (a, p) = dest.split_once('/')?;
-                Some((a.parse().ok()?, p.parse().ok()?))
-            })
-        } else {
-            dest.parse().ok().map(|a| (a, 32))
-        };
-        if let Some(net) = net {
-            if net.1 > 0 && config::overlaps((config.network, config.prefix), net) {
-                return Err(LabError::Config(format!(
-                    "the lab network {}/{} overlaps {dest} on {} — set hactl_lab_network in the lab inventory to a free range",
-                    config.network,
-                    config.prefix,
-                    dev.unwrap_or("this machine")
-                )));
-            }
+        if net.1 > 0 && config::overlaps((config.network, config.prefix), net) {
+            return Err(LabError::Config(format!(
+                "the lab network {}/{} overlaps {dest} on {} — set hactl_lab_network in the lab inventory to a free range",
+                config.network,
+                config.prefix,
+                dev.unwrap_or("this machine")
+            )));
         }
     }
     Ok(())
@@ -444,7 +429,7 @@ fn write_known_hosts(config: &LabConfig) -> Result<(), LabError> {
     let mut lines = String::new();
     for host in &config.hosts {
         let key = rootfs::host_key(config, &host.name)?;
-        let public = read(&key.with_extension("pub"))?;
+        let public = read(&rootfs::public_key_path(&key))?;
         let mut words = public.split_whitespace();
         let (Some(kind), Some(blob)) = (words.next(), words.next()) else {
             return Err(LabError::Config(format!(

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::config::{host_mirror, LabConfig};
+use super::config::LabConfig;
 use super::sys::{self, run};
 use super::LabError;
 
@@ -30,10 +30,7 @@ pub fn ensure(config: &LabConfig) -> Result<(), LabError> {
         return Ok(());
     }
     stop(config)?;
-    let mirror = match &config.mirror {
-        Some(m) => m.clone(),
-        None => host_mirror(&config.suite).unwrap_or_default(),
-    };
+    let mirror = config.resolved_mirror()?;
     let dir = config.proxy_dir();
     sys::create_dir(&dir)?;
     sys::create_dir(&config.apt_cache_dir())?;

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::config::{host_mirror, LabConfig, LabHost};
+use super::config::{LabConfig, LabHost};
 use super::sys::{self, run};
 use super::LabError;
 
@@ -25,15 +25,7 @@ pub fn ensure_base(config: &LabConfig) -> Result<(), LabError> {
     if base_is_ready(config) {
         return Ok(());
     }
-    let mirror = match &config.mirror {
-        Some(m) => m.clone(),
-        None => host_mirror(&config.suite).ok_or_else(|| {
-            LabError::Config(format!(
-                "this machine's apt sources name no http mirror for \"{}\" — set hactl_lab_mirror in the lab inventory",
-                config.suite
-            ))
-        })?,
-    };
+    let mirror = config.resolved_mirror()?;
     sys::create_dir(&config.cache_dir)?;
     let target = config.base_dir();
     let building = config
@@ -153,7 +145,7 @@ pub fn prepare(
     )?;
     let private = fs::read(&key).map_err(|source| io("reading a host key", source))?;
     let public =
-        fs::read(key.with_extension("pub")).map_err(|source| io("reading a host key", source))?;
+        fs::read(public_key_path(&key)).map_err(|source| io("reading a host key", source))?;
     sys::write_file(&root.join("etc/ssh/ssh_host_ed25519_key"), &private, 0o600)?;
     sys::write_file(
         &root.join("etc/ssh/ssh_host_ed25519_key.pub"),
@@ -176,16 +168,23 @@ pub fn host_key(config: &LabConfig, host: &str) -> Result<PathBuf, LabError> {
     Ok(path)
 }
 
+/// Where ssh-keygen puts the public half of the key at `path`: `path` + `.pub`.
+pub fn public_key_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
 /// An ed25519 key pair at `path` (and `path.pub`) unless one is there.
 pub fn ensure_key(path: &Path, comment: &str) -> Result<(), LabError> {
-    if path.exists() && path.with_extension("pub").exists() {
+    if path.exists() && public_key_path(path).exists() {
         return Ok(());
     }
     if let Some(parent) = path.parent() {
         sys::create_dir(parent)?;
     }
     let _ = fs::remove_file(path);
-    let _ = fs::remove_file(path.with_extension("pub"));
+    let _ = fs::remove_file(public_key_path(path));
     run(
         "ssh-keygen",
         &[
@@ -207,5 +206,23 @@ fn io(what: &str, source: std::io::Error) -> LabError {
     LabError::Io {
         what: what.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_key_path;
+    use std::path::Path;
+
+    #[test]
+    fn the_public_key_sits_beside_the_private_one_with_pub_appended() {
+        assert_eq!(
+            public_key_path(Path::new("/k/id_ed25519")),
+            Path::new("/k/id_ed25519.pub")
+        );
+        assert_eq!(
+            public_key_path(Path::new("/k/lab.key")),
+            Path::new("/k/lab.key.pub")
+        );
     }
 }
