@@ -44,6 +44,30 @@ pub struct ApplyArgs {
     /// Show unified diffs of changed files (secrets masked).
     #[arg(long)]
     pub diff: bool,
+    /// The site file: which roles run on which groups (default: the built-in roles/site.yml).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+    /// Only these hosts or groups (comma-separated).
+    #[arg(short, long, value_name = "HOST|GROUP", value_delimiter = ',')]
+    pub limit: Vec<String>,
+    /// Only tasks with one of these tags (comma-separated), and those tagged `always`.
+    #[arg(short, long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Extra variables, over every other source: KEY=VALUE, or a JSON object.
+    #[arg(short = 'e', long = "extra-vars", value_name = "KEY=VALUE")]
+    pub extra_vars: Vec<String>,
+    /// Hosts worked on at once (default: all).
+    #[arg(short, long)]
+    pub forks: Option<usize>,
+    /// Record host keys not yet in the known_hosts file (a changed key is still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Ask for the sudo password once, instead of requiring password-less sudo.
+    #[arg(short = 'K', long)]
+    pub ask_become_pass: bool,
+    /// `text` (a line per task and host, and a recap) or `json` (one event per line).
+    #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
+    pub output: crate::engine::Format,
 }
 
 #[derive(Args, Debug)]

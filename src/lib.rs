@@ -1,8 +1,12 @@
 //! hactl: a highly available PostgreSQL stack over SSH, and the proof that it stays available.
 
 pub mod cli;
+pub mod engine;
 pub mod exit;
 pub mod inventory;
 pub mod lab;
+pub mod modules;
+pub mod roles;
 pub mod ssh;
+pub mod template;
 pub mod yaml;

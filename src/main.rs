@@ -5,14 +5,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use hactl::cli::{Cli, Command, InventoryAction, Output};
+use hactl::cli::{ApplyArgs, Cli, Command, InventoryAction, Output};
+use hactl::engine::{self, ApplyError};
 use hactl::inventory::{self, Inventory};
-use hactl::{exit, lab};
+use hactl::{exit, lab, roles};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Apply(_) => not_implemented("apply"),
+        Command::Apply(args) => apply(args),
         Command::FailoverTest(_) => not_implemented("failover-test"),
         Command::Probe(_) => not_implemented("probe"),
         Command::Lab(args) => lab::run(&args),
@@ -22,7 +23,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("hactl: {err:#}");
-            let bad_input = err.downcast_ref::<inventory::InventoryError>().is_some();
+            let bad_input = err.downcast_ref::<inventory::InventoryError>().is_some()
+                || err.downcast_ref::<ApplyError>().is_some()
+                || err.downcast_ref::<roles::RoleError>().is_some();
             ExitCode::from(if bad_input {
                 exit::BAD_INPUT
             } else {
@@ -30,6 +33,33 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Brings the hosts of an inventory to the state the site file's roles describe.
+fn apply(args: ApplyArgs) -> Result<u8> {
+    let inventory = Inventory::load(&args.inventory)?;
+    let site = roles::load_site(args.site.as_deref())?;
+    let extra_vars = engine::parse_extra_vars(&args.extra_vars)?;
+    let become_password = if args.ask_become_pass {
+        Some(rpassword::prompt_password("BECOME password: ")?)
+    } else {
+        None
+    };
+    let opts = engine::Options {
+        check: args.check,
+        diff: args.diff,
+        forks: args.forks,
+        limit: args.limit,
+        tags: args.tags,
+        extra_vars,
+        accept_new_host_keys: args.accept_new_host_keys,
+        become_password,
+        format: args.output,
+        release_cache: None,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(engine::apply(&inventory, &site, &opts))?;
+    Ok(summary.exit_code())
 }
 
 /// Prints what an inventory means: a host listing or the group tree.

@@ -125,6 +125,8 @@ pub struct Session {
     target: Target,
     handle: Handle<Checker>,
     channels: Semaphore,
+    /// For sudo, when it asks (`--ask-become-pass`); never logged.
+    become_password: Option<String>,
 }
 
 struct Checker {
@@ -239,18 +241,37 @@ impl Session {
             target: target.clone(),
             handle,
             channels: Semaphore::new(MAX_CHANNELS),
+            become_password: None,
         })
+    }
+
+    /// Gives sudo a password on its standard input instead of requiring password-less sudo.
+    pub fn with_become_password(mut self, password: Option<String>) -> Session {
+        self.become_password = password;
+        self
     }
 
     /// Runs a command through `sh -c` (with sudo when the host needs become), feeding `stdin`,
     /// and reads until the channel ends.
     pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
-        let wrapped = if self.target.become_root {
-            format!("sudo -n -H -- sh -c {}", shell_quote(command))
-        } else {
-            command.to_string()
-        };
-        self.exec_raw(&wrapped, stdin).await
+        if !self.target.become_root {
+            return self.exec_raw(command, stdin).await;
+        }
+        match &self.become_password {
+            None => {
+                let wrapped = format!("sudo -n -H -- sh -c {}", shell_quote(command));
+                self.exec_raw(&wrapped, stdin).await
+            }
+            Some(password) => {
+                // sudo reads the password line first; the command gets the rest of stdin.
+                let wrapped = format!("sudo -S -p '' -H -- sh -c {}", shell_quote(command));
+                let mut input = Vec::with_capacity(password.len() + 1 + stdin.len());
+                input.extend_from_slice(password.as_bytes());
+                input.push(b'\n');
+                input.extend_from_slice(stdin);
+                self.exec_raw(&wrapped, &input).await
+            }
+        }
     }
 
     async fn exec_raw(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {

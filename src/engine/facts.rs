@@ -1,0 +1,82 @@
+//! Facts: what a role needs to know about a host, gathered once per run in one round trip.
+
+use serde_json::{json, Value};
+
+use crate::ssh::{Session, SshError};
+
+const SCRIPT: &str = r#"[ -r /etc/os-release ] && . /etc/os-release
+echo "os_id=${ID:-}"
+echo "os_family=${ID_LIKE:-${ID:-}}"
+echo "os_version=${VERSION_ID:-}"
+echo "os_codename=${VERSION_CODENAME:-}"
+echo "os_name=${PRETTY_NAME:-}"
+echo "arch=$(uname -m)"
+echo "kernel=$(uname -r)"
+echo "hostname=$(hostname -s 2>/dev/null || hostname)"
+echo "fqdn=$(hostname -f 2>/dev/null || hostname)"
+echo "default_ipv4=$(ip -4 -o route get 1.0.0.0 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
+echo "all_ipv4=$(hostname -I 2>/dev/null)"
+echo "cpus=$(nproc 2>/dev/null || echo 1)"
+echo "memory_mb=$(( $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) / 1024 ))"
+echo "service_manager=$(cat /proc/1/comm 2>/dev/null)"
+echo "user=$(id -un)"
+"#;
+
+/// Reads the facts of the host behind `session`.
+pub async fn gather(session: &Session) -> Result<Value, SshError> {
+    let out = session.exec(SCRIPT, b"").await?;
+    Ok(parse(&out.stdout_text()))
+}
+
+fn parse(text: &str) -> Value {
+    let mut facts = serde_json::Map::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        let v = match key {
+            "cpus" | "memory_mb" => json!(value.parse::<u64>().unwrap_or(0)),
+            "all_ipv4" => json!(value.split_whitespace().collect::<Vec<_>>()),
+            "os_family" => json!(value.split_whitespace().last().unwrap_or_default()),
+            _ => json!(value),
+        };
+        facts.insert(key.to_string(), v);
+    }
+    // Without a default route, the first address is the best guess.
+    if facts.get("default_ipv4").and_then(Value::as_str) == Some("") {
+        let first = facts
+            .get("all_ipv4")
+            .and_then(|a| a.get(0))
+            .cloned()
+            .unwrap_or(json!(""));
+        facts.insert("default_ipv4".into(), first);
+    }
+    Value::Object(facts)
+}
+
+/// Facts of the right shape for checking roles before any host is reached.
+pub fn placeholder(host: &str) -> Value {
+    json!({
+        "os_id": "debian", "os_family": "debian", "os_version": "12", "os_codename": "bookworm",
+        "os_name": "Debian GNU/Linux 12 (bookworm)", "arch": "x86_64", "kernel": "6.1.0",
+        "hostname": host, "fqdn": host, "default_ipv4": "192.0.2.1", "all_ipv4": ["192.0.2.1"],
+        "cpus": 2, "memory_mb": 2048, "service_manager": "systemd", "user": "root",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_typed() {
+        let f = parse("os_id=debian\nos_family=debian\ncpus=4\nmemory_mb=3900\ndefault_ipv4=\nall_ipv4=10.0.0.5 10.0.0.6\n");
+        assert_eq!(f["cpus"], 4);
+        assert_eq!(f["default_ipv4"], "10.0.0.5");
+        let keys: Vec<&String> = f.as_object().unwrap().keys().collect();
+        for k in keys {
+            assert!(placeholder("h").get(k).is_some(), "placeholder lacks {k}");
+        }
+    }
+}

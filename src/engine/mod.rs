@@ -1,0 +1,779 @@
+//! `hactl apply`: plays in order with a barrier between them, hosts in parallel within a play,
+//! tasks in order on each host, handlers at the end of each play (or batch, with `serial`).
+
+pub mod facts;
+mod output;
+mod prepare;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use indexmap::IndexMap;
+use minijinja::Value;
+use tokio::sync::Semaphore;
+
+use crate::inventory::{is_secret_name, Inventory, InventoryError};
+use crate::modules::{self, release, Action, Ctx, ModuleError, Outcome};
+use crate::roles::{Play, Role, RoleError, Site, Task};
+use crate::ssh::{self, HostKeyPolicy, Session, SshError};
+use crate::template::{self, HostData, World};
+
+pub use output::{Format, Stats, Status};
+use output::{Line, Reporter};
+use prepare::{holds, prepare, Prepared};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub check: bool,
+    pub diff: bool,
+    /// Hosts worked on at once; None = all.
+    pub forks: Option<usize>,
+    /// Hosts or groups to restrict the run to.
+    pub limit: Vec<String>,
+    /// Run only tasks with one of these tags (and those tagged `always`).
+    pub tags: Vec<String>,
+    pub extra_vars: IndexMap<String, serde_json::Value>,
+    pub accept_new_host_keys: bool,
+    pub become_password: Option<String>,
+    pub format: Format,
+    pub release_cache: Option<PathBuf>,
+}
+
+/// Input that cannot be run: nothing was done on any host.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// The recap: per-host counts.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub stats: IndexMap<String, Stats>,
+}
+
+impl Summary {
+    /// 0 all fine, 2 a host failed, 3 a host was unreachable (and none failed).
+    pub fn exit_code(&self) -> u8 {
+        if self.stats.values().any(|s| s.failed > 0) {
+            crate::exit::HOST_FAILED
+        } else if self.stats.values().any(|s| s.unreachable > 0) {
+            crate::exit::UNREACHABLE
+        } else {
+            crate::exit::OK
+        }
+    }
+}
+
+const EXTRA_VARS: &str = "-e (command line)";
+
+/// What a host is while the run goes on.
+struct HostRun {
+    name: String,
+    session: Option<Arc<Session>>,
+    facts: serde_json::Value,
+    registered: IndexMap<String, serde_json::Value>,
+    /// Failed or unreachable: no more tasks.
+    done: bool,
+    stats: Stats,
+    notified: HashSet<String>,
+}
+
+/// A play ready to run: its hosts and its tasks and handlers with their roles.
+struct PlayPlan<'a> {
+    play: &'a Play,
+    hosts: Vec<String>,
+    tasks: Vec<(&'a Arc<Role>, &'a Task)>,
+    handlers: Vec<(&'a Arc<Role>, &'a Task)>,
+}
+
+/// Checks everything, connects, gathers facts, runs the plays, prints the recap.
+pub async fn apply(inventory: &Inventory, site: &Site, opts: &Options) -> Result<Summary, ApplyError> {
+    let env = template::environment();
+    let plans = plan(inventory, site, opts)?;
+    validate(inventory, &plans, opts, &env)?;
+
+    let mut reporter = Reporter::new(opts.format, opts.diff, opts.check);
+    let involved: Vec<String> = inventory
+        .hosts
+        .keys()
+        .filter(|h| plans.iter().any(|p| p.hosts.contains(h)))
+        .cloned()
+        .collect();
+    for host in &involved {
+        reporter.add_secrets(host, secrets_of(inventory, host, opts));
+    }
+    if let Some(pw) = &opts.become_password {
+        reporter.add_secrets("", vec![pw.clone()]);
+    }
+    let forks = Arc::new(Semaphore::new(opts.forks.unwrap_or(involved.len()).max(1)));
+    let mut hosts = connect_all(inventory, &involved, opts, &reporter, &forks).await?;
+    let releases = release::Cache::new(opts.release_cache.clone());
+
+    for plan in &plans {
+        let world = world_for(inventory, plan, &hosts, opts, &env, false);
+        let play_hosts: Vec<String> = plan
+            .hosts
+            .iter()
+            .filter(|h| hosts.get(*h).is_some_and(|r| !r.done))
+            .cloned()
+            .collect();
+        reporter.play(&plan.play.name, &play_hosts);
+        if play_hosts.is_empty() {
+            reporter.warn(&format!("play {}: no host left to run on", plan.play.name));
+            continue;
+        }
+        let batch_size = plan.play.serial.unwrap_or(play_hosts.len());
+        for batch in play_hosts.chunks(batch_size) {
+            let failed_before = failures(&hosts, batch);
+            for (role, task) in &plan.tasks {
+                if !tag_selected(task, &opts.tags) {
+                    continue;
+                }
+                run_task(role, task, batch, &mut hosts, &world, opts, &reporter, &releases, &forks).await;
+            }
+            for (role, handler) in &plan.handlers {
+                let notified: Vec<String> = batch
+                    .iter()
+                    .filter(|h| hosts.get(*h).is_some_and(|r| !r.done && r.notified.contains(&handler.name)))
+                    .cloned()
+                    .collect();
+                if !notified.is_empty() {
+                    run_task(role, handler, &notified, &mut hosts, &world, opts, &reporter, &releases, &forks).await;
+                }
+            }
+            for h in batch {
+                if let Some(run) = hosts.get_mut(h) {
+                    run.notified.clear();
+                }
+            }
+            // A rolling change stops at the first batch that breaks a host.
+            if plan.play.serial.is_some() && failures(&hosts, batch) > failed_before {
+                reporter.warn(&format!(
+                    "play {}: a host of this batch failed — the remaining batches are not run",
+                    plan.play.name
+                ));
+                break;
+            }
+        }
+    }
+
+    for run in hosts.values_mut() {
+        if let Some(session) = run.session.take() {
+            if let Ok(session) = Arc::try_unwrap(session) {
+                session.close().await;
+            }
+        }
+    }
+    let summary = Summary {
+        stats: hosts.iter().map(|(h, r)| (h.clone(), r.stats)).collect(),
+    };
+    reporter.recap(&summary.stats);
+    Ok(summary)
+}
+
+/// `-e KEY=VALUE` (the value a string, as in Ansible) or `-e '{"key": ...}'`.
+pub fn parse_extra_vars(args: &[String]) -> Result<IndexMap<String, serde_json::Value>, ApplyError> {
+    let mut vars = IndexMap::new();
+    for arg in args {
+        if arg.trim_start().starts_with('{') {
+            let map: IndexMap<String, serde_json::Value> = serde_json::from_str(arg)
+                .map_err(|e| ApplyError::Invalid(vec![format!("-e {arg}: not a JSON object: {e}")]))?;
+            vars.extend(map);
+            continue;
+        }
+        let (key, value) = arg.split_once('=').ok_or_else(|| {
+            ApplyError::Invalid(vec![format!("-e {arg}: expected KEY=VALUE or a JSON object")])
+        })?;
+        vars.insert(key.trim().to_string(), serde_json::Value::String(value.to_string()));
+    }
+    Ok(vars)
+}
+
+fn failures(hosts: &IndexMap<String, HostRun>, batch: &[String]) -> u32 {
+    batch
+        .iter()
+        .filter_map(|h| hosts.get(h))
+        .map(|r| r.stats.failed + r.stats.unreachable)
+        .sum()
+}
+
+fn tag_selected(task: &Task, tags: &[String]) -> bool {
+    tags.is_empty() || task.tags.iter().any(|t| t == "always" || tags.contains(t))
+}
+
+/// The hosts of each play (after `--limit`) and its tasks and handlers.
+fn plan<'a>(inventory: &Inventory, site: &'a Site, opts: &Options) -> Result<Vec<PlayPlan<'a>>, ApplyError> {
+    let membership: HashMap<&str, Vec<String>> = inventory
+        .hosts
+        .keys()
+        .map(|h| (h.as_str(), inventory.groups_of(h)))
+        .collect();
+    let matching = |pattern: &str| -> Option<Vec<String>> {
+        if inventory.hosts.contains_key(pattern) {
+            return Some(vec![pattern.to_string()]);
+        }
+        if pattern != "all" && !inventory.groups.contains_key(pattern) {
+            return None;
+        }
+        Some(
+            inventory
+                .hosts
+                .keys()
+                .filter(|h| membership[h.as_str()].iter().any(|g| g == pattern))
+                .cloned()
+                .collect(),
+        )
+    };
+    let mut limited: Option<HashSet<String>> = None;
+    for pattern in &opts.limit {
+        let found = matching(pattern).ok_or_else(|| {
+            ApplyError::Invalid(vec![format!(
+                "--limit {pattern}: no such host or group in {}",
+                inventory.path.display()
+            )])
+        })?;
+        limited.get_or_insert_with(HashSet::new).extend(found);
+    }
+    let mut plans = Vec::new();
+    for play in &site.plays {
+        let mut hosts: Vec<String> = Vec::new();
+        for pattern in &play.hosts {
+            let found = matching(pattern).ok_or_else(|| {
+                RoleError::at(
+                    &play.file,
+                    play.line,
+                    format!(
+                        "hosts: no group or host `{pattern}` in {}",
+                        inventory.path.display()
+                    ),
+                )
+            })?;
+            for h in found {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+        }
+        if let Some(allowed) = &limited {
+            hosts.retain(|h| allowed.contains(h));
+        }
+        let order: Vec<&String> = inventory.hosts.keys().collect();
+        hosts.sort_by_key(|h| order.iter().position(|o| *o == h));
+        let tasks = play
+            .roles
+            .iter()
+            .flat_map(|r| r.tasks.iter().map(move |t| (r, t)))
+            .collect();
+        let handlers = play
+            .roles
+            .iter()
+            .flat_map(|r| r.handlers.iter().map(move |t| (r, t)))
+            .collect();
+        plans.push(PlayPlan {
+            play,
+            hosts,
+            tasks,
+            handlers,
+        });
+    }
+    Ok(plans)
+}
+
+/// Every host's variables for one play: the play's role defaults < inventory < `-e`; facts and
+/// magic variables fixed. With `placeholders`, facts are made up (for checking before the run).
+fn world_for(
+    inventory: &Inventory,
+    plan: &PlayPlan,
+    hosts: &IndexMap<String, HostRun>,
+    opts: &Options,
+    env: &Arc<minijinja::Environment<'static>>,
+    placeholders: bool,
+) -> Arc<World> {
+    let mut groups: IndexMap<String, Vec<String>> = IndexMap::new();
+    groups.insert("all".into(), inventory.hosts.keys().cloned().collect());
+    for g in inventory.groups.keys() {
+        groups.entry(g.clone()).or_default();
+    }
+    let mut data = IndexMap::new();
+    for host in inventory.hosts.keys() {
+        let host_groups = inventory.groups_of(host);
+        for g in &host_groups {
+            if g != "all" {
+                groups.entry(g.clone()).or_default().push(host.clone());
+            }
+        }
+        let mut d = HostData::default();
+        for role in &plan.play.roles {
+            for (k, v) in &role.defaults {
+                d.vars.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, var) in inventory.host_vars(host) {
+            let file: Arc<str> = Arc::from(var.origin.path.display().to_string());
+            d.vars.insert(k, (var.value, file, var.origin.mark.line));
+        }
+        let cli: Arc<str> = Arc::from(EXTRA_VARS);
+        for (k, v) in &opts.extra_vars {
+            d.vars.insert(k.clone(), (v.clone(), cli.clone(), 1));
+        }
+        let facts = if placeholders {
+            Some(facts::placeholder(host))
+        } else {
+            hosts.get(host).map(|r| r.facts.clone()).filter(|f| !f.is_null())
+        };
+        if let Some(f) = facts {
+            d.fixed.insert("facts".into(), f);
+        }
+        d.fixed.insert("inventory_hostname".into(), host.clone().into());
+        d.fixed.insert(
+            "inventory_hostname_short".into(),
+            host.split('.').next().unwrap_or(host).into(),
+        );
+        d.fixed.insert(
+            "group_names".into(),
+            host_groups.iter().filter(|g| *g != "all").cloned().collect::<Vec<_>>().into(),
+        );
+        d.fixed.insert("ansible_check_mode".into(), opts.check.into());
+        d.fixed.insert("play_hosts".into(), plan.hosts.clone().into());
+        data.insert(host.clone(), Arc::new(d));
+    }
+    World::new(env.clone(), data, serde_json::to_value(&groups).unwrap_or_default())
+}
+
+/// Values of secret-named variables (passwords, keys, tokens) that output must never show.
+fn secrets_of(inventory: &Inventory, host: &str, opts: &Options) -> Vec<String> {
+    let mut out = Vec::new();
+    let vars = inventory
+        .host_vars(host)
+        .into_iter()
+        .map(|(k, v)| (k, v.value))
+        .chain(opts.extra_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for (name, value) in vars {
+        if is_secret_name(&name) {
+            if let Some(s) = value.as_str() {
+                out.push(s.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Everything that can be checked without a host: handlers named by `notify` exist, template
+/// files parse, and every task's `when`, `loop` and arguments render and type-check for every
+/// host (with placeholder facts and registered results).
+fn validate(
+    inventory: &Inventory,
+    plans: &[PlayPlan],
+    opts: &Options,
+    env: &Arc<minijinja::Environment<'static>>,
+) -> Result<(), ApplyError> {
+    let mut errors: Vec<String> = Vec::new();
+    let mut push = |e: String| {
+        if !errors.contains(&e) {
+            errors.push(e);
+        }
+    };
+    let no_hosts = IndexMap::new();
+    let mut registered: IndexMap<String, Value> = IndexMap::new();
+    for plan in plans {
+        for role in &plan.play.roles {
+            for asset in role.templates.values() {
+                let text = String::from_utf8_lossy(&asset.bytes);
+                let source = template::Source {
+                    file: &asset.display,
+                    line: 1,
+                };
+                if let Err(e) = template::check_syntax(env, &text, &source) {
+                    push(e.to_string());
+                }
+            }
+        }
+        for (_, task) in plan.tasks.iter().chain(plan.handlers.iter()) {
+            for name in &task.notify {
+                if !plan.handlers.iter().any(|(_, h)| &h.name == name) {
+                    push(format!(
+                        "{}:{}: notify: no handler `{name}` in the roles of play {} ({})",
+                        task.file,
+                        task.line,
+                        plan.play.name,
+                        plan.handlers.iter().map(|(_, h)| h.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+            for cond in task.changed_when.iter().chain(task.failed_when.iter()) {
+                for expr in cond {
+                    if let Err(e) = env.compile_expression(&expr.text) {
+                        push(format!("{}:{}: {e}", task.file, expr.line));
+                    }
+                }
+            }
+        }
+        let world = world_for(inventory, plan, &no_hosts, opts, env, true);
+        for (role, task) in plan.tasks.iter().chain(plan.handlers.iter()) {
+            for host in &plan.hosts {
+                if let Err(e) = prepare(task, role, &world, host, &registered) {
+                    push(e);
+                }
+            }
+            if let Some(name) = &task.register {
+                registered.insert(name.clone(), crate::template::value_of(placeholder_result()));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Invalid(errors))
+    }
+}
+
+fn placeholder_result() -> serde_json::Value {
+    serde_json::json!({
+        "changed": false, "failed": false, "skipped": false, "msg": "", "rc": 0,
+        "stdout": "", "stderr": "", "stdout_lines": [], "stderr_lines": [], "results": [],
+    })
+}
+
+/// Connects to every host and gathers its facts, in parallel; a host that cannot be reached is
+/// reported and left out of the run.
+async fn connect_all(
+    inventory: &Inventory,
+    names: &[String],
+    opts: &Options,
+    reporter: &Reporter,
+    forks: &Arc<Semaphore>,
+) -> Result<IndexMap<String, HostRun>, ApplyError> {
+    let policy = if opts.accept_new_host_keys {
+        HostKeyPolicy::AcceptNew
+    } else {
+        HostKeyPolicy::Strict
+    };
+    let mut targets = Vec::new();
+    for name in names {
+        targets.push(ssh::target(inventory, name)?);
+    }
+    let results = join_all(targets.into_iter().map(|target| {
+        let forks = forks.clone();
+        async move {
+            let _slot = forks.acquire().await;
+            let session = Session::connect(&target, policy).await?;
+            let session = session.with_become_password(opts.become_password.clone());
+            let facts = facts::gather(&session).await?;
+            Ok::<_, SshError>((session, facts))
+        }
+    }))
+    .await;
+    let mut hosts = IndexMap::new();
+    for (name, result) in names.iter().zip(results) {
+        let mut run = HostRun {
+            name: name.clone(),
+            session: None,
+            facts: serde_json::Value::Null,
+            registered: IndexMap::new(),
+            done: false,
+            stats: Stats::default(),
+            notified: HashSet::new(),
+        };
+        match result {
+            Ok((session, facts)) => {
+                run.session = Some(Arc::new(session));
+                run.facts = facts;
+            }
+            Err(e) => {
+                run.done = true;
+                run.stats.count(Status::Unreachable);
+                reporter.result(&Line {
+                    host: name,
+                    role: "",
+                    task: "connect",
+                    status: Status::Unreachable,
+                    msg: &e.to_string(),
+                    diffs: &[],
+                    quiet: false,
+                });
+            }
+        }
+        hosts.insert(name.clone(), run);
+    }
+    Ok(hosts)
+}
+
+/// One task's result on one host.
+struct TaskResult {
+    status: Status,
+    msg: String,
+    diffs: Vec<modules::Diff>,
+    /// What `register` stores.
+    data: serde_json::Value,
+}
+
+impl TaskResult {
+    fn failed(msg: String) -> TaskResult {
+        TaskResult {
+            status: Status::Failed,
+            data: serde_json::json!({"changed": false, "failed": true, "skipped": false, "msg": msg}),
+            msg,
+            diffs: Vec::new(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_task(
+    role: &Role,
+    task: &Task,
+    batch: &[String],
+    hosts: &mut IndexMap<String, HostRun>,
+    world: &Arc<World>,
+    opts: &Options,
+    reporter: &Reporter,
+    releases: &release::Cache,
+    forks: &Arc<Semaphore>,
+) {
+    let title = format!("{} : {}", role.name, task.name);
+    reporter.progress(&title);
+    let mut targets: Vec<&mut HostRun> = hosts
+        .values_mut()
+        .filter(|r| !r.done && batch.contains(&r.name))
+        .collect();
+    if task.run_once {
+        targets.truncate(1);
+    }
+    let results = join_all(targets.iter().map(|run| {
+        let forks = forks.clone();
+        async move {
+            let _slot = forks.acquire().await;
+            run_on_host(role, task, run, world, opts, releases).await
+        }
+    }))
+    .await;
+    let mut once_data = None;
+    for (run, result) in targets.into_iter().zip(results) {
+        let status = match result.status {
+            Status::Failed if task.ignore_errors => Status::Ok,
+            s => s,
+        };
+        reporter.result(&Line {
+            host: &run.name,
+            role: &role.name,
+            task: &task.name,
+            status: result.status,
+            msg: &result.msg,
+            diffs: &result.diffs,
+            quiet: task.no_log,
+        });
+        run.stats.count(status);
+        match status {
+            Status::Failed | Status::Unreachable => run.done = true,
+            Status::Changed => run.notified.extend(task.notify.iter().cloned()),
+            _ => {}
+        }
+        if let Some(name) = &task.register {
+            run.registered.insert(name.clone(), result.data.clone());
+        }
+        once_data = Some(result.data);
+    }
+    // A run_once result is every host's result.
+    if let (true, Some(name), Some(data)) = (task.run_once, &task.register, once_data) {
+        for run in hosts.values_mut().filter(|r| batch.contains(&r.name)) {
+            run.registered.insert(name.clone(), data.clone());
+        }
+    }
+}
+
+async fn run_on_host(
+    role: &Role,
+    task: &Task,
+    run: &HostRun,
+    world: &Arc<World>,
+    opts: &Options,
+    releases: &release::Cache,
+) -> TaskResult {
+    let Some(session) = &run.session else {
+        return TaskResult::failed("no connection".into());
+    };
+    let overlay: IndexMap<String, Value> = run
+        .registered
+        .iter()
+        .map(|(k, v)| (k.clone(), crate::template::value_of(v)))
+        .collect();
+    let calls = match prepare(task, role, world, &run.name, &overlay) {
+        Ok(Prepared::Skip) => {
+            return TaskResult {
+                status: Status::Skipped,
+                msg: String::new(),
+                diffs: Vec::new(),
+                data: serde_json::json!({"changed": false, "failed": false, "skipped": true}),
+            }
+        }
+        Ok(Prepared::Calls(calls)) => calls,
+        Err(e) => return TaskResult::failed(e),
+    };
+    let ctx = Ctx {
+        session,
+        host: &run.name,
+        check: opts.check && task.check_mode != Some(false),
+        diff: opts.diff,
+        releases,
+    };
+    let looped = task.loop_over.is_some();
+    let mut results = Vec::new();
+    let mut overall = TaskResult {
+        status: Status::Ok,
+        msg: String::new(),
+        diffs: Vec::new(),
+        data: serde_json::Value::Null,
+    };
+    let mut any_changed = false;
+    let mut all_skipped = true;
+    for call in calls {
+        let outcome = execute(&call.action, call.content.as_deref(), &ctx).await;
+        let (mut status, msg, diffs, mut data) = match outcome {
+            Ok(o) => digest(o),
+            Err(ModuleError::Ssh(e @ (SshError::Lost { .. } | SshError::Connect { .. }))) => {
+                return TaskResult {
+                    status: Status::Unreachable,
+                    data: serde_json::json!({"failed": true, "unreachable": true, "msg": e.to_string()}),
+                    msg: e.to_string(),
+                    diffs: Vec::new(),
+                };
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                (Status::Failed, msg.clone(), Vec::new(), serde_json::json!({"changed": false, "failed": true, "msg": msg}))
+            }
+        };
+        if let Some(item) = &call.item {
+            data["item"] = template::to_json(item);
+        }
+        // changed_when / failed_when see the result under its register name.
+        if task.changed_when.is_some() || task.failed_when.is_some() {
+            let mut overlay = overlay.clone();
+            if let Some(name) = &task.register {
+                overlay.insert(name.clone(), crate::template::value_of(&data));
+            }
+            if let Some(item) = &call.item {
+                overlay.insert("item".into(), item.clone());
+            }
+            let scope = world.scope(&run.name, overlay);
+            let ran = !matches!(status, Status::Skipped) && !(ctx.check && data.get("rc").is_none());
+            if let (Some(cond), true) = (&task.failed_when, ran) {
+                match holds(cond, &scope, &task.file) {
+                    Ok(true) => status = Status::Failed,
+                    Ok(false) if status == Status::Failed && data.get("rc").is_some() => status = Status::Changed,
+                    Ok(false) => {}
+                    Err(e) => return TaskResult::failed(e),
+                }
+            }
+            if let (Some(cond), true, false) = (&task.changed_when, ran, status == Status::Failed) {
+                match holds(cond, &scope, &task.file) {
+                    Ok(c) => status = if c { Status::Changed } else { Status::Ok },
+                    Err(e) => return TaskResult::failed(e),
+                }
+            } else if task.changed_when.is_some() && ctx.check && status == Status::Changed {
+                // A command not run in check mode whose change depends on its output: unknown.
+                status = Status::Skipped;
+            }
+            data["changed"] = (status == Status::Changed).into();
+            data["failed"] = (status == Status::Failed).into();
+        }
+        if status == Status::Failed && overall.msg.is_empty() {
+            overall.msg = failure_message(&msg, &data);
+        } else if !msg.is_empty() && status == Status::Changed {
+            if !overall.msg.is_empty() {
+                overall.msg.push_str("; ");
+            }
+            overall.msg.push_str(&msg);
+        }
+        overall.diffs.extend(diffs);
+        any_changed |= status == Status::Changed;
+        all_skipped &= status == Status::Skipped;
+        let failed = status == Status::Failed;
+        if failed {
+            overall.status = Status::Failed;
+        }
+        results.push(data);
+        if failed && !looped {
+            break;
+        }
+    }
+    if overall.status != Status::Failed {
+        overall.status = if any_changed {
+            Status::Changed
+        } else if all_skipped {
+            Status::Skipped
+        } else {
+            Status::Ok
+        };
+    }
+    overall.data = if looped {
+        serde_json::json!({
+            "changed": any_changed, "failed": overall.status == Status::Failed,
+            "skipped": all_skipped, "msg": overall.msg, "results": results,
+        })
+    } else {
+        results.pop().unwrap_or_default()
+    };
+    overall
+}
+
+fn failure_message(msg: &str, data: &serde_json::Value) -> String {
+    match data.get("rc") {
+        Some(rc) => {
+            let stderr = data["stderr"].as_str().unwrap_or_default();
+            let stdout = data["stdout"].as_str().unwrap_or_default();
+            let detail = if stderr.trim().is_empty() { stdout } else { stderr };
+            format!("exit {rc}: {}", modules::last_lines(detail, 6))
+        }
+        None => msg.to_string(),
+    }
+}
+
+/// Splits an outcome into what is reported and what `register` stores.
+fn digest(o: Outcome) -> (Status, String, Vec<modules::Diff>, serde_json::Value) {
+    let status = if o.skipped {
+        Status::Skipped
+    } else if o.changed {
+        Status::Changed
+    } else {
+        Status::Ok
+    };
+    let mut data = serde_json::Map::new();
+    data.insert("changed".into(), o.changed.into());
+    data.insert("failed".into(), false.into());
+    data.insert("skipped".into(), o.skipped.into());
+    data.insert("msg".into(), o.msg.clone().into());
+    data.extend(o.data);
+    // A command that exits non-zero has failed, unless failed_when says otherwise.
+    let status = match data.get("rc").and_then(|r| r.as_i64()) {
+        Some(rc) if rc != 0 => Status::Failed,
+        _ => status,
+    };
+    (status, o.msg, o.diffs, serde_json::Value::Object(data))
+}
+
+async fn execute(action: &Action, content: Option<&[u8]>, ctx: &Ctx<'_>) -> modules::Result<Outcome> {
+    match action {
+        Action::Command(a) => modules::command::run_command(a, ctx, false).await,
+        Action::Copy(a) => modules::copy::run_copy(a, content, ctx).await,
+        Action::File(a) => modules::file::run_file(a, ctx).await,
+        Action::Group(a) => modules::group::run_group(a, ctx).await,
+        Action::Package(a) => modules::package::run_package(a, ctx).await,
+        Action::Release(a) => modules::release::run_release(a, ctx).await,
+        Action::Service(a) => modules::service::run_service(a, ctx).await,
+        Action::Template(a) => {
+            let text = String::from_utf8_lossy(content.unwrap_or_default());
+            modules::template::run(a, &text, ctx).await
+        }
+        Action::User(a) => modules::user::run_user(a, ctx).await,
+        Action::WaitFor(a) => modules::wait_for::run_wait(a, ctx).await,
+    }
+}

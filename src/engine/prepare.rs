@@ -1,0 +1,166 @@
+//! Turning a task into module calls for one host: `when`, `loop` and the arguments rendered in
+//! the host's scope and typed. The same code checks every task before the run, with placeholder
+//! facts, so that bad input is found before any host is touched.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use minijinja::Value;
+
+use crate::modules::{Action, Spec};
+use crate::roles::{Condition, Role, Task};
+use crate::template::{self, Scope, World};
+
+/// One module call, ready to run.
+pub struct Call {
+    pub item: Option<Value>,
+    pub action: Action,
+    /// The rendered template, or the `copy` source file.
+    pub content: Option<Vec<u8>>,
+}
+
+pub enum Prepared {
+    /// `when` was false (for every item).
+    Skip,
+    Calls(Vec<Call>),
+}
+
+/// Evaluates a condition (all expressions must hold) in `scope`.
+pub fn holds(cond: &Condition, scope: &Arc<Scope>, file: &str) -> Result<bool, String> {
+    let env = &scope.world().env;
+    for expr in cond {
+        let source = template::Source {
+            file,
+            line: expr.line,
+        };
+        let value = template::eval(env, &expr.text, &scope.value(), &source)
+            .map_err(|e| scope.explain(e).to_string())?;
+        if !value.is_true() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Prepares `task` for `host` with `overlay` (registered results) on top of its variables.
+pub fn prepare(
+    task: &Task,
+    role: &Role,
+    world: &Arc<World>,
+    host: &str,
+    overlay: &IndexMap<String, Value>,
+) -> Result<Prepared, String> {
+    let scope = world.scope(host, overlay.clone());
+    let items: Vec<Option<Value>> = match &task.loop_over {
+        None => vec![None],
+        Some(raw) => {
+            let source = template::Source {
+                file: &task.file,
+                line: task.line,
+            };
+            let value = scope
+                .render_json(raw, &source)
+                .map_err(|e| e.to_string())?;
+            let list = value.try_iter().map_err(|_| {
+                format!("{}:{}: loop: expected a list, got {}", task.file, task.line, value.kind())
+            })?;
+            list.map(Some).collect()
+        }
+    };
+    let mut calls = Vec::new();
+    for item in items {
+        let scope = match &item {
+            None => scope.clone(),
+            Some(v) => {
+                let mut with_item = overlay.clone();
+                with_item.insert("item".into(), v.clone());
+                world.scope(host, with_item)
+            }
+        };
+        if !holds(&task.when, &scope, &task.file)? {
+            continue;
+        }
+        let source = template::Source {
+            file: &task.file,
+            line: task.args_line,
+        };
+        let rendered = scope
+            .render_json(&task.args, &source)
+            .map_err(|e| e.to_string())?;
+        let args = template::to_json(&rendered);
+        let action = Action::parse(task.module, args).map_err(|e| arg_error(task, task.module, &e))?;
+        let content = content_of(&action, task, role, &scope)?;
+        calls.push(Call {
+            item,
+            action,
+            content,
+        });
+    }
+    Ok(if calls.is_empty() {
+        Prepared::Skip
+    } else {
+        Prepared::Calls(calls)
+    })
+}
+
+fn arg_error(task: &Task, spec: &Spec, message: &str) -> String {
+    format!("{}:{}: {}: {message}", task.file, task.args_line, spec.name)
+}
+
+/// Renders a `template`'s source, or reads a `copy`'s, from the role.
+fn content_of(
+    action: &Action,
+    task: &Task,
+    role: &Role,
+    scope: &Arc<Scope>,
+) -> Result<Option<Vec<u8>>, String> {
+    match action {
+        Action::Template(args) => {
+            let asset = role.templates.get(&args.src).ok_or_else(|| {
+                format!(
+                    "{}:{}: template: no `{}` in role {}'s templates/ ({})",
+                    task.file,
+                    task.args_line,
+                    args.src,
+                    role.name,
+                    list(role.templates.keys())
+                )
+            })?;
+            let text = String::from_utf8_lossy(&asset.bytes);
+            let source = template::Source {
+                file: &asset.display,
+                line: 1,
+            };
+            let env = &scope.world().env;
+            let rendered = template::render_str(env, &text, &scope.value(), &source)
+                .map_err(|e| scope.explain(e).to_string())?;
+            Ok(Some(rendered.into_bytes()))
+        }
+        Action::Copy(args) => match &args.src {
+            None => Ok(None),
+            Some(src) => role
+                .files
+                .get(src)
+                .map(|a| Some(a.bytes.clone()))
+                .ok_or_else(|| {
+                    format!(
+                        "{}:{}: copy: no `{src}` in role {}'s files/ ({})",
+                        task.file,
+                        task.args_line,
+                        role.name,
+                        list(role.files.keys())
+                    )
+                }),
+        },
+        _ => Ok(None),
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "it has none".into()
+    } else {
+        format!("it has {}", names.join(", "))
+    }
+}

@@ -1,0 +1,247 @@
+//! `release`: binaries from an upstream release tarball. The tarball is downloaded once to a
+//! cache on the control machine and checked against a pinned sha256 or the release's checksums
+//! file; only the chosen binaries are pushed to the hosts, which need no internet.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::Digest as _;
+use tokio::sync::{Mutex, OnceCell};
+
+use super::{run, Ctx, Mode, Names, Outcome, Result, Spec};
+use crate::ssh::shell_quote;
+use crate::template::hex;
+
+pub const SPEC: Spec = Spec {
+    name: "release",
+    args: &["url", "sha256", "checksums_url", "binaries", "dest", "mode"],
+    required: &["url", "sha256|checksums_url", "binaries"],
+    free_form: false,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    /// The tarball (.tar.gz).
+    pub url: String,
+    /// The tarball's pinned sha256.
+    pub sha256: Option<String>,
+    /// A `sha256sum`-style file listing the tarball.
+    pub checksums_url: Option<String>,
+    /// Binaries to install, by file name anywhere in the tarball.
+    pub binaries: Names,
+    /// Where they go (default /usr/local/bin).
+    pub dest: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+/// A verified tarball's chosen binaries, by name.
+type Unpacked = HashMap<String, Arc<Vec<u8>>>;
+
+/// Downloads shared by all hosts of a run: each URL is fetched and unpacked once.
+#[derive(Default)]
+pub struct Cache {
+    entries: Mutex<HashMap<String, Arc<OnceCell<std::result::Result<Arc<Unpacked>, String>>>>>,
+    dir: Option<PathBuf>,
+}
+
+impl Cache {
+    /// A cache in `dir` (default `~/.cache/hactl/releases`).
+    pub fn new(dir: Option<PathBuf>) -> Cache {
+        let dir = dir.or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/hactl/releases"))
+        });
+        Cache {
+            entries: Mutex::default(),
+            dir,
+        }
+    }
+
+    async fn get(&self, args: &Args) -> std::result::Result<Arc<Unpacked>, String> {
+        let key = format!("{}|{}", args.url, args.binaries.0.join(","));
+        let cell = self.entries.lock().await.entry(key).or_default().clone();
+        cell.get_or_init(|| fetch(self.dir.clone(), args))
+            .await
+            .clone()
+    }
+}
+
+fn file_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+async fn download(url: &str) -> std::result::Result<Vec<u8>, String> {
+    let response = reqwest::get(url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("downloading {url}: {e}"))?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("downloading {url}: {e}"))?;
+    Ok(bytes.to_vec())
+}
+
+async fn expected_sum(args: &Args) -> std::result::Result<String, String> {
+    if let Some(sum) = &args.sha256 {
+        return Ok(sum.trim().to_ascii_lowercase());
+    }
+    let Some(list_url) = &args.checksums_url else {
+        return Err("release: give `sha256` or `checksums_url`".into());
+    };
+    let list = String::from_utf8_lossy(&download(list_url).await?).to_string();
+    let name = file_name(&args.url);
+    list.lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(_, f)| f.trim().trim_start_matches('*') == name)
+        .map(|(sum, _)| sum.to_ascii_lowercase())
+        .ok_or_else(|| format!("{list_url} lists no checksum for {name}"))
+}
+
+async fn fetch(dir: Option<PathBuf>, args: &Args) -> std::result::Result<Arc<Unpacked>, String> {
+    let sum = expected_sum(args).await?;
+    let cached = dir
+        .as_ref()
+        .map(|d| d.join(format!("{sum}-{}", file_name(&args.url))));
+    let from_cache = cached
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .filter(|b| hex(&sha2::Sha256::digest(b)) == sum);
+    let tarball = match from_cache {
+        Some(b) => b,
+        None => {
+            let bytes = download(&args.url).await?;
+            let got = hex(&sha2::Sha256::digest(&bytes));
+            if got != sum {
+                return Err(format!(
+                    "{}: sha256 {got} does not match the expected {sum} — refusing to install it",
+                    args.url
+                ));
+            }
+            if let (Some(path), Some(d)) = (&cached, &dir) {
+                let tmp = path.with_extension("part");
+                let saved = std::fs::create_dir_all(d)
+                    .and_then(|()| std::fs::write(&tmp, &bytes))
+                    .and_then(|()| std::fs::rename(&tmp, path));
+                if let Err(e) = saved {
+                    warn(&format!("cannot cache {}: {e}", path.display()));
+                }
+            }
+            bytes
+        }
+    };
+    unpack(&tarball, &args.binaries.0).map(Arc::new)
+}
+
+/// A cache that cannot be written only costs a download next time.
+fn warn(msg: &str) {
+    eprintln!("hactl: warning: {msg}");
+}
+
+fn unpack(tarball: &[u8], wanted: &[String]) -> std::result::Result<Unpacked, String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
+    let mut found = Unpacked::new();
+    let entries = archive.entries().map_err(|e| format!("reading the tarball: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("reading the tarball: {e}"))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+            .unwrap_or_default();
+        if wanted.contains(&name) && !found.contains_key(&name) {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("reading {name} from the tarball: {e}"))?;
+            found.insert(name, Arc::new(bytes));
+        }
+    }
+    let missing: Vec<&String> = wanted.iter().filter(|w| !found.contains_key(*w)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the tarball has no file named {}",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(found)
+}
+
+pub async fn run_release(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
+    let binaries = ctx
+        .releases
+        .get(args)
+        .await
+        .map_err(super::ModuleError::Failed)?;
+    let dest = args.dest.as_deref().unwrap_or("/usr/local/bin");
+    let mode = args.mode.map_or(0o755, |m| m.0);
+    let paths: Vec<String> = args
+        .binaries
+        .0
+        .iter()
+        .map(|b| format!("{}/{b}", dest.trim_end_matches('/')))
+        .collect();
+    let script = paths
+        .iter()
+        .map(|p| {
+            let q = shell_quote(p);
+            format!("if [ -f {q} ]; then echo \"$(sha256sum < {q} | cut -c1-64) $(stat -c %a {q})\"; else echo absent; fi")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let out = run(ctx, &format!("reading {dest}"), &script).await?;
+    let text = out.stdout_text();
+    let mut changed = Vec::new();
+    for ((name, path), line) in args.binaries.0.iter().zip(&paths).zip(text.lines()) {
+        let bytes = &binaries[name];
+        let want = format!("{} {mode:o}", hex(&sha2::Sha256::digest(bytes.as_slice())));
+        if line.trim() != want {
+            changed.push(name.clone());
+            if !ctx.check {
+                ctx.session.upload(path, bytes, mode, Some("root:root")).await?;
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(Outcome::ok());
+    }
+    Ok(Outcome::changed(format!(
+        "installed {} from {}",
+        changed.join(", "),
+        file_name(&args.url)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn chosen_binaries_are_found_at_any_depth() {
+        let t = tarball(&[("etcd-v1/etcd", b"E"), ("etcd-v1/etcdctl", b"C"), ("etcd-v1/README", b"R")]);
+        let got = unpack(&t, &["etcd".into(), "etcdctl".into()]).unwrap();
+        assert_eq!(got["etcd"].as_slice(), b"E");
+        assert_eq!(got.len(), 2);
+        let err = unpack(&t, &["etcdutl".into()]).unwrap_err();
+        assert!(err.contains("etcdutl"), "{err}");
+    }
+}

@@ -1,0 +1,364 @@
+//! Ansible's everyday filters and tests, on top of minijinja's builtins (default, join, map,
+//! selectattr, first, unique, ...).
+
+use base64::Engine as _;
+use minijinja::value::{Kwargs, Rest, Value, ValueKind};
+use minijinja::{Environment, Error, ErrorKind};
+use sha2::Digest as _;
+use yaml_rust2::{Yaml, YamlEmitter};
+
+pub fn register(env: &mut Environment<'static>) {
+    env.add_filter("d", minijinja::filters::default);
+    env.add_filter("to_json", to_json);
+    env.add_filter("to_nice_json", to_nice_json);
+    env.add_filter("from_json", from_json);
+    env.add_filter("to_yaml", to_yaml);
+    env.add_filter("to_nice_yaml", to_yaml);
+    env.add_filter("b64encode", b64encode);
+    env.add_filter("b64decode", b64decode);
+    env.add_filter("regex_replace", regex_replace);
+    env.add_filter("regex_search", regex_search);
+    env.add_filter("quote", quote);
+    env.add_filter("basename", basename);
+    env.add_filter("dirname", dirname);
+    env.add_filter("mandatory", mandatory);
+    env.add_filter("ternary", ternary);
+    env.add_filter("combine", combine);
+    env.add_filter("dict2items", dict2items);
+    env.add_filter("items2dict", items2dict);
+    env.add_filter("flatten", flatten);
+    env.add_filter("difference", difference);
+    env.add_filter("union", union);
+    env.add_filter("intersect", intersect);
+    env.add_filter("hash", hash);
+    env.add_filter("checksum", checksum);
+    env.add_filter("bool", to_bool);
+    env.add_test("match", test_match);
+    env.add_test("search", test_search);
+    env.add_test("changed", |v: Value| flag(&v, "changed"));
+    env.add_test("failed", |v: Value| flag(&v, "failed"));
+    env.add_test("skipped", |v: Value| flag(&v, "skipped"));
+    env.add_test("succeeded", |v: Value| !flag(&v, "failed"));
+    env.add_test("success", |v: Value| !flag(&v, "failed"));
+    env.add_function("lookup", lookup);
+}
+
+fn json(value: &Value) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))
+}
+
+fn to_json(value: Value) -> Result<String, Error> {
+    Ok(json(&value)?.to_string())
+}
+
+fn to_nice_json(value: Value, kwargs: Kwargs) -> Result<String, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let pretty = serde_json::to_string_pretty(&json(&value)?)
+        .map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+    Ok(match indent {
+        Some(n) if n != 2 => pretty
+            .lines()
+            .map(|l| {
+                let lead = l.len() - l.trim_start().len();
+                format!("{}{}", " ".repeat(lead / 2 * n), l.trim_start())
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => pretty,
+    })
+}
+
+fn from_json(text: String) -> Result<Value, Error> {
+    let parsed: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("from_json: {e}")))?;
+    Ok(crate::template::value_of(parsed))
+}
+
+fn yaml_of(value: &serde_json::Value) -> Yaml {
+    use serde_json::Value as J;
+    match value {
+        J::Null => Yaml::Null,
+        J::Bool(b) => Yaml::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Yaml::Integer(i),
+            None => Yaml::Real(n.to_string()),
+        },
+        J::String(s) => Yaml::String(s.clone()),
+        J::Array(items) => Yaml::Array(items.iter().map(yaml_of).collect()),
+        J::Object(map) => Yaml::Hash(
+            map.iter()
+                .map(|(k, v)| (Yaml::String(k.clone()), yaml_of(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// YAML block style, without the `---` document marker.
+pub fn yaml_text(value: &serde_json::Value) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut emitter = YamlEmitter::new(&mut out);
+    emitter.multiline_strings(true);
+    emitter
+        .dump(&yaml_of(value))
+        .map_err(|e| Error::new(ErrorKind::BadSerialization, format!("{e:?}")))?;
+    let body = out
+        .strip_prefix("---\n")
+        .or_else(|| out.strip_prefix("--- "))
+        .unwrap_or(&out);
+    Ok(format!("{body}\n"))
+}
+
+fn to_yaml(value: Value, _kwargs: Kwargs) -> Result<String, Error> {
+    yaml_text(&json(&value)?)
+}
+
+fn b64encode(text: String) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn b64decode(text: String) -> Result<String, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))?;
+    Ok(String::from_utf8_lossy(&bytes).to_string())
+}
+
+fn regex(pattern: &str) -> Result<regex::Regex, Error> {
+    regex::Regex::new(pattern)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("bad regex: {e}")))
+}
+
+/// Python's `\1` back-references become the regex crate's `${1}`.
+fn replacement(python: &str) -> String {
+    let backref = regex::Regex::new(r"\\(\d+)|\\g<(\w+)>").expect("static regex");
+    backref
+        .replace_all(&python.replace('$', "$$"), |c: &regex::Captures| {
+            let group = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+            format!("${{{group}}}")
+        })
+        .to_string()
+}
+
+fn regex_replace(text: String, pattern: String, with: Option<String>) -> Result<String, Error> {
+    let with = replacement(&with.unwrap_or_default());
+    Ok(regex(&pattern)?.replace_all(&text, with.as_str()).to_string())
+}
+
+fn regex_search(text: String, pattern: String) -> Result<Value, Error> {
+    Ok(match regex(&pattern)?.find(&text) {
+        Some(m) => Value::from(m.as_str()),
+        None => Value::from(()),
+    })
+}
+
+fn quote(text: String) -> String {
+    crate::ssh::shell_quote(&text)
+}
+
+fn basename(path: String) -> String {
+    path.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+fn dirname(path: String) -> String {
+    match path.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => path[..i].to_string(),
+        None => String::new(),
+    }
+}
+
+fn mandatory(value: Value, msg: Option<String>) -> Result<Value, Error> {
+    if value.is_undefined() {
+        return Err(Error::new(
+            ErrorKind::UndefinedError,
+            msg.unwrap_or_else(|| "mandatory variable not defined".into()),
+        ));
+    }
+    Ok(value)
+}
+
+fn ternary(value: Value, yes: Value, no: Value) -> Value {
+    if value.is_true() {
+        yes
+    } else {
+        no
+    }
+}
+
+fn merge(base: &mut serde_json::Value, over: serde_json::Value, recursive: bool) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if recursive => merge(existing, v, true),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn combine(value: Value, others: Rest<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let recursive: Option<bool> = kwargs.get("recursive")?;
+    kwargs.assert_all_used()?;
+    let mut out = json(&value)?;
+    for other in others.iter() {
+        merge(&mut out, json(other)?, recursive.unwrap_or(false));
+    }
+    Ok(crate::template::value_of(out))
+}
+
+fn dict2items(value: Value) -> Result<Value, Error> {
+    let map = json(&value)?;
+    let obj = map.as_object().ok_or_else(|| {
+        Error::new(ErrorKind::InvalidOperation, "dict2items expects a mapping")
+    })?;
+    let items: Vec<serde_json::Value> = obj
+        .iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+        .collect();
+    Ok(crate::template::value_of(items))
+}
+
+fn items2dict(value: Value) -> Result<Value, Error> {
+    let mut out = serde_json::Map::new();
+    for item in value.try_iter()? {
+        let key = item.get_attr("key")?;
+        let key = key
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| key.to_string());
+        out.insert(key, json(&item.get_attr("value")?)?);
+    }
+    Ok(crate::template::value_of(out))
+}
+
+fn flatten_into(value: &Value, out: &mut Vec<Value>) -> Result<(), Error> {
+    if value.kind() == ValueKind::Seq {
+        for item in value.try_iter()? {
+            flatten_into(&item, out)?;
+        }
+    } else {
+        out.push(value.clone());
+    }
+    Ok(())
+}
+
+fn flatten(value: Value) -> Result<Value, Error> {
+    let mut out = Vec::new();
+    flatten_into(&value, &mut out)?;
+    Ok(Value::from(out))
+}
+
+fn items(value: &Value) -> Result<Vec<Value>, Error> {
+    Ok(value.try_iter()?.collect())
+}
+
+fn difference(a: Value, b: Value) -> Result<Value, Error> {
+    let b = items(&b)?;
+    Ok(Value::from(
+        items(&a)?
+            .into_iter()
+            .filter(|x| !b.contains(x))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn union(a: Value, b: Value) -> Result<Value, Error> {
+    let mut out = items(&a)?;
+    for x in items(&b)? {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    Ok(Value::from(out))
+}
+
+fn intersect(a: Value, b: Value) -> Result<Value, Error> {
+    let b = items(&b)?;
+    Ok(Value::from(
+        items(&a)?
+            .into_iter()
+            .filter(|x| b.contains(x))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn hash(text: String, algorithm: Option<String>) -> Result<String, Error> {
+    match algorithm.as_deref().unwrap_or("sha1") {
+        "sha256" => Ok(hex(&sha2::Sha256::digest(text.as_bytes()))),
+        "sha512" => Ok(hex(&sha2::Sha512::digest(text.as_bytes()))),
+        other => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("hash: unsupported algorithm {other} (sha256, sha512)"),
+        )),
+    }
+}
+
+fn checksum(text: String) -> String {
+    hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn to_bool(value: Value) -> bool {
+    match value.as_str() {
+        Some(s) => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "yes" | "on" | "true" | "1" | "y"
+        ),
+        None => value.is_true(),
+    }
+}
+
+fn test_match(text: String, pattern: String) -> Result<bool, Error> {
+    Ok(regex(&format!("^(?:{pattern})"))?.is_match(&text))
+}
+
+fn test_search(text: String, pattern: String) -> Result<bool, Error> {
+    Ok(regex(&pattern)?.is_match(&text))
+}
+
+fn flag(result: &Value, name: &str) -> bool {
+    result.get_attr(name).map(|v| v.is_true()).unwrap_or(false)
+}
+
+/// `lookup('env', 'NAME')` and `lookup('file', 'path')`, read on the control machine.
+fn lookup(kind: String, arg: String) -> Result<Value, Error> {
+    match kind.as_str() {
+        "env" => Ok(Value::from(std::env::var(&arg).unwrap_or_default())),
+        "file" => std::fs::read_to_string(&arg)
+            .map(|s| Value::from(s.trim_end_matches('\n')))
+            .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("lookup file {arg}: {e}"))),
+        other => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("lookup: unsupported plugin {other} (env, file)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_backreferences_work_in_regex_replace() {
+        assert_eq!(
+            regex_replace("host-12".into(), r"(\w+)-(\d+)".into(), Some(r"\2.\1".into()))
+                .unwrap(),
+            "12.host"
+        );
+    }
+
+    #[test]
+    fn to_yaml_is_block_style_without_document_marker() {
+        let text = yaml_text(&serde_json::json!({"a": [1, 2], "b": "x"})).unwrap();
+        assert_eq!(text, "a:\n  - 1\n  - 2\nb: x\n");
+    }
+}
