@@ -762,7 +762,7 @@ fn digest(o: Outcome) -> (Status, String, Vec<modules::Diff>, serde_json::Value)
 
 async fn execute(action: &Action, content: Option<&[u8]>, ctx: &Ctx<'_>) -> modules::Result<Outcome> {
     match action {
-        Action::Command(a) => modules::command::run_command(a, ctx, false).await,
+        Action::Command(a) => modules::command::run_command(a, ctx).await,
         Action::Copy(a) => modules::copy::run_copy(a, content, ctx).await,
         Action::File(a) => modules::file::run_file(a, ctx).await,
         Action::Group(a) => modules::group::run_group(a, ctx).await,

@@ -77,7 +77,7 @@ impl Args {
 
 const SKIPPED: &str = "__hactl_skipped__";
 
-pub async fn run_command(args: &Args, ctx: &Ctx<'_>, force: bool) -> Result<Outcome> {
+pub async fn run_command(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     let mut guard = String::new();
     if let Some(c) = &args.creates {
         guard.push_str(&format!("if [ -e {} ]; then echo {SKIPPED}; exit 0; fi; ", shell_quote(c)));
@@ -85,7 +85,7 @@ pub async fn run_command(args: &Args, ctx: &Ctx<'_>, force: bool) -> Result<Outc
     if let Some(r) = &args.removes {
         guard.push_str(&format!("if [ ! -e {} ]; then echo {SKIPPED}; exit 0; fi; ", shell_quote(r)));
     }
-    if ctx.check && !force {
+    if ctx.check {
         // Learn only whether it would run.
         if guard.is_empty() {
             return Ok(Outcome {
@@ -95,12 +95,10 @@ pub async fn run_command(args: &Args, ctx: &Ctx<'_>, force: bool) -> Result<Outc
             });
         }
         let out = ctx.session.exec(&format!("{guard}exit 1"), b"").await?;
-        let would_run = !out.stdout_text().contains(SKIPPED);
-        return Ok(Outcome {
-            changed: would_run,
-            skipped: !would_run,
-            msg: if would_run { "would run".into() } else { String::new() },
-            ..Outcome::default()
+        return Ok(if out.stdout_text().contains(SKIPPED) {
+            Outcome::ok()
+        } else {
+            Outcome::changed("would run")
         });
     }
     let cd = args
@@ -113,10 +111,8 @@ pub async fn run_command(args: &Args, ctx: &Ctx<'_>, force: bool) -> Result<Outc
     let out = ctx.session.exec(&script, stdin).await?;
     let stdout = out.stdout_text();
     if out.success() && stdout.trim() == SKIPPED {
-        return Ok(Outcome {
-            skipped: true,
-            ..Outcome::default()
-        });
+        // Ansible's way: not run because of creates/removes is ok, not skipped.
+        return Ok(Outcome::ok());
     }
     let stderr = out.stderr_text();
     let rc = out.exit_status.map_or(-1, i64::from);

@@ -139,7 +139,7 @@ impl Scope {
                 for (k, v) in map {
                     out.insert(k.clone(), self.render_json(v, source)?);
                 }
-                Value::from_iter(out)
+                Value::from_pairs(out)
             }
             other => crate::template::value_of(other),
         })
