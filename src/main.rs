@@ -55,7 +55,8 @@ fn apply(args: ApplyArgs) -> Result<u8> {
         accept_new_host_keys: args.accept_new_host_keys,
         become_password,
         format: args.output,
-        release_cache: None,
+        release_cache: std::env::var_os("HACTL_CACHE_DIR")
+            .map(|d| std::path::PathBuf::from(d).join("releases")),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let summary = runtime.block_on(engine::apply(&inventory, &site, &opts))?;

@@ -95,7 +95,11 @@ struct PlayPlan<'a> {
 }
 
 /// Checks everything, connects, gathers facts, runs the plays, prints the recap.
-pub async fn apply(inventory: &Inventory, site: &Site, opts: &Options) -> Result<Summary, ApplyError> {
+pub async fn apply(
+    inventory: &Inventory,
+    site: &Site,
+    opts: &Options,
+) -> Result<Summary, ApplyError> {
     let env = template::environment();
     let plans = plan(inventory, site, opts)?;
     validate(inventory, &plans, opts, &env)?;
@@ -137,16 +141,27 @@ pub async fn apply(inventory: &Inventory, site: &Site, opts: &Options) -> Result
                 if !tag_selected(task, &opts.tags) {
                     continue;
                 }
-                run_task(role, task, batch, &mut hosts, &world, opts, &reporter, &releases, &forks).await;
+                run_task(
+                    role, task, batch, &mut hosts, &world, opts, &reporter, &releases, &forks,
+                )
+                .await;
             }
             for (role, handler) in &plan.handlers {
                 let notified: Vec<String> = batch
                     .iter()
-                    .filter(|h| hosts.get(*h).is_some_and(|r| !r.done && r.notified.contains(&handler.name)))
+                    .filter(|h| {
+                        hosts
+                            .get(*h)
+                            .is_some_and(|r| !r.done && r.notified.contains(&handler.name))
+                    })
                     .cloned()
                     .collect();
                 if !notified.is_empty() {
-                    run_task(role, handler, &notified, &mut hosts, &world, opts, &reporter, &releases, &forks).await;
+                    run_task(
+                        role, handler, &notified, &mut hosts, &world, opts, &reporter, &releases,
+                        &forks,
+                    )
+                    .await;
                 }
             }
             for h in batch {
@@ -180,19 +195,28 @@ pub async fn apply(inventory: &Inventory, site: &Site, opts: &Options) -> Result
 }
 
 /// `-e KEY=VALUE` (the value a string, as in Ansible) or `-e '{"key": ...}'`.
-pub fn parse_extra_vars(args: &[String]) -> Result<IndexMap<String, serde_json::Value>, ApplyError> {
+pub fn parse_extra_vars(
+    args: &[String],
+) -> Result<IndexMap<String, serde_json::Value>, ApplyError> {
     let mut vars = IndexMap::new();
     for arg in args {
         if arg.trim_start().starts_with('{') {
-            let map: IndexMap<String, serde_json::Value> = serde_json::from_str(arg)
-                .map_err(|e| ApplyError::Invalid(vec![format!("-e {arg}: not a JSON object: {e}")]))?;
+            let map: IndexMap<String, serde_json::Value> =
+                serde_json::from_str(arg).map_err(|e| {
+                    ApplyError::Invalid(vec![format!("-e {arg}: not a JSON object: {e}")])
+                })?;
             vars.extend(map);
             continue;
         }
         let (key, value) = arg.split_once('=').ok_or_else(|| {
-            ApplyError::Invalid(vec![format!("-e {arg}: expected KEY=VALUE or a JSON object")])
+            ApplyError::Invalid(vec![format!(
+                "-e {arg}: expected KEY=VALUE or a JSON object"
+            )])
         })?;
-        vars.insert(key.trim().to_string(), serde_json::Value::String(value.to_string()));
+        vars.insert(
+            key.trim().to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
     }
     Ok(vars)
 }
@@ -210,7 +234,11 @@ fn tag_selected(task: &Task, tags: &[String]) -> bool {
 }
 
 /// The hosts of each play (after `--limit`) and its tasks and handlers.
-fn plan<'a>(inventory: &Inventory, site: &'a Site, opts: &Options) -> Result<Vec<PlayPlan<'a>>, ApplyError> {
+fn plan<'a>(
+    inventory: &Inventory,
+    site: &'a Site,
+    opts: &Options,
+) -> Result<Vec<PlayPlan<'a>>, ApplyError> {
     let membership: HashMap<&str, Vec<String>> = inventory
         .hosts
         .keys()
@@ -327,25 +355,40 @@ fn world_for(
         let facts = if placeholders {
             Some(facts::placeholder(host))
         } else {
-            hosts.get(host).map(|r| r.facts.clone()).filter(|f| !f.is_null())
+            hosts
+                .get(host)
+                .map(|r| r.facts.clone())
+                .filter(|f| !f.is_null())
         };
         if let Some(f) = facts {
             d.fixed.insert("facts".into(), f);
         }
-        d.fixed.insert("inventory_hostname".into(), host.clone().into());
+        d.fixed
+            .insert("inventory_hostname".into(), host.clone().into());
         d.fixed.insert(
             "inventory_hostname_short".into(),
             host.split('.').next().unwrap_or(host).into(),
         );
         d.fixed.insert(
             "group_names".into(),
-            host_groups.iter().filter(|g| *g != "all").cloned().collect::<Vec<_>>().into(),
+            host_groups
+                .iter()
+                .filter(|g| *g != "all")
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
         );
-        d.fixed.insert("ansible_check_mode".into(), opts.check.into());
-        d.fixed.insert("play_hosts".into(), plan.hosts.clone().into());
+        d.fixed
+            .insert("ansible_check_mode".into(), opts.check.into());
+        d.fixed
+            .insert("play_hosts".into(), plan.hosts.clone().into());
         data.insert(host.clone(), Arc::new(d));
     }
-    World::new(env.clone(), data, serde_json::to_value(&groups).unwrap_or_default())
+    World::new(
+        env.clone(),
+        data,
+        serde_json::to_value(&groups).unwrap_or_default(),
+    )
 }
 
 /// Values of secret-named variables (passwords, keys, tokens) that output must never show.
@@ -404,7 +447,11 @@ fn validate(
                         task.file,
                         task.line,
                         plan.play.name,
-                        plan.handlers.iter().map(|(_, h)| h.name.as_str()).collect::<Vec<_>>().join(", ")
+                        plan.handlers
+                            .iter()
+                            .map(|(_, h)| h.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
             }
@@ -417,14 +464,21 @@ fn validate(
             }
         }
         let world = world_for(inventory, plan, &no_hosts, opts, env, true);
-        for (role, task) in plan.tasks.iter().chain(plan.handlers.iter()) {
+        let selected = plan
+            .tasks
+            .iter()
+            .filter(|(_, t)| tag_selected(t, &opts.tags));
+        for (role, task) in selected.chain(plan.handlers.iter()) {
             for host in &plan.hosts {
                 if let Err(e) = prepare(task, role, &world, host, &registered) {
                     push(e);
                 }
             }
             if let Some(name) = &task.register {
-                registered.insert(name.clone(), crate::template::value_of(placeholder_result()));
+                registered.insert(
+                    name.clone(),
+                    crate::template::value_of(placeholder_result()),
+                );
             }
         }
     }
@@ -648,7 +702,12 @@ async fn run_on_host(
             }
             Err(e) => {
                 let msg = e.to_string();
-                (Status::Failed, msg.clone(), Vec::new(), serde_json::json!({"changed": false, "failed": true, "msg": msg}))
+                (
+                    Status::Failed,
+                    msg.clone(),
+                    Vec::new(),
+                    serde_json::json!({"changed": false, "failed": true, "msg": msg}),
+                )
             }
         };
         if let Some(item) = &call.item {
@@ -664,11 +723,13 @@ async fn run_on_host(
                 overlay.insert("item".into(), item.clone());
             }
             let scope = world.scope(&run.name, overlay);
-            let ran = !matches!(status, Status::Skipped) && !(ctx.check && data.get("rc").is_none());
+            let ran = !(status == Status::Skipped || ctx.check && data.get("rc").is_none());
             if let (Some(cond), true) = (&task.failed_when, ran) {
                 match holds(cond, &scope, &task.file) {
                     Ok(true) => status = Status::Failed,
-                    Ok(false) if status == Status::Failed && data.get("rc").is_some() => status = Status::Changed,
+                    Ok(false) if status == Status::Failed && data.get("rc").is_some() => {
+                        status = Status::Changed
+                    }
                     Ok(false) => {}
                     Err(e) => return TaskResult::failed(e),
                 }
@@ -730,7 +791,11 @@ fn failure_message(msg: &str, data: &serde_json::Value) -> String {
         Some(rc) => {
             let stderr = data["stderr"].as_str().unwrap_or_default();
             let stdout = data["stdout"].as_str().unwrap_or_default();
-            let detail = if stderr.trim().is_empty() { stdout } else { stderr };
+            let detail = if stderr.trim().is_empty() {
+                stdout
+            } else {
+                stderr
+            };
             format!("exit {rc}: {}", modules::last_lines(detail, 6))
         }
         None => msg.to_string(),
@@ -760,7 +825,11 @@ fn digest(o: Outcome) -> (Status, String, Vec<modules::Diff>, serde_json::Value)
     (status, o.msg, o.diffs, serde_json::Value::Object(data))
 }
 
-async fn execute(action: &Action, content: Option<&[u8]>, ctx: &Ctx<'_>) -> modules::Result<Outcome> {
+async fn execute(
+    action: &Action,
+    content: Option<&[u8]>,
+    ctx: &Ctx<'_>,
+) -> modules::Result<Outcome> {
     match action {
         Action::Command(a) => modules::command::run_command(a, ctx).await,
         Action::Copy(a) => modules::copy::run_copy(a, content, ctx).await,

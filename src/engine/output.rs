@@ -183,7 +183,11 @@ impl Reporter {
         };
         match self.format {
             Format::Text => {
-                let mut text = format!("{:<11} [{}] {title}", format!("{}:", line.status.word()), line.host);
+                let mut text = format!(
+                    "{:<11} [{}] {title}",
+                    format!("{}:", line.status.word()),
+                    line.host
+                );
                 if !msg.is_empty() {
                     text.push_str(&format!(" — {msg}"));
                 }
@@ -210,7 +214,10 @@ impl Reporter {
         TextDiff::from_lines(&before, &after)
             .unified_diff()
             .context_radius(3)
-            .header(&format!("{} (before)", diff.path), &format!("{} (after)", diff.path))
+            .header(
+                &format!("{} (before)", diff.path),
+                &format!("{} (after)", diff.path),
+            )
             .to_string()
     }
 

@@ -58,11 +58,14 @@ pub fn prepare(
                 file: &task.file,
                 line: task.line,
             };
-            let value = scope
-                .render_json(raw, &source)
-                .map_err(|e| e.to_string())?;
+            let value = scope.render_json(raw, &source).map_err(|e| e.to_string())?;
             let list = value.try_iter().map_err(|_| {
-                format!("{}:{}: loop: expected a list, got {}", task.file, task.line, value.kind())
+                format!(
+                    "{}:{}: loop: expected a list, got {}",
+                    task.file,
+                    task.line,
+                    value.kind()
+                )
             })?;
             list.map(Some).collect()
         }
@@ -88,7 +91,8 @@ pub fn prepare(
             .render_json(&task.args, &source)
             .map_err(|e| e.to_string())?;
         let args = template::to_json(&rendered);
-        let action = Action::parse(task.module, args).map_err(|e| arg_error(task, task.module, &e))?;
+        let action =
+            Action::parse(task.module, args).map_err(|e| arg_error(task, task.module, &e))?;
         let content = content_of(&action, task, role, &scope)?;
         calls.push(Call {
             item,

@@ -57,12 +57,20 @@ impl Args {
         let script = match (raw.cmd, raw.argv) {
             (Some(cmd), None) if shell => cmd,
             (Some(cmd), None) => {
-                let words = shlex::split(&cmd).ok_or_else(|| format!("cannot split the command line `{cmd}` (unbalanced quotes?)"))?;
-                words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+                let words = shlex::split(&cmd).ok_or_else(|| {
+                    format!("cannot split the command line `{cmd}` (unbalanced quotes?)")
+                })?;
+                words
+                    .iter()
+                    .map(|w| shell_quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
-            (None, Some(argv)) if !argv.is_empty() => {
-                argv.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
-            }
+            (None, Some(argv)) if !argv.is_empty() => argv
+                .iter()
+                .map(|w| shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => return Err("give either `cmd` or a non-empty `argv`".into()),
         };
         Ok(Args {
@@ -80,10 +88,16 @@ const SKIPPED: &str = "__hactl_skipped__";
 pub async fn run_command(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     let mut guard = String::new();
     if let Some(c) = &args.creates {
-        guard.push_str(&format!("if [ -e {} ]; then echo {SKIPPED}; exit 0; fi; ", shell_quote(c)));
+        guard.push_str(&format!(
+            "if [ -e {} ]; then echo {SKIPPED}; exit 0; fi; ",
+            shell_quote(c)
+        ));
     }
     if let Some(r) = &args.removes {
-        guard.push_str(&format!("if [ ! -e {} ]; then echo {SKIPPED}; exit 0; fi; ", shell_quote(r)));
+        guard.push_str(&format!(
+            "if [ ! -e {} ]; then echo {SKIPPED}; exit 0; fi; ",
+            shell_quote(r)
+        ));
     }
     if ctx.check {
         // Learn only whether it would run.
@@ -121,7 +135,13 @@ pub async fn run_command(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     data.insert("rc".into(), rc.into());
     data.insert("stdout".into(), stdout.trim_end_matches('\n').into());
     data.insert("stderr".into(), stderr.trim_end_matches('\n').into());
-    data.insert("stdout_lines".into(), stdout.lines().collect::<Vec<_>>().into());
-    data.insert("stderr_lines".into(), stderr.lines().collect::<Vec<_>>().into());
+    data.insert(
+        "stdout_lines".into(),
+        stdout.lines().collect::<Vec<_>>().into(),
+    );
+    data.insert(
+        "stderr_lines".into(),
+        stderr.lines().collect::<Vec<_>>().into(),
+    );
     Ok(outcome)
 }

@@ -49,7 +49,11 @@ pub async fn put(
         stat_script(dest)
     );
     let out = run(ctx, &format!("reading {dest}"), &script).await?;
-    let split = out.stdout.iter().position(|b| *b == b'\n').unwrap_or(out.stdout.len());
+    let split = out
+        .stdout
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(out.stdout.len());
     let state = parse_stat(&String::from_utf8_lossy(&out.stdout[..split]));
     let rest = out.stdout.get(split + 2..).unwrap_or_default();
     if let Some(s) = &state {
@@ -61,7 +65,10 @@ pub async fn put(
     let (same, before) = match (&state, want_text) {
         (None, _) => (false, String::new()),
         (Some(_), true) => (rest == contents, String::from_utf8_lossy(rest).to_string()),
-        (Some(_), false) => (String::from_utf8_lossy(rest).trim() == want_hash, String::new()),
+        (Some(_), false) => (
+            String::from_utf8_lossy(rest).trim() == want_hash,
+            String::new(),
+        ),
     };
     let mut outcome = Outcome::ok();
     if !same {
@@ -79,7 +86,10 @@ pub async fn put(
             });
         }
         if !ctx.check {
-            let mode = mode.map(|m| m.0).or(state.as_ref().map(|s| s.mode)).unwrap_or(0o644);
+            let mode = mode
+                .map(|m| m.0)
+                .or(state.as_ref().map(|s| s.mode))
+                .unwrap_or(0o644);
             let chown = match (owner, group) {
                 (Some(o), Some(g)) => Some(format!("{o}:{g}")),
                 (Some(o), None) => Some(o.to_string()),
@@ -97,7 +107,12 @@ pub async fn put(
         outcome.changed = true;
         outcome.msg = format!("{dest}: {}", notes.join(", "));
         if !ctx.check {
-            run(ctx, &format!("setting {}", notes.join(", ")), &cmds.join(" && ")).await?;
+            run(
+                ctx,
+                &format!("setting {}", notes.join(", ")),
+                &cmds.join(" && "),
+            )
+            .await?;
         }
     }
     Ok(outcome)

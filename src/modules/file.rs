@@ -94,13 +94,22 @@ pub async fn run_file(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
             }
         }
         State::File => match kind {
-            None => return super::fail(format!("{} does not exist (state: file manages an existing file; use touch to create it)", args.path)),
+            None => {
+                return super::fail(format!(
+                "{} does not exist (state: file manages an existing file; use touch to create it)",
+                args.path
+            ))
+            }
             Some("directory") => return super::fail(format!("{} is a directory", args.path)),
             Some(_) => {}
         },
     }
     if args.state != State::Absent {
-        let mode = if args.state == State::Link { None } else { args.mode };
+        let mode = if args.state == State::Link {
+            None
+        } else {
+            args.mode
+        };
         let (more, more_notes) = fix_attrs(
             &args.path,
             attrs_of.as_ref(),

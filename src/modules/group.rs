@@ -49,7 +49,10 @@ pub async fn run_group(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
             if let Some(g) = args.gid {
                 cmd.push_str(&format!(" --gid {g}"));
             }
-            (format!("{cmd} -- {n}"), format!("created group {}", args.name))
+            (
+                format!("{cmd} -- {n}"),
+                format!("created group {}", args.name),
+            )
         }
         (State::Present, Some(current)) => match args.gid {
             Some(g) if g != current => (

@@ -81,7 +81,9 @@ impl Action {
     }
 }
 
-pub(crate) fn typed<T: DeserializeOwned>(args: serde_json::Value) -> std::result::Result<T, String> {
+pub(crate) fn typed<T: DeserializeOwned>(
+    args: serde_json::Value,
+) -> std::result::Result<T, String> {
     serde_json::from_value(args).map_err(|e| e.to_string())
 }
 
@@ -152,10 +154,15 @@ pub(crate) async fn run(ctx: &Ctx<'_>, what: &str, script: &str) -> Result<crate
     if !out.success() {
         let stderr = out.stderr_text();
         let stdout = out.stdout_text();
-        let detail = if stderr.trim().is_empty() { stdout } else { stderr };
+        let detail = if stderr.trim().is_empty() {
+            stdout
+        } else {
+            stderr
+        };
         return fail(format!(
             "{what} failed (exit {}): {}",
-            out.exit_status.map_or("by signal".into(), |c| c.to_string()),
+            out.exit_status
+                .map_or("by signal".into(), |c| c.to_string()),
             last_lines(&detail, 6)
         ));
     }
@@ -229,10 +236,14 @@ pub(crate) fn de_bool<'de, D: serde::Deserializer<'de>>(
         serde_json::Value::String(s) => match s.to_ascii_lowercase().as_str() {
             "true" | "yes" | "on" | "1" => Ok(Some(true)),
             "false" | "no" | "off" | "0" => Ok(Some(false)),
-            _ => Err(serde::de::Error::custom(format!("expected a boolean, got {v}"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected a boolean, got {v}"
+            ))),
         },
         serde_json::Value::Null => Ok(None),
-        _ => Err(serde::de::Error::custom(format!("expected a boolean, got {v}"))),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a boolean, got {v}"
+        ))),
     }
 }
 
@@ -252,7 +263,9 @@ pub(crate) fn de_u64<'de, D: serde::Deserializer<'de>>(
             .map(Some)
             .map_err(|_| serde::de::Error::custom(format!("expected a whole number, got {v}"))),
         serde_json::Value::Null => Ok(None),
-        _ => Err(serde::de::Error::custom(format!("expected a whole number, got {v}"))),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number, got {v}"
+        ))),
     }
 }
 
@@ -311,7 +324,10 @@ pub(crate) fn fix_attrs(
             (None, Some(g)) => format!(":{g}"),
             (None, None) => String::new(),
         };
-        cmds.push(format!("chown -h {} -- {p}", crate::ssh::shell_quote(&spec)));
+        cmds.push(format!(
+            "chown -h {} -- {p}",
+            crate::ssh::shell_quote(&spec)
+        ));
         notes.push(format!("owner {spec}"));
     }
     (cmds, notes)
@@ -323,7 +339,10 @@ mod tests {
 
     #[test]
     fn modes_are_octal_however_written() {
-        assert_eq!(typed::<Mode>(serde_json::json!("0640")).unwrap(), Mode(0o640));
+        assert_eq!(
+            typed::<Mode>(serde_json::json!("0640")).unwrap(),
+            Mode(0o640)
+        );
         assert_eq!(typed::<Mode>(serde_json::json!(420)).unwrap(), Mode(0o644));
         assert!(typed::<Mode>(serde_json::json!("rw-")).is_err());
     }
@@ -331,7 +350,13 @@ mod tests {
     #[test]
     fn attributes_already_right_need_no_command() {
         let state = parse_stat("directory|750|postgres|postgres").unwrap();
-        let (cmds, _) = fix_attrs("/d", Some(&state), Some(Mode(0o750)), Some("postgres"), None);
+        let (cmds, _) = fix_attrs(
+            "/d",
+            Some(&state),
+            Some(Mode(0o750)),
+            Some("postgres"),
+            None,
+        );
         assert!(cmds.is_empty());
         let (cmds, notes) = fix_attrs("/d", Some(&state), Some(Mode(0o700)), Some("root"), None);
         assert_eq!(cmds, vec!["chmod 700 -- /d", "chown -h root -- /d"]);

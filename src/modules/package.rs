@@ -8,7 +8,13 @@ use crate::ssh::shell_quote;
 
 pub const SPEC: Spec = Spec {
     name: "package",
-    args: &["name", "state", "update_cache", "cache_valid_time", "install_recommends"],
+    args: &[
+        "name",
+        "state",
+        "update_cache",
+        "cache_valid_time",
+        "install_recommends",
+    ],
     required: &["name"],
     free_form: false,
 };
@@ -50,7 +56,11 @@ struct Installed {
 }
 
 fn query_script(names: &[String], latest: bool) -> String {
-    let list = names.iter().map(|n| shell_quote(n)).collect::<Vec<_>>().join(" ");
+    let list = names
+        .iter()
+        .map(|n| shell_quote(n))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut s = format!(
         "dpkg-query -W -f='${{Package}}\\t${{db:Status-Abbrev}}\\t${{Version}}\\n' -- {list} 2>/dev/null; \
          if ls /var/lib/apt/lists/*Packages* >/dev/null 2>&1; \
@@ -58,7 +68,9 @@ fn query_script(names: &[String], latest: bool) -> String {
          else echo 'age 999999999'; fi; "
     );
     if latest {
-        s.push_str(&format!("LC_ALL=C apt-cache policy -- {list} 2>/dev/null; "));
+        s.push_str(&format!(
+            "LC_ALL=C apt-cache policy -- {list} 2>/dev/null; "
+        ));
     }
     s.push_str("true");
     s
@@ -75,7 +87,9 @@ fn parse_query(text: &str) -> Installed {
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() == 3 {
             if fields[1].starts_with("ii") {
-                installed.versions.insert(fields[0].to_string(), fields[2].to_string());
+                installed
+                    .versions
+                    .insert(fields[0].to_string(), fields[2].to_string());
             }
             continue;
         }
@@ -84,7 +98,9 @@ fn parse_query(text: &str) -> Installed {
         } else if !line.starts_with(' ') && line.ends_with(':') {
             policy_of = Some(line.trim_end_matches(':').to_string());
         } else if let (Some(pkg), Some(c)) = (&policy_of, line.trim().strip_prefix("Candidate: ")) {
-            installed.candidates.insert(pkg.clone(), c.trim().to_string());
+            installed
+                .candidates
+                .insert(pkg.clone(), c.trim().to_string());
         }
     }
     installed
@@ -99,11 +115,21 @@ fn split_pin(spec: &str) -> (&str, Option<&str>) {
 }
 
 pub async fn run_package(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
-    let names: Vec<String> = args.name.0.iter().map(|s| split_pin(s).0.to_string()).collect();
+    let names: Vec<String> = args
+        .name
+        .0
+        .iter()
+        .map(|s| split_pin(s).0.to_string())
+        .collect();
     if names.is_empty() {
         return Ok(Outcome::ok());
     }
-    let out = run(ctx, "reading installed packages", &query_script(&names, args.state == State::Latest)).await?;
+    let out = run(
+        ctx,
+        "reading installed packages",
+        &query_script(&names, args.state == State::Latest),
+    )
+    .await?;
     let state = parse_query(&out.stdout_text());
     let mut todo: Vec<String> = Vec::new();
     for spec in &args.name.0 {
@@ -132,7 +158,11 @@ pub async fn run_package(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     if todo.is_empty() && !stale {
         return Ok(Outcome::ok());
     }
-    let list = todo.iter().map(|n| shell_quote(n)).collect::<Vec<_>>().join(" ");
+    let list = todo
+        .iter()
+        .map(|n| shell_quote(n))
+        .collect::<Vec<_>>()
+        .join(" ");
     let (verb, note) = match args.state {
         State::Absent => ("remove", format!("removed {}", todo.join(" "))),
         _ => ("install", format!("installed {}", todo.join(" "))),
@@ -147,7 +177,12 @@ pub async fn run_package(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
         }
         if !stale {
             // apt can tell, read-only, whether the transaction would go through.
-            run(ctx, &format!("apt-get --simulate {verb}"), &format!("{APT} --simulate {verb}{recommends} -- {list} >/dev/null")).await?;
+            run(
+                ctx,
+                &format!("apt-get --simulate {verb}"),
+                &format!("{APT} --simulate {verb}{recommends} -- {list} >/dev/null"),
+            )
+            .await?;
         }
         return Ok(Outcome::changed(note));
     }
@@ -163,7 +198,11 @@ pub async fn run_package(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     }
     run(ctx, &format!("apt-get {verb}"), &script).await?;
     // Refreshing the package lists alone changes nothing a user would see.
-    Ok(if todo.is_empty() { Outcome::ok() } else { Outcome::changed(note) })
+    Ok(if todo.is_empty() {
+        Outcome::ok()
+    } else {
+        Outcome::changed(note)
+    })
 }
 
 #[cfg(test)]
@@ -174,9 +213,15 @@ mod tests {
     fn installed_versions_and_candidates_are_read() {
         let text = "curl\tii \t7.88.1-10\nvim\tun \t\nage 120\ncurl:\n  Installed: 7.88.1-10\n  Candidate: 7.88.1-11\n";
         let s = parse_query(text);
-        assert_eq!(s.versions.get("curl").map(String::as_str), Some("7.88.1-10"));
+        assert_eq!(
+            s.versions.get("curl").map(String::as_str),
+            Some("7.88.1-10")
+        );
         assert!(!s.versions.contains_key("vim"));
-        assert_eq!(s.candidates.get("curl").map(String::as_str), Some("7.88.1-11"));
+        assert_eq!(
+            s.candidates.get("curl").map(String::as_str),
+            Some("7.88.1-11")
+        );
         assert_eq!(s.lists_age, 120);
     }
 }

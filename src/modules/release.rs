@@ -41,10 +41,13 @@ pub struct Args {
 /// A verified tarball's chosen binaries, by name.
 type Unpacked = HashMap<String, Arc<Vec<u8>>>;
 
+/// One download, shared by every host that waits for it.
+type Fetch = Arc<OnceCell<std::result::Result<Arc<Unpacked>, String>>>;
+
 /// Downloads shared by all hosts of a run: each URL is fetched and unpacked once.
 #[derive(Default)]
 pub struct Cache {
-    entries: Mutex<HashMap<String, Arc<OnceCell<std::result::Result<Arc<Unpacked>, String>>>>>,
+    entries: Mutex<HashMap<String, Fetch>>,
     dir: Option<PathBuf>,
 }
 
@@ -144,7 +147,9 @@ fn warn(msg: &str) {
 fn unpack(tarball: &[u8], wanted: &[String]) -> std::result::Result<Unpacked, String> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
     let mut found = Unpacked::new();
-    let entries = archive.entries().map_err(|e| format!("reading the tarball: {e}"))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("reading the tarball: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("reading the tarball: {e}"))?;
         if !entry.header().entry_type().is_file() {
@@ -167,7 +172,11 @@ fn unpack(tarball: &[u8], wanted: &[String]) -> std::result::Result<Unpacked, St
     if !missing.is_empty() {
         return Err(format!(
             "the tarball has no file named {}",
-            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok(found)
@@ -204,7 +213,9 @@ pub async fn run_release(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
         if line.trim() != want {
             changed.push(name.clone());
             if !ctx.check {
-                ctx.session.upload(path, bytes, mode, Some("root:root")).await?;
+                ctx.session
+                    .upload(path, bytes, mode, Some("root:root"))
+                    .await?;
             }
         }
     }
@@ -237,7 +248,11 @@ mod tests {
 
     #[test]
     fn chosen_binaries_are_found_at_any_depth() {
-        let t = tarball(&[("etcd-v1/etcd", b"E"), ("etcd-v1/etcdctl", b"C"), ("etcd-v1/README", b"R")]);
+        let t = tarball(&[
+            ("etcd-v1/etcd", b"E"),
+            ("etcd-v1/etcdctl", b"C"),
+            ("etcd-v1/README", b"R"),
+        ]);
         let got = unpack(&t, &["etcd".into(), "etcdctl".into()]).unwrap();
         assert_eq!(got["etcd"].as_slice(), b"E");
         assert_eq!(got.len(), 2);

@@ -62,14 +62,20 @@ fn running(active: &str) -> bool {
 
 pub async fn run_service(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     let n = shell_quote(&args.name);
-    let show = format!("systemctl show -p LoadState,ActiveState,UnitFileState,NeedDaemonReload -- {n}");
+    let show =
+        format!("systemctl show -p LoadState,ActiveState,UnitFileState,NeedDaemonReload -- {n}");
     let out = run(ctx, &format!("reading unit {}", args.name), &show).await?;
     let mut unit = parse_show(&out.stdout_text());
     let mut cmds = Vec::new();
     if unit.need_reload || unit.load == "not-found" || args.daemon_reload == Some(true) {
         // A unit file written earlier in this run: systemd must read it before anything else.
         if !ctx.check {
-            let out = run(ctx, "systemctl daemon-reload", &format!("systemctl daemon-reload && {show}")).await?;
+            let out = run(
+                ctx,
+                "systemctl daemon-reload",
+                &format!("systemctl daemon-reload && {show}"),
+            )
+            .await?;
             unit = parse_show(&out.stdout_text());
         } else {
             cmds.push("systemctl daemon-reload".to_string());
@@ -80,7 +86,12 @@ pub async fn run_service(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     }
     let mut notes = Vec::new();
     match args.enabled {
-        Some(true) if !matches!(unit.file.as_str(), "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated") => {
+        Some(true)
+            if !matches!(
+                unit.file.as_str(),
+                "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
+            ) =>
+        {
             cmds.push(format!("systemctl enable -q -- {n}"));
             notes.push("enabled");
         }
@@ -104,9 +115,17 @@ pub async fn run_service(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
             notes.push("restarted");
         }
         Some(State::Reloaded) => {
-            let verb = if running(&unit.active) { "reload" } else { "start" };
+            let verb = if running(&unit.active) {
+                "reload"
+            } else {
+                "start"
+            };
             cmds.push(format!("systemctl {verb} -- {n}"));
-            notes.push(if verb == "reload" { "reloaded" } else { "started" });
+            notes.push(if verb == "reload" {
+                "reloaded"
+            } else {
+                "started"
+            });
         }
         _ => {}
     }
@@ -121,7 +140,14 @@ pub async fn run_service(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
             .cloned()
             .collect::<Vec<_>>()
             .join(" && ");
-        run(ctx, &note, &format!("{script} || {{ rc=$?; journalctl -u {n} -n 8 --no-pager -o cat >&2; exit $rc; }}")).await?;
+        run(
+            ctx,
+            &note,
+            &format!(
+                "{script} || {{ rc=$?; journalctl -u {n} -n 8 --no-pager -o cat >&2; exit $rc; }}"
+            ),
+        )
+        .await?;
     }
     Ok(Outcome::changed(note))
 }
@@ -132,7 +158,9 @@ mod tests {
 
     #[test]
     fn inactive_is_not_running() {
-        let unit = parse_show("LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled\nNeedDaemonReload=no\n");
+        let unit = parse_show(
+            "LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled\nNeedDaemonReload=no\n",
+        );
         assert!(!running(&unit.active));
         assert_eq!(unit.file, "disabled");
         assert!(!unit.need_reload);

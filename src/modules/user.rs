@@ -8,7 +8,15 @@ use crate::ssh::shell_quote;
 pub const SPEC: Spec = Spec {
     name: "user",
     args: &[
-        "name", "state", "system", "shell", "home", "create_home", "group", "groups", "comment",
+        "name",
+        "state",
+        "system",
+        "shell",
+        "home",
+        "create_home",
+        "group",
+        "groups",
+        "comment",
     ],
     required: &["name"],
     free_form: false,
@@ -138,7 +146,10 @@ pub async fn run_user(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
                 .collect();
             if !missing.is_empty() {
                 let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-                flags.push(format!("--append --groups {}", shell_quote(&list.join(","))));
+                flags.push(format!(
+                    "--append --groups {}",
+                    shell_quote(&list.join(","))
+                ));
                 notes.push(format!("groups +{}", list.join(",")));
             }
             if flags.is_empty() {

@@ -8,7 +8,9 @@ use crate::ssh::shell_quote;
 
 pub const SPEC: Spec = Spec {
     name: "wait_for",
-    args: &["host", "port", "url", "status", "command", "timeout", "interval", "delay"],
+    args: &[
+        "host", "port", "url", "status", "command", "timeout", "interval", "delay",
+    ],
     required: &["port|url|command"],
     free_form: false,
 };
@@ -44,7 +46,11 @@ fn split_url(url: &str) -> std::result::Result<(String, u16, String), String> {
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| format!("wait_for: bad port in {url}"))?),
+        Some((h, p)) => (
+            h,
+            p.parse()
+                .map_err(|_| format!("wait_for: bad port in {url}"))?,
+        ),
         None => (authority, 80),
     };
     Ok((host.to_string(), port, path.to_string()))
@@ -61,7 +67,8 @@ fn probe(args: &Args) -> std::result::Result<(String, String), String> {
     if let Some(url) = &args.url {
         let (host, port, path) = split_url(url)?;
         let status = args.status.unwrap_or(200);
-        let request = format!("GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n");
+        let request =
+            format!("GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n");
         return Ok((
             format!("(exec 3<>/dev/tcp/{host}/{port} && printf '{request}' >&3 && head -n1 <&3 | grep -q '^HTTP/[0-9.]* {status} ') 2>/dev/null"),
             format!("{url} answering {status}"),
@@ -112,7 +119,10 @@ mod tests {
             split_url("http://10.0.0.1:8008/health").unwrap(),
             ("10.0.0.1".to_string(), 8008, "/health".to_string())
         );
-        assert_eq!(split_url("http://h").unwrap(), ("h".to_string(), 80, "/".to_string()));
+        assert_eq!(
+            split_url("http://h").unwrap(),
+            ("h".to_string(), 80, "/".to_string())
+        );
         assert!(split_url("https://h").is_err());
     }
 }

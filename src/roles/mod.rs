@@ -130,11 +130,22 @@ fn parse_play(
     for (key, value) in entries {
         let at = |message: String| RoleError::at(file, value.mark.line, message);
         match key.key_text().as_str() {
-            "name" => name = Some(scalar_text(value).ok_or_else(|| at("name: expected a string".into()))?),
-            "hosts" => hosts = string_list(value).ok_or_else(|| at("hosts: expected a group name or a list of them".into()))?
-                .iter()
-                .flat_map(|h| h.split([',', ':']).map(str::trim).filter(|h| !h.is_empty()).map(str::to_string).collect::<Vec<_>>())
-                .collect(),
+            "name" => {
+                name = Some(scalar_text(value).ok_or_else(|| at("name: expected a string".into()))?)
+            }
+            "hosts" => {
+                hosts = string_list(value)
+                    .ok_or_else(|| at("hosts: expected a group name or a list of them".into()))?
+                    .iter()
+                    .flat_map(|h| {
+                        h.split([',', ':'])
+                            .map(str::trim)
+                            .filter(|h| !h.is_empty())
+                            .map(str::to_string)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            }
             "serial" => match value.kind {
                 Kind::Int(n) if n > 0 => serial = Some(n as usize),
                 _ => return Err(at("serial: expected a positive number of hosts".into())),
@@ -150,8 +161,20 @@ fn parse_play(
                             .iter()
                             .find(|(k, _)| k.key_text() == "role")
                             .and_then(|(_, v)| scalar_text(v))
-                            .ok_or_else(|| RoleError::at(file, item.mark.line, "a role entry needs `role: NAME`"))?,
-                        _ => return Err(RoleError::at(file, item.mark.line, "roles: expected a role name")),
+                            .ok_or_else(|| {
+                                RoleError::at(
+                                    file,
+                                    item.mark.line,
+                                    "a role entry needs `role: NAME`",
+                                )
+                            })?,
+                        _ => {
+                            return Err(RoleError::at(
+                                file,
+                                item.mark.line,
+                                "roles: expected a role name",
+                            ))
+                        }
                     };
                     let role = match loaded.get(&role_name) {
                         Some(r) => r.clone(),
@@ -183,7 +206,11 @@ fn parse_play(
         }
     }
     if hosts.is_empty() {
-        return Err(RoleError::at(file, node.mark.line, "a play needs `hosts:` (inventory groups or hosts)"));
+        return Err(RoleError::at(
+            file,
+            node.mark.line,
+            "a play needs `hosts:` (inventory groups or hosts)",
+        ));
     }
     Ok(Play {
         name: name.unwrap_or_else(|| hosts.join(",")),
@@ -227,12 +254,18 @@ pub fn load_role(name: &str, src: &Source) -> Result<Role, RoleError> {
                 return Err(RoleError::at(
                     &file,
                     root.mark.line,
-                    format!("defaults are a mapping of variables, not {}", root.type_name()),
+                    format!(
+                        "defaults are a mapping of variables, not {}",
+                        root.type_name()
+                    ),
                 ))
             }
         }
     }
-    for (which, list) in [("tasks.yml", &mut role.tasks), ("handlers.yml", &mut role.handlers)] {
+    for (which, list) in [
+        ("tasks.yml", &mut role.tasks),
+        ("handlers.yml", &mut role.handlers),
+    ] {
         if let Some((file, text)) = src.text(which) {
             let root = parse_yaml(&file, &text)?;
             match &root.kind {

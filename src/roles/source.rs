@@ -48,7 +48,9 @@ impl Source {
     pub fn display(&self, file: &str) -> Arc<str> {
         match self {
             Source::Disk(dir) => Arc::from(super::relative(&dir.join(file)).display().to_string()),
-            Source::Builtin(d) => Arc::from(format!("roles/{}/{file} (built-in)", d.path().display())),
+            Source::Builtin(d) => {
+                Arc::from(format!("roles/{}/{file} (built-in)", d.path().display()))
+            }
         }
     }
 

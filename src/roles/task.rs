@@ -74,23 +74,52 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
         let at = |message: String| RoleError::at(file, line, message);
         let key_name = key.key_text();
         match key_name.as_str() {
-            "name" => task.name = scalar_text(value).ok_or_else(|| at("name: expected a string".into()))?,
+            "name" => {
+                task.name =
+                    scalar_text(value).ok_or_else(|| at("name: expected a string".into()))?
+            }
             "when" => task.when = condition(file, value)?,
             "changed_when" => task.changed_when = Some(condition(file, value)?),
             "failed_when" => task.failed_when = Some(condition(file, value)?),
-            "notify" => task.notify = string_list(value).ok_or_else(|| at("notify: expected a handler name or a list of them".into()))?,
-            "tags" => task.tags = string_list(value).ok_or_else(|| at("tags: expected a tag or a list of tags".into()))?,
+            "notify" => {
+                task.notify = string_list(value)
+                    .ok_or_else(|| at("notify: expected a handler name or a list of them".into()))?
+            }
+            "tags" => {
+                task.tags = string_list(value)
+                    .ok_or_else(|| at("tags: expected a tag or a list of tags".into()))?
+            }
             "register" => {
-                let name = scalar_text(value).filter(|n| is_identifier(n)).ok_or_else(|| at("register: expected a variable name".into()))?;
+                let name = scalar_text(value)
+                    .filter(|n| is_identifier(n))
+                    .ok_or_else(|| at("register: expected a variable name".into()))?;
                 task.register = Some(name);
             }
-            "run_once" => task.run_once = boolean(value).ok_or_else(|| at("run_once: expected true or false".into()))?,
-            "check_mode" => task.check_mode = Some(boolean(value).ok_or_else(|| at("check_mode: expected true or false".into()))?),
-            "ignore_errors" => task.ignore_errors = boolean(value).ok_or_else(|| at("ignore_errors: expected true or false".into()))?,
-            "no_log" => task.no_log = boolean(value).ok_or_else(|| at("no_log: expected true or false".into()))?,
+            "run_once" => {
+                task.run_once =
+                    boolean(value).ok_or_else(|| at("run_once: expected true or false".into()))?
+            }
+            "check_mode" => {
+                task.check_mode = Some(
+                    boolean(value)
+                        .ok_or_else(|| at("check_mode: expected true or false".into()))?,
+                )
+            }
+            "ignore_errors" => {
+                task.ignore_errors = boolean(value)
+                    .ok_or_else(|| at("ignore_errors: expected true or false".into()))?
+            }
+            "no_log" => {
+                task.no_log =
+                    boolean(value).ok_or_else(|| at("no_log: expected true or false".into()))?
+            }
             "loop" | "with_items" => match &value.kind {
                 Kind::Seq(_) | Kind::Str(_) => task.loop_over = Some(value.to_json()),
-                _ => return Err(at(format!("{key_name}: expected a list or a \"{{{{ expression }}}}\""))),
+                _ => {
+                    return Err(at(format!(
+                        "{key_name}: expected a list or a \"{{{{ expression }}}}\""
+                    )))
+                }
             },
             other => {
                 let Some(spec) = modules::spec(other) else {
@@ -107,7 +136,10 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                     return Err(RoleError::at(
                         file,
                         key.mark.line,
-                        format!("a task calls one module; this one also calls `{}`", first.name),
+                        format!(
+                            "a task calls one module; this one also calls `{}`",
+                            first.name
+                        ),
                     ));
                 }
                 module = Some((spec, value));
@@ -120,8 +152,16 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             node.mark.line,
             format!(
                 "task {}calls no module (one of: {})",
-                if task.name.is_empty() { String::new() } else { format!("`{}` ", task.name) },
-                modules::SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                if task.name.is_empty() {
+                    String::new()
+                } else {
+                    format!("`{}` ", task.name)
+                },
+                modules::SPECS
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     };
@@ -155,11 +195,18 @@ fn check_args(file: &str, spec: &modules::Spec, args: &Node) -> Result<(), RoleE
             }
             for required in spec.required {
                 let alternatives: Vec<&str> = required.split('|').collect();
-                if !entries.iter().any(|(k, _)| alternatives.contains(&k.key_text().as_str())) {
+                if !entries
+                    .iter()
+                    .any(|(k, _)| alternatives.contains(&k.key_text().as_str()))
+                {
                     return Err(RoleError::at(
                         file,
                         args.mark.line,
-                        format!("{}: missing argument `{}`", spec.name, alternatives.join("` or `")),
+                        format!(
+                            "{}: missing argument `{}`",
+                            spec.name,
+                            alternatives.join("` or `")
+                        ),
                     ));
                 }
             }
@@ -172,7 +219,11 @@ fn check_args(file: &str, spec: &modules::Spec, args: &Node) -> Result<(), RoleE
             format!(
                 "{}: expected a mapping of arguments{}, not {}",
                 spec.name,
-                if spec.free_form { " or a command line" } else { "" },
+                if spec.free_form {
+                    " or a command line"
+                } else {
+                    ""
+                },
                 args.type_name()
             ),
         )),

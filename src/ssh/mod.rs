@@ -309,6 +309,10 @@ impl Session {
             Ok(out)
         };
         match run.await {
+            // A channel that ends without an exit status on a closed connection: the host is gone.
+            Ok(out) if out.exit_status.is_none() && self.handle.is_closed() => {
+                Err(self.lost("the connection dropped while the command ran".into()))
+            }
             Ok(out) => Ok(out),
             Err(e) => {
                 let _ = tx.close().await;

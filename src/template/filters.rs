@@ -142,7 +142,9 @@ fn replacement(python: &str) -> String {
 
 fn regex_replace(text: String, pattern: String, with: Option<String>) -> Result<String, Error> {
     let with = replacement(&with.unwrap_or_default());
-    Ok(regex(&pattern)?.replace_all(&text, with.as_str()).to_string())
+    Ok(regex(&pattern)?
+        .replace_all(&text, with.as_str())
+        .to_string())
 }
 
 fn regex_search(text: String, pattern: String) -> Result<Value, Error> {
@@ -214,9 +216,9 @@ fn combine(value: Value, others: Rest<Value>, kwargs: Kwargs) -> Result<Value, E
 
 fn dict2items(value: Value) -> Result<Value, Error> {
     let map = json(&value)?;
-    let obj = map.as_object().ok_or_else(|| {
-        Error::new(ErrorKind::InvalidOperation, "dict2items expects a mapping")
-    })?;
+    let obj = map
+        .as_object()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "dict2items expects a mapping"))?;
     let items: Vec<serde_json::Value> = obj
         .iter()
         .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
@@ -335,7 +337,12 @@ fn lookup(kind: String, arg: String) -> Result<Value, Error> {
         "env" => Ok(Value::from(std::env::var(&arg).unwrap_or_default())),
         "file" => std::fs::read_to_string(&arg)
             .map(|s| Value::from(s.trim_end_matches('\n')))
-            .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("lookup file {arg}: {e}"))),
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("lookup file {arg}: {e}"),
+                )
+            }),
         other => Err(Error::new(
             ErrorKind::InvalidOperation,
             format!("lookup: unsupported plugin {other} (env, file)"),
@@ -350,8 +357,12 @@ mod tests {
     #[test]
     fn python_backreferences_work_in_regex_replace() {
         assert_eq!(
-            regex_replace("host-12".into(), r"(\w+)-(\d+)".into(), Some(r"\2.\1".into()))
-                .unwrap(),
+            regex_replace(
+                "host-12".into(),
+                r"(\w+)-(\d+)".into(),
+                Some(r"\2.\1".into())
+            )
+            .unwrap(),
             "12.host"
         );
     }

@@ -171,7 +171,11 @@ impl Object for Scope {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        let mut keys: Vec<Value> = self.overlay.keys().map(|k| Value::from(k.as_str())).collect();
+        let mut keys: Vec<Value> = self
+            .overlay
+            .keys()
+            .map(|k| Value::from(k.as_str()))
+            .collect();
         if let Some(data) = self.data() {
             keys.extend(data.fixed.keys().map(|k| Value::from(k.as_str())));
             keys.extend(data.vars.keys().map(|k| Value::from(k.as_str())));
@@ -191,13 +195,19 @@ impl Object for HostVars {
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let host = key.as_str()?;
-        self.0.hosts.contains_key(host).then(|| {
-            Value::from_dyn_object(self.0.scope(host, IndexMap::new()))
-        })
+        self.0
+            .hosts
+            .contains_key(host)
+            .then(|| Value::from_dyn_object(self.0.scope(host, IndexMap::new())))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        let hosts: Vec<Value> = self.0.hosts.keys().map(|h| Value::from(h.as_str())).collect();
+        let hosts: Vec<Value> = self
+            .0
+            .hosts
+            .keys()
+            .map(|h| Value::from(h.as_str()))
+            .collect();
         Enumerator::Iter(Box::new(hosts.into_iter()))
     }
 }

@@ -1,0 +1,450 @@
+//! `hactl apply` end to end on the lab: the test role set (tests/roles, every module) checked,
+//! applied, and applied again; a killed host, a changed host key and a dropped connection.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::release::{ReleaseServer, BINARY_OUTPUT};
+use common::{lab, text, Lab, HOSTS, INVENTORY};
+use serde_json::Value;
+
+const SITE: &str = "tests/roles/site.yml";
+const TOKEN: &str = "tok-Q8vX2-secret";
+const CLUSTER: [&str; 3] = ["ptrn-1", "ptrn-2", "ptrn-3"];
+
+/// Removes everything the test role set makes, so a run starts from a clean host.
+fn clean(lab: &Lab) {
+    for host in HOSTS {
+        lab.run(
+            host,
+            "systemctl disable --now hactl-test >/dev/null 2>&1; \
+             rm -f /etc/systemd/system/hactl-test.service; systemctl daemon-reload; \
+             rm -rf /etc/hactl-test /var/lib/hactltest /usr/local/bin/hactl-hello; \
+             userdel hactltest 2>/dev/null; groupdel hactltest 2>/dev/null; \
+             DEBIAN_FRONTEND=noninteractive apt-get -q -y remove tree bc >/dev/null 2>&1; true",
+        );
+    }
+}
+
+fn apply(server: &ReleaseServer, cache: &Path, extra: &[&str]) -> Output {
+    let url = format!("test_release_url={}", server.url());
+    let sum = format!("test_release_sha256={}", server.sha256);
+    let token = format!("test_api_token={TOKEN}");
+    let mut args = vec![
+        "apply", INVENTORY, "--site", SITE, "-e", &url, "-e", &sum, "-e", &token,
+    ];
+    args.extend_from_slice(extra);
+    std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(&args)
+        .current_dir(common::repo())
+        .env("HACTL_CACHE_DIR", cache)
+        .output()
+        .expect("run hactl apply")
+}
+
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// (host, "role : task") of every task reported changed.
+fn changed(events: &[Value]) -> BTreeSet<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "task" && e["status"] == "changed")
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap_or_default().to_string(),
+                format!(
+                    "{} : {}",
+                    e["role"].as_str().unwrap_or_default(),
+                    e["task"].as_str().unwrap_or_default()
+                ),
+            )
+        })
+        .collect()
+}
+
+fn recap(events: &[Value]) -> Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "recap")
+        .map(|e| e["hosts"].clone())
+        .expect("a recap event")
+}
+
+/// What a user would check on a host that nothing was done to.
+fn assert_untouched(lab: &Lab) {
+    for host in HOSTS {
+        let out = lab.ssh(
+            host,
+            "test ! -e /etc/hactl-test && ! getent passwd hactltest && ! test -e /usr/local/bin/hactl-hello \
+             && ! dpkg -s tree >/dev/null 2>&1 && ! test -e /etc/systemd/system/hactl-test.service",
+        );
+        assert!(
+            out.status.success(),
+            "{host} was changed by --check:\n{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn check_reports_the_changes_the_first_apply_makes_and_the_second_apply_changes_nothing() {
+    let lab = lab();
+    clean(&lab);
+    let server = ReleaseServer::start();
+    let cache = tempfile::tempdir().expect("tempdir");
+
+    let check = apply(&server, cache.path(), &["--check", "--output", "json"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let planned = changed(&events(&check));
+    assert_untouched(&lab);
+    for host in HOSTS {
+        for task in [
+            "testbase : system user",
+            "testbase : packages",
+            "testbase : released binary",
+        ] {
+            assert!(
+                planned.contains(&(host.to_string(), task.to_string())),
+                "--check did not plan `{task}` on {host}"
+            );
+        }
+    }
+
+    let first = apply(&server, cache.path(), &["--output", "json"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(
+        changed(&events(&first)),
+        planned,
+        "the first apply did not make exactly the changes --check reported"
+    );
+
+    for host in HOSTS {
+        assert_eq!(
+            lab.run(
+                host,
+                "stat -c %a:%U:%G /etc/hactl-test/token /var/lib/hactltest"
+            ),
+            "600:hactltest:hactltest\n750:hactltest:hactltest"
+        );
+        assert_eq!(
+            lab.run(host, "cat /etc/hactl-test/token"),
+            format!("token={TOKEN}")
+        );
+        assert_eq!(
+            lab.run(host, "readlink /etc/hactl-test/state"),
+            "/var/lib/hactltest"
+        );
+        assert_eq!(lab.run(host, "hactl-hello"), BINARY_OUTPUT);
+        assert_eq!(
+            lab.run(host, "getent passwd hactltest | cut -d: -f6,7"),
+            "/var/lib/hactltest:/usr/sbin/nologin"
+        );
+        lab.run(host, "dpkg -s tree bc >/dev/null && test -f /var/lib/hactltest/initialized && test -d /etc/hactl-test/conf.d");
+        let conf = lab.run(host, "cat /etc/hactl-test/app.conf");
+        assert!(conf.contains(&format!("name = {host}")), "{conf}");
+        assert!(conf.contains("peer.prmt-1 = 10.213.0.21"), "{conf}");
+        assert!(conf.contains("motd_lines = 2"), "{conf}");
+        let monitoring = lab
+            .ssh(host, "test -e /etc/hactl-test/monitoring")
+            .status
+            .success();
+        assert_eq!(monitoring, host == "prmt-1", "the `when` marker on {host}");
+    }
+    for host in CLUSTER {
+        assert_eq!(
+            lab.run(
+                host,
+                "systemctl is-active hactl-test; systemctl is-enabled hactl-test"
+            ),
+            "active\nenabled"
+        );
+        let address = lab
+            .run(host, "hostname -I")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        lab.run(host, &format!("python3 -c 'import urllib.request; urllib.request.urlopen(\"http://{address}:8081/\")'"));
+    }
+    let out = String::from_utf8_lossy(&first.stdout).to_string()
+        + &String::from_utf8_lossy(&first.stderr);
+    assert!(!out.contains(TOKEN), "the secret was printed");
+
+    let second = apply(&server, cache.path(), &["--output", "json", "--diff"]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let second_events = events(&second);
+    assert_eq!(changed(&second_events), BTreeSet::new());
+    let stats = recap(&second_events);
+    for host in HOSTS {
+        assert_eq!(stats[host]["changed"], 0, "{host}: {stats}");
+        assert_eq!(stats[host]["failed"], 0, "{host}: {stats}");
+        assert!(
+            stats[host]["ok"].as_u64().unwrap_or(0) > 10,
+            "{host}: {stats}"
+        );
+    }
+    assert_eq!(
+        server.downloads(),
+        1,
+        "the release tarball is downloaded once and then cached"
+    );
+}
+
+#[test]
+fn a_changed_file_shows_a_diff_with_the_secret_masked_and_is_put_back() {
+    let lab = lab();
+    let server = ReleaseServer::start();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let setup = apply(&server, cache.path(), &[]);
+    assert_eq!(setup.status.code(), Some(0), "{}", text(&setup));
+    lab.run("ptrn-1", "echo 'token=old-value' > /etc/hactl-test/token; echo local-edit >> /etc/hactl-test/app.conf");
+
+    let check = apply(
+        &server,
+        cache.path(),
+        &["--check", "--diff", "--limit", "ptrn-1"],
+    );
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("-local-edit"), "{out}");
+    assert!(
+        out.contains("/etc/hactl-test/token holds a secret: diff not shown"),
+        "{out}"
+    );
+    assert!(!out.contains(TOKEN) && !out.contains("old-value"), "{out}");
+    assert!(out.contains("ptrn-1 : ok="), "{out}");
+    assert!(
+        !out.contains("ptrn-2 :"),
+        "--limit ptrn-1 ran elsewhere: {out}"
+    );
+    assert_eq!(
+        lab.run("ptrn-1", "cat /etc/hactl-test/token"),
+        "token=old-value"
+    );
+
+    let fix = apply(
+        &server,
+        cache.path(),
+        &["--limit", "ptrn-1", "--tags", "secrets,config"],
+    );
+    assert_eq!(fix.status.code(), Some(0), "{}", text(&fix));
+    let out = String::from_utf8_lossy(&fix.stdout);
+    assert!(
+        out.contains("ptrn-1 : ok=3 changed=2 unreachable=0 failed=0 skipped=0"),
+        "{out}"
+    );
+    assert_eq!(
+        lab.run("ptrn-1", "cat /etc/hactl-test/token"),
+        format!("token={TOKEN}")
+    );
+}
+
+#[test]
+fn a_killed_host_is_unreachable_and_the_others_converge() {
+    let mut lab = lab();
+    let server = ReleaseServer::start();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let kill = lab.hactl(&["lab", "kill", "-i", INVENTORY, "ptrn-3"]);
+    assert!(kill.status.success(), "{}", text(&kill));
+    lab.run("ptrn-1", "rm -f /etc/hactl-test/motd");
+
+    let out = apply(&server, cache.path(), &[]);
+    let up = lab.up();
+    assert!(up.status.success(), "{}", text(&up));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ptrn-3 : ok=0 changed=0 unreachable=1 failed=0 skipped=0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unreachable: [ptrn-3] connect"), "{stdout}");
+    for host in ["ptrn-1", "ptrn-2", "prmt-1"] {
+        assert!(
+            stdout.contains(&format!("{host} : ok="))
+                && !stdout.contains(&format!("{host} : ok=0")),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains(&format!("failed:     [{host}]")),
+            "{stdout}"
+        );
+    }
+    assert!(lab
+        .run("ptrn-1", "cat /etc/hactl-test/motd")
+        .starts_with("Managed by hactl"));
+}
+
+/// A site of one role whose tasks are `tasks`, with `templates`, in a temporary folder.
+fn site_with(tasks: &str, templates: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let role = dir.path().join("probe");
+    std::fs::create_dir_all(role.join("templates")).expect("role dir");
+    std::fs::write(
+        dir.path().join("site.yml"),
+        "- name: probe\n  hosts: all\n  roles: [probe]\n",
+    )
+    .expect("site");
+    std::fs::write(role.join("tasks.yml"), tasks).expect("tasks");
+    for (name, body) in templates {
+        std::fs::write(role.join("templates").join(name), body).expect("template");
+    }
+    dir
+}
+
+#[test]
+fn an_undefined_variable_in_a_template_is_reported_with_its_line_and_touches_no_host() {
+    let lab = lab();
+    lab.run("ptrn-1", "rm -f /tmp/hactl-must-not-exist");
+    let site = site_with(
+        "- name: marker\n  file: {path: /tmp/hactl-must-not-exist, state: touch}\n\
+         - name: config\n  template: {src: bad.conf.j2, dest: /tmp/bad.conf}\n",
+        &[(
+            "bad.conf.j2",
+            "# line 1\nname = {{ inventory_hostname }}\nport = {{ no_such_port }}\n",
+        )],
+    );
+    let site_file = site.path().join("site.yml");
+    let out = common::hactl(&["apply", INVENTORY, "--site", &site_file.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("probe/templates/bad.conf.j2:3: undefined variable"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no_such_port"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing may run: {}", text(&out));
+    for host in HOSTS {
+        let marker = lab.ssh(host, "test -e /tmp/hactl-must-not-exist");
+        assert!(!marker.status.success(), "{host} was touched");
+    }
+}
+
+#[test]
+fn a_changed_host_key_is_refused_and_nothing_runs_on_that_host() {
+    let lab = lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = std::fs::read_to_string("/var/lib/hactl/lab/known_hosts").expect("lab known_hosts");
+    let ptrn1_key = known
+        .lines()
+        .find(|l| l.starts_with("ptrn-1,"))
+        .and_then(|l| l.split_once(' '))
+        .map(|(_, key)| key.to_string())
+        .expect("ptrn-1's key");
+    let forged: String = known
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((names, _)) if names.starts_with("ptrn-2,") => format!("{names} {ptrn1_key}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let known_path = dir.path().join("known_hosts");
+    std::fs::write(&known_path, &forged).expect("forged known_hosts");
+    let inventory = std::fs::read_to_string(common::repo().join(INVENTORY))
+        .expect("lab inventory")
+        .replace(
+            "hactl_known_hosts: /var/lib/hactl/lab/known_hosts",
+            &format!("hactl_known_hosts: {}", known_path.display()),
+        );
+    let inventory_path = dir.path().join("lab.yml");
+    std::fs::write(&inventory_path, inventory).expect("inventory");
+    for host in HOSTS {
+        lab.run(host, "rm -f /tmp/hactl-hostkey-marker");
+    }
+    let site = site_with(
+        "- name: marker\n  file: {path: /tmp/hactl-hostkey-marker, state: touch}\n",
+        &[],
+    );
+
+    let out = common::hactl(&[
+        "apply",
+        &inventory_path.to_string_lossy(),
+        "--site",
+        &site.path().join("site.yml").to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("unreachable: [ptrn-2] connect — ptrn-2: HOST KEY CHANGED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}:2", known_path.display())),
+        "names the file and line: {stdout}"
+    );
+    assert!(
+        !lab.ssh("ptrn-2", "test -e /tmp/hactl-hostkey-marker")
+            .status
+            .success(),
+        "ran on ptrn-2"
+    );
+    for host in ["ptrn-1", "ptrn-3", "prmt-1"] {
+        lab.run(
+            host,
+            "test -e /tmp/hactl-hostkey-marker && rm /tmp/hactl-hostkey-marker",
+        );
+    }
+}
+
+/// Heals a cut link even when the test fails.
+struct Healed<'a>(&'a Lab, &'a str);
+
+impl Drop for Healed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.hactl(&["lab", "heal", "-i", INVENTORY, self.1]);
+    }
+}
+
+#[test]
+fn a_connection_dropped_mid_task_fails_that_host_within_the_timeout_and_the_others_finish() {
+    let lab = lab();
+    for host in HOSTS {
+        lab.run(host, "rm -f /tmp/hactl-drop-marker");
+    }
+    let site = site_with(
+        "- name: slow step\n  shell: sleep 8 && touch /tmp/hactl-drop-marker\n",
+        &[],
+    );
+    let started = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args([
+            "apply",
+            INVENTORY,
+            "--site",
+            &site.path().join("site.yml").to_string_lossy(),
+        ])
+        .current_dir(common::repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hactl apply");
+    std::thread::sleep(Duration::from_secs(3));
+    let _healed = Healed(&lab, "ptrn-2");
+    let cut = lab.hactl(&["lab", "cut", "-i", INVENTORY, "ptrn-2"]);
+    assert!(cut.status.success(), "{}", text(&cut));
+    let out = child.wait_with_output().expect("hactl apply");
+    let took = started.elapsed();
+
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(took < Duration::from_secs(75), "took {took:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("unreachable: [ptrn-2] probe : slow step — ptrn-2: connection lost"),
+        "{stdout}"
+    );
+    for host in ["ptrn-1", "ptrn-3", "prmt-1"] {
+        assert!(
+            stdout.contains(&format!("changed:    [{host}] probe : slow step")),
+            "{stdout}"
+        );
+        lab.run(host, "test -e /tmp/hactl-drop-marker");
+    }
+}
