@@ -182,6 +182,7 @@ pub async fn apply(
 
     for run in hosts.values_mut() {
         if let Some(session) = run.session.take() {
+            run.stats.round_trips = session.round_trips();
             if let Ok(session) = Arc::try_unwrap(session) {
                 session.close().await;
             }

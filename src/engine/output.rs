@@ -40,6 +40,8 @@ pub struct Stats {
     pub unreachable: u32,
     pub failed: u32,
     pub skipped: u32,
+    /// SSH commands and uploads sent to the host (facts included).
+    pub round_trips: u32,
 }
 
 impl Stats {

@@ -127,6 +127,8 @@ pub struct Session {
     channels: Semaphore,
     /// For sudo, when it asks (`--ask-become-pass`); never logged.
     become_password: Option<String>,
+    /// Commands and uploads sent, for the benchmarks.
+    round_trips: std::sync::atomic::AtomicU32,
 }
 
 struct Checker {
@@ -242,6 +244,7 @@ impl Session {
             handle,
             channels: Semaphore::new(MAX_CHANNELS),
             become_password: None,
+            round_trips: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -274,7 +277,14 @@ impl Session {
         }
     }
 
+    /// Commands and uploads sent so far on this connection.
+    pub fn round_trips(&self) -> u32 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn exec_raw(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
+        self.round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _slot = self
             .channels
             .acquire()
@@ -383,6 +393,8 @@ impl Session {
     }
 
     async fn sftp_write(&self, path: &str, contents: &[u8]) -> Result<(), String> {
+        self.round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _slot = self.channels.acquire().await.map_err(|e| e.to_string())?;
         let channel = self.open_channel().await.map_err(|e| e.to_string())?;
         channel

@@ -63,7 +63,14 @@ pub fn render_value(
         return Ok(Value::from(text));
     }
     if let Some(expr) = single_expression(text) {
-        return eval(env, expr, ctx, source).map_err(|e| e.with_snippet(text));
+        let value = eval(env, expr, ctx, source).map_err(|e| e.with_snippet(text))?;
+        if value.is_undefined() {
+            return Err(TemplateError {
+                location: format!("{}:{}", source.file, source.line),
+                message: format!("undefined variable in `{}`", text.trim()),
+            });
+        }
+        return Ok(value);
     }
     render_str(env, text, ctx, source).map(Value::from)
 }
