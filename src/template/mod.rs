@@ -131,8 +131,10 @@ fn error_at(err: &minijinja::Error, text: &str, source: &Source) -> TemplateErro
         message.push_str(&format!(": {detail}"));
     }
     if let Some(range) = err.range() {
-        if let Some(snippet) = text.get(range) {
-            message.push_str(&format!(" in `{}`", snippet.trim()));
+        if let Some(snippet) = text.get(range).map(str::trim) {
+            if !message.contains(&format!("`{snippet}`")) {
+                message.push_str(&format!(" in `{snippet}`"));
+            }
         }
     }
     let mut cause = std::error::Error::source(err);

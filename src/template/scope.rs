@@ -45,6 +45,7 @@ impl World {
             cache: Mutex::new(HashMap::new()),
             resolving: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
+            failed: Mutex::default(),
         })
     }
 }
@@ -59,6 +60,8 @@ pub struct Scope {
     resolving: Mutex<Vec<String>>,
     /// Why a variable could not be rendered, kept for the message of the render that used it.
     failures: Mutex<Vec<TemplateError>>,
+    /// Variables that failed once: not rendered again.
+    failed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Scope {
@@ -88,6 +91,9 @@ impl Scope {
     fn resolve(self: &Arc<Self>, name: &str) -> Option<Value> {
         let data = self.data()?;
         let (raw, file, line) = data.vars.get(name)?;
+        if lock(&self.failed).contains(name) {
+            return None;
+        }
         {
             let mut resolving = lock(&self.resolving);
             if resolving.iter().any(|n| n == name) {
@@ -113,6 +119,7 @@ impl Scope {
                     ..err
                 };
                 lock(&self.failures).push(err);
+                lock(&self.failed).insert(name.to_string());
                 None
             }
         }
