@@ -41,7 +41,7 @@ fn apply(args: ApplyArgs) -> Result<u8> {
     let site = roles::load_site(args.site.as_deref())?;
     let extra_vars = engine::parse_extra_vars(&args.extra_vars)?;
     let become_password = if args.ask_become_pass {
-        Some(rpassword::prompt_password("BECOME password: ")?)
+        Some(read_become_password()?)
     } else {
         None
     };
@@ -61,6 +61,17 @@ fn apply(args: ApplyArgs) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
     let summary = runtime.block_on(engine::apply(&inventory, &site, &opts))?;
     Ok(summary.exit_code())
+}
+
+/// The sudo password: asked on the terminal, or read as one line from a pipe.
+fn read_become_password() -> Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("BECOME password: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Prints what an inventory means: a host listing or the group tree.

@@ -448,3 +448,74 @@ fn a_connection_dropped_mid_task_fails_that_host_within_the_timeout_and_the_othe
         lab.run(host, "test -e /tmp/hactl-drop-marker");
     }
 }
+
+#[test]
+fn become_through_sudo_with_a_password_from_ask_become_pass() {
+    let lab = lab();
+    lab.run(
+        "ptrn-1",
+        "id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy; \
+         echo 'deploy:Pw-deploy-7731' | chpasswd; \
+         install -d -o deploy -g deploy -m 700 /home/deploy/.ssh; \
+         install -o deploy -g deploy -m 600 /root/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys; \
+         echo 'deploy ALL=(ALL) ALL' > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy; \
+         rm -f /root/hactl-become-marker",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inventory = dir.path().join("deploy.yml");
+    std::fs::write(
+        &inventory,
+        "all:\n  vars:\n    ansible_ssh_private_key_file: /var/lib/hactl/lab/id_ed25519\n    \
+         hactl_known_hosts: /var/lib/hactl/lab/known_hosts\n  hosts:\n    \
+         ptrn-1: {ansible_host: 10.213.0.11, ansible_user: deploy, ansible_become: true}\n",
+    )
+    .expect("inventory");
+    let site = site_with(
+        "- name: root-only file\n  copy: {content: \"made as root\\n\", dest: /root/hactl-become-marker, mode: \"0600\"}\n",
+        &[],
+    );
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "apply".to_string(),
+            inventory.to_string_lossy().to_string(),
+            "--site".to_string(),
+            site.path().join("site.yml").to_string_lossy().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+
+    let without = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(args(&[]))
+        .output()
+        .expect("hactl apply");
+    assert_eq!(without.status.code(), Some(2), "{}", text(&without));
+    assert!(
+        String::from_utf8_lossy(&without.stdout).contains("a password is required"),
+        "{}",
+        text(&without)
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(args(&["--ask-become-pass"]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hactl apply -K");
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(b"Pw-deploy-7731\n").expect("password");
+    }
+    let with = child.wait_with_output().expect("hactl apply -K");
+    assert_eq!(with.status.code(), Some(0), "{}", text(&with));
+    assert!(!text(&with).contains("Pw-deploy-7731"));
+    assert_eq!(
+        lab.run(
+            "ptrn-1",
+            "stat -c %U:%a /root/hactl-become-marker; cat /root/hactl-become-marker"
+        ),
+        "root:600\nmade as root"
+    );
+    lab.run("ptrn-1", "rm -f /root/hactl-become-marker /etc/sudoers.d/deploy; userdel -r deploy 2>/dev/null; true");
+}

@@ -22,10 +22,18 @@ echo "service_manager=$(cat /proc/1/comm 2>/dev/null)"
 echo "user=$(id -un)"
 "#;
 
-/// Reads the facts of the host behind `session`.
-pub async fn gather(session: &Session) -> Result<Value, SshError> {
+/// Reads the facts of the host behind `session`; the inner error is the host's own complaint
+/// (sudo asking for a password, say).
+pub async fn gather(session: &Session) -> Result<Result<Value, String>, SshError> {
     let out = session.exec(SCRIPT, b"").await?;
-    Ok(parse(&out.stdout_text()))
+    if !out.success() {
+        let why = out.stderr_text();
+        return Ok(Err(format!(
+            "gathering facts failed: {}",
+            crate::modules::last_lines(&why, 3)
+        )));
+    }
+    Ok(Ok(parse(&out.stdout_text())))
 }
 
 fn parse(text: &str) -> Value {

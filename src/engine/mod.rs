@@ -538,9 +538,24 @@ async fn connect_all(
             notified: HashSet::new(),
         };
         match result {
-            Ok((session, facts)) => {
+            Ok((session, Ok(facts))) => {
                 run.session = Some(Arc::new(session));
                 run.facts = facts;
+            }
+            Ok((session, Err(why))) => {
+                run.stats.round_trips = session.round_trips();
+                session.close().await;
+                run.done = true;
+                run.stats.count(Status::Failed);
+                reporter.result(&Line {
+                    host: name,
+                    role: "",
+                    task: "facts",
+                    status: Status::Failed,
+                    msg: &why,
+                    diffs: &[],
+                    quiet: false,
+                });
             }
             Err(e) => {
                 run.done = true;

@@ -64,6 +64,8 @@ pub struct Connection {
     pub user: String,
     pub private_key_file: Option<PathBuf>,
     pub become_root: bool,
+    /// `ansible_become_password` (or `ansible_become_pass`), for sudo that asks.
+    pub become_password: Option<String>,
 }
 
 impl Inventory {
@@ -173,6 +175,10 @@ impl Inventory {
             user: text("ansible_user")?.unwrap_or_else(|| "root".to_string()),
             private_key_file: text("ansible_ssh_private_key_file")?.map(PathBuf::from),
             become_root,
+            become_password: match text("ansible_become_password")? {
+                Some(p) => Some(p),
+                None => text("ansible_become_pass")?,
+            },
         })
     }
 }

@@ -33,6 +33,8 @@ pub struct Target {
     pub private_key_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub become_root: bool,
+    /// For sudo that asks; never logged.
+    pub become_password: Option<String>,
 }
 
 /// What to do with a host key that the known_hosts file does not have.
@@ -243,14 +245,16 @@ impl Session {
             target: target.clone(),
             handle,
             channels: Semaphore::new(MAX_CHANNELS),
-            become_password: None,
+            become_password: target.become_password.clone(),
             round_trips: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
-    /// Gives sudo a password on its standard input instead of requiring password-less sudo.
+    /// Gives sudo a password on its standard input (`--ask-become-pass`), over the inventory's.
     pub fn with_become_password(mut self, password: Option<String>) -> Session {
-        self.become_password = password;
+        if password.is_some() {
+            self.become_password = password;
+        }
         self
     }
 
@@ -542,6 +546,7 @@ pub fn target(
         private_key_file: connection.private_key_file.map(|p| expand_home(&p)),
         known_hosts: expand_home(Path::new(&known_hosts)),
         become_root: connection.become_root,
+        become_password: connection.become_password,
     })
 }
 
