@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod lab;
 pub mod modules;
 pub mod roles;
+pub mod secrets;
 pub mod ssh;
 pub mod template;
 pub mod yaml;

@@ -51,6 +51,16 @@ fn parse(text: &str) -> Value {
         };
         facts.insert(key.to_string(), v);
     }
+    // Release tarballs name architectures as Go does.
+    let goarch = match facts.get("arch").and_then(Value::as_str) {
+        Some("x86_64") => "amd64",
+        Some("aarch64") => "arm64",
+        Some("armv7l") => "armv7",
+        Some(other) => other,
+        None => "",
+    }
+    .to_string();
+    facts.insert("goarch".into(), json!(goarch));
     // Without a default route, the first address is the best guess.
     if facts.get("default_ipv4").and_then(Value::as_str) == Some("") {
         let first = facts
@@ -67,7 +77,7 @@ fn parse(text: &str) -> Value {
 pub fn placeholder(host: &str) -> Value {
     json!({
         "os_id": "debian", "os_family": "debian", "os_version": "12", "os_codename": "bookworm",
-        "os_name": "Debian GNU/Linux 12 (bookworm)", "arch": "x86_64", "kernel": "6.1.0",
+        "os_name": "Debian GNU/Linux 12 (bookworm)", "arch": "x86_64", "goarch": "amd64", "kernel": "6.1.0",
         "hostname": host, "fqdn": host, "default_ipv4": "192.0.2.1", "all_ipv4": ["192.0.2.1"],
         "cpus": 2, "memory_mb": 2048, "service_manager": "systemd", "user": "root",
     })

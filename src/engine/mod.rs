@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use crate::inventory::{is_secret_name, Inventory, InventoryError};
 use crate::modules::{self, release, Action, Ctx, ModuleError, Outcome};
 use crate::roles::{Play, Role, RoleError, Site, Task};
+use crate::secrets::SecretStore;
 use crate::ssh::{self, HostKeyPolicy, Session, SshError};
 use crate::template::{self, HostData, World};
 
@@ -100,7 +101,8 @@ pub async fn apply(
     site: &Site,
     opts: &Options,
 ) -> Result<Summary, ApplyError> {
-    let env = template::environment();
+    let secrets = Arc::new(SecretStore::for_inventory(&inventory.path));
+    let env = template::environment(Some(secrets.clone()));
     let plans = plan(inventory, site, opts)?;
     validate(inventory, &plans, opts, &env)?;
 
@@ -117,6 +119,8 @@ pub async fn apply(
     if let Some(pw) = &opts.become_password {
         reporter.add_secrets("", vec![pw.clone()]);
     }
+    // Validation rendered every task, so every secret the run uses is known by now.
+    reporter.add_secrets("", secrets.values());
     let forks = Arc::new(Semaphore::new(opts.forks.unwrap_or(involved.len()).max(1)));
     let mut hosts = connect_all(inventory, &involved, opts, &reporter, &forks).await?;
     let releases = release::Cache::new(opts.release_cache.clone());
@@ -617,9 +621,12 @@ async fn run_task(
     if task.run_once {
         targets.truncate(1);
     }
+    let throttle = Semaphore::new(task.throttle.unwrap_or(usize::MAX >> 4));
     let results = join_all(targets.iter().map(|run| {
         let forks = forks.clone();
+        let throttle = &throttle;
         async move {
+            let _turn = throttle.acquire().await;
             let _slot = forks.acquire().await;
             run_on_host(role, task, run, world, opts, releases).await
         }
@@ -849,9 +856,13 @@ async fn execute(
     match action {
         Action::Command(a) => modules::command::run_command(a, ctx).await,
         Action::Copy(a) => modules::copy::run_copy(a, content, ctx).await,
+        Action::Debug(a) => modules::debug::run_debug(a),
+        Action::Fail(a) => modules::debug::run_fail(a),
         Action::File(a) => modules::file::run_file(a, ctx).await,
         Action::Group(a) => modules::group::run_group(a, ctx).await,
         Action::Package(a) => modules::package::run_package(a, ctx).await,
+        Action::PatroniConfig(a) => modules::patroni_config::run_patroni_config(a, ctx).await,
+        Action::PatroniRestart(a) => modules::patroni_restart::run_patroni_restart(a, ctx).await,
         Action::Release(a) => modules::release::run_release(a, ctx).await,
         Action::Service(a) => modules::service::run_service(a, ctx).await,
         Action::Template(a) => {

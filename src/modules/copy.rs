@@ -8,7 +8,9 @@ use crate::ssh::shell_quote;
 
 pub const SPEC: Spec = Spec {
     name: "copy",
-    args: &["src", "content", "dest", "mode", "owner", "group"],
+    args: &[
+        "src", "content", "dest", "mode", "owner", "group", "force", "validate",
+    ],
     required: &["src|content", "dest"],
     free_form: false,
 };
@@ -22,21 +24,37 @@ pub struct Args {
     pub mode: Option<Mode>,
     pub owner: Option<String>,
     pub group: Option<String>,
+    /// false: write the file only if it does not exist yet.
+    #[serde(default, deserialize_with = "super::de_bool")]
+    pub force: Option<bool>,
+    /// A command that must accept the new file (`%s`) before it replaces the old one.
+    pub validate: Option<String>,
 }
 
 /// Files larger than this are compared by checksum only, never shown in a diff.
 const DIFF_LIMIT: usize = 256 * 1024;
 
+/// How a file is to be put.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Put<'a> {
+    pub mode: Option<Mode>,
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+    /// Leave an existing file alone.
+    pub keep_existing: bool,
+    pub validate: Option<&'a str>,
+}
+
 /// Puts `contents` at `dest` unless it is already there with the right attributes: one command
 /// to read the state, one upload (or chmod/chown) to change it.
-pub async fn put(
-    ctx: &Ctx<'_>,
-    dest: &str,
-    contents: &[u8],
-    mode: Option<Mode>,
-    owner: Option<&str>,
-    group: Option<&str>,
-) -> Result<Outcome> {
+pub async fn put(ctx: &Ctx<'_>, dest: &str, contents: &[u8], how: Put<'_>) -> Result<Outcome> {
+    let Put {
+        mode,
+        owner,
+        group,
+        keep_existing,
+        validate,
+    } = how;
     let p = shell_quote(dest);
     let want_text = ctx.diff && contents.len() <= DIFF_LIMIT;
     let read = if want_text {
@@ -60,6 +78,9 @@ pub async fn put(
         if s.kind == "directory" {
             return super::fail(format!("{dest} is a directory"));
         }
+    }
+    if keep_existing && state.is_some() {
+        return Ok(Outcome::ok());
     }
     let want_hash = crate::template::hex(&sha2::Sha256::digest(contents));
     let (same, before) = match (&state, want_text) {
@@ -96,9 +117,26 @@ pub async fn put(
                 (None, Some(g)) => Some(format!(":{g}")),
                 (None, None) => state.as_ref().map(|s| format!("{}:{}", s.owner, s.group)),
             };
-            ctx.session
-                .upload(dest, contents, mode, chown.as_deref())
-                .await?;
+            match validate {
+                None => {
+                    ctx.session
+                        .upload(dest, contents, mode, chown.as_deref())
+                        .await?
+                }
+                Some(check) => {
+                    // The new file is checked where it will live, then moved over the old one.
+                    let staged = format!("{dest}.hactl-new");
+                    ctx.session
+                        .upload(&staged, contents, mode, chown.as_deref())
+                        .await?;
+                    let q = shell_quote(&staged);
+                    let script = format!(
+                        "{} || {{ rc=$?; rm -f -- {q}; exit $rc; }}; mv -f -- {q} {p}",
+                        check.replace("%s", &q)
+                    );
+                    run(ctx, &format!("validating {dest} with `{check}`"), &script).await?;
+                }
+            }
         }
         return Ok(outcome);
     }
@@ -118,19 +156,23 @@ pub async fn put(
     Ok(outcome)
 }
 
+impl Args {
+    fn put(&self) -> Put<'_> {
+        Put {
+            mode: self.mode,
+            owner: self.owner.as_deref(),
+            group: self.group.as_deref(),
+            keep_existing: self.force == Some(false),
+            validate: self.validate.as_deref(),
+        }
+    }
+}
+
 pub async fn run_copy(args: &Args, src_bytes: Option<&[u8]>, ctx: &Ctx<'_>) -> Result<Outcome> {
     let contents = match (&args.content, src_bytes) {
         (Some(c), _) => c.as_bytes(),
         (None, Some(b)) => b,
         (None, None) => return super::fail("copy: needs `src` or `content`"),
     };
-    put(
-        ctx,
-        &args.dest,
-        contents,
-        args.mode,
-        args.owner.as_deref(),
-        args.group.as_deref(),
-    )
-    .await
+    put(ctx, &args.dest, contents, args.put()).await
 }

@@ -3,9 +3,13 @@
 
 pub mod command;
 pub mod copy;
+pub mod debug;
 pub mod file;
 pub mod group;
+pub mod http;
 pub mod package;
+pub mod patroni_config;
+pub mod patroni_restart;
 pub mod release;
 pub mod service;
 pub mod template;
@@ -32,9 +36,13 @@ pub static SPECS: &[Spec] = &[
     command::SPEC,
     command::SHELL_SPEC,
     copy::SPEC,
+    debug::SPEC,
+    debug::FAIL_SPEC,
     file::SPEC,
     group::SPEC,
     package::SPEC,
+    patroni_config::SPEC,
+    patroni_restart::SPEC,
     release::SPEC,
     service::SPEC,
     template::SPEC,
@@ -51,9 +59,13 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
 pub enum Action {
     Command(command::Args),
     Copy(copy::Args),
+    Debug(debug::Args),
+    Fail(debug::Args),
     File(file::Args),
     Group(group::Args),
     Package(package::Args),
+    PatroniConfig(patroni_config::Args),
+    PatroniRestart(patroni_restart::Args),
     Release(release::Args),
     Service(service::Args),
     Template(template::Args),
@@ -68,9 +80,13 @@ impl Action {
             "command" => Action::Command(command::Args::parse(args, false)?),
             "shell" => Action::Command(command::Args::parse(args, true)?),
             "copy" => Action::Copy(typed(args)?),
+            "debug" => Action::Debug(typed(args)?),
+            "fail" => Action::Fail(typed(args)?),
             "file" => Action::File(typed(args)?),
             "group" => Action::Group(typed(args)?),
             "package" => Action::Package(typed(args)?),
+            "patroni_config" => Action::PatroniConfig(typed(args)?),
+            "patroni_restart" => Action::PatroniRestart(typed(args)?),
             "release" => Action::Release(typed(args)?),
             "service" => Action::Service(typed(args)?),
             "template" => Action::Template(typed(args)?),

@@ -43,6 +43,9 @@ pub struct Args {
     pub cache_valid_time: Option<u64>,
     #[serde(default, deserialize_with = "de_bool")]
     pub install_recommends: Option<bool>,
+    /// Exit code of a policy-rc.d in place during the transaction: 101 = start no service.
+    #[serde(default, deserialize_with = "de_u64")]
+    pub policy_rc_d: Option<u64>,
 }
 
 const APT: &str = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \
@@ -194,7 +197,15 @@ pub async fn run_package(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
         if !script.is_empty() {
             script.push_str(" && ");
         }
-        script.push_str(&format!("{APT} {verb}{recommends} -- {list} >/dev/null"));
+        let apt = format!("{APT} {verb}{recommends} -- {list} >/dev/null");
+        match args.policy_rc_d {
+            None => script.push_str(&apt),
+            Some(code) => script.push_str(&format!(
+                "{{ p=/usr/sbin/policy-rc.d; [ -e $p ] && mv -f $p $p.hactl-saved; \
+                 printf '#!/bin/sh\\nexit {code}\\n' > $p && chmod 755 $p; {apt}; rc=$?; \
+                 rm -f $p; [ -e $p.hactl-saved ] && mv -f $p.hactl-saved $p; exit $rc; }}"
+            )),
+        }
     }
     run(ctx, &format!("apt-get {verb}"), &script).await?;
     // Refreshing the package lists alone changes nothing a user would see.

@@ -31,6 +31,8 @@ pub struct Task {
     pub failed_when: Option<Condition>,
     pub tags: Vec<String>,
     pub run_once: bool,
+    /// At most this many hosts at a time (rolling restarts).
+    pub throttle: Option<usize>,
     pub loop_over: Option<serde_json::Value>,
     pub check_mode: Option<bool>,
     pub ignore_errors: bool,
@@ -39,7 +41,7 @@ pub struct Task {
     pub line: usize,
 }
 
-const KEYWORDS: &str = "name, when, notify, register, changed_when, failed_when, tags, run_once, loop, check_mode, ignore_errors, no_log";
+const KEYWORDS: &str = "name, when, notify, register, changed_when, failed_when, tags, run_once, throttle, loop, check_mode, ignore_errors, no_log";
 
 pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
     let Kind::Map(entries) = &node.kind else {
@@ -61,6 +63,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
         failed_when: None,
         tags: Vec::new(),
         run_once: false,
+        throttle: None,
         loop_over: None,
         check_mode: None,
         ignore_errors: false,
@@ -99,6 +102,10 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                 task.run_once =
                     boolean(value).ok_or_else(|| at("run_once: expected true or false".into()))?
             }
+            "throttle" => match value.kind {
+                Kind::Int(n) if n > 0 => task.throttle = Some(n as usize),
+                _ => return Err(at("throttle: expected a positive number of hosts".into())),
+            },
             "check_mode" => {
                 task.check_mode = Some(
                     boolean(value)

@@ -1,13 +1,17 @@
 //! Ansible's everyday filters and tests, on top of minijinja's builtins (default, join, map,
 //! selectattr, first, unique, ...).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use minijinja::value::{Kwargs, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
 use sha2::Digest as _;
 use yaml_rust2::{Yaml, YamlEmitter};
 
-pub fn register(env: &mut Environment<'static>) {
+use crate::secrets::SecretStore;
+
+pub fn register(env: &mut Environment<'static>, secrets: Option<Arc<SecretStore>>) {
     env.add_filter("d", minijinja::filters::default);
     env.add_filter("to_json", to_json);
     env.add_filter("to_nice_json", to_nice_json);
@@ -40,7 +44,15 @@ pub fn register(env: &mut Environment<'static>) {
     env.add_test("skipped", |v: Value| flag(&v, "skipped"));
     env.add_test("succeeded", |v: Value| !flag(&v, "failed"));
     env.add_test("success", |v: Value| !flag(&v, "failed"));
-    env.add_function("lookup", lookup);
+    env.add_function("now", || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    });
+    env.add_function("lookup", move |kind: String, arg: String| {
+        lookup(kind, arg, secrets.as_deref())
+    });
 }
 
 fn json(value: &Value) -> Result<serde_json::Value, Error> {
@@ -331,22 +343,43 @@ fn flag(result: &Value, name: &str) -> bool {
     result.get_attr(name).map(|v| v.is_true()).unwrap_or(false)
 }
 
-/// `lookup('env', 'NAME')` and `lookup('file', 'path')`, read on the control machine.
-fn lookup(kind: String, arg: String) -> Result<Value, Error> {
+/// `lookup('env', 'NAME')` and `lookup('file', 'path')`, read on the control machine, and
+/// `lookup('password', 'NAME length=N')` from the inventory's secret store.
+fn lookup(kind: String, arg: String, secrets: Option<&SecretStore>) -> Result<Value, Error> {
+    let bad = |msg: String| Error::new(ErrorKind::InvalidOperation, msg);
     match kind.as_str() {
         "env" => Ok(Value::from(std::env::var(&arg).unwrap_or_default())),
         "file" => std::fs::read_to_string(&arg)
             .map(|s| Value::from(s.trim_end_matches('\n')))
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("lookup file {arg}: {e}"),
-                )
-            }),
-        other => Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("lookup: unsupported plugin {other} (env, file)"),
-        )),
+            .map_err(|e| bad(format!("lookup file {arg}: {e}"))),
+        "password" => {
+            let store = secrets.ok_or_else(|| bad("lookup password: no secret store".into()))?;
+            let mut words = arg.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let mut length = None;
+            for option in words {
+                match option.split_once('=') {
+                    Some(("length", n)) => {
+                        length = Some(
+                            n.parse()
+                                .map_err(|_| bad(format!("lookup password: bad length {n}")))?,
+                        )
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "lookup password: unknown option {option} (length=N)"
+                        )))
+                    }
+                }
+            }
+            store
+                .get_or_create(name, length)
+                .map(Value::from)
+                .map_err(bad)
+        }
+        other => Err(bad(format!(
+            "lookup: unsupported plugin {other} (env, file, password)"
+        ))),
     }
 }
 

@@ -31,7 +31,7 @@ pub struct Source<'a> {
 
 /// The environment shared by every render of a run: Ansible's Jinja2 settings (trim_blocks,
 /// trailing newline kept), strict undefined, and the filters roles use.
-pub fn environment() -> Arc<Environment<'static>> {
+pub fn environment(secrets: Option<Arc<crate::secrets::SecretStore>>) -> Arc<Environment<'static>> {
     let mut env = Environment::new();
     let syntax = SyntaxConfig::builder()
         .trim_blocks(true)
@@ -42,7 +42,7 @@ pub fn environment() -> Arc<Environment<'static>> {
     }
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    filters::register(&mut env);
+    filters::register(&mut env, secrets);
     Arc::new(env)
 }
 
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_lone_expression_keeps_its_type() {
-        let env = environment();
+        let env = environment(None);
         let src = Source {
             file: "t.yml",
             line: 3,
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn an_undefined_variable_names_file_line_and_expression() {
-        let env = environment();
+        let env = environment(None);
         let src = Source {
             file: "roles/r/templates/a.j2",
             line: 1,

@@ -1,0 +1,139 @@
+//! Secrets generated once and kept beside the inventory, in a file only its owner can read:
+//! `lookup('password', 'postgres_superuser')` in a role default. An inventory or `-e` value
+//! for the same variable wins; the store only fills in what nobody gave.
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use indexmap::IndexMap;
+
+/// Characters of generated secrets: safe in YAML, URLs, connection strings and shells.
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+const DEFAULT_LENGTH: usize = 32;
+
+#[derive(Debug)]
+pub struct SecretStore {
+    path: PathBuf,
+    values: Mutex<Option<IndexMap<String, String>>>,
+}
+
+impl SecretStore {
+    /// The store of an inventory: `NAME.secrets.yml` beside `NAME.yml`.
+    pub fn for_inventory(inventory: &Path) -> SecretStore {
+        let stem = inventory
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "inventory".into());
+        SecretStore {
+            path: inventory.with_file_name(format!("{stem}.secrets.yml")),
+            values: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The secret `name`, generated (`length` characters) and saved the first time.
+    pub fn get_or_create(&self, name: &str, length: Option<usize>) -> Result<String, String> {
+        let mut guard = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.read()?);
+        }
+        let values = guard.get_or_insert_with(IndexMap::new);
+        if let Some(v) = values.get(name) {
+            return Ok(v.clone());
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
+            return Err(format!(
+                "secret names are letters, digits and _ (got `{name}`)"
+            ));
+        }
+        let value = generate(length.unwrap_or(DEFAULT_LENGTH))?;
+        values.insert(name.to_string(), value.clone());
+        self.write(values)?;
+        Ok(value)
+    }
+
+    /// Every secret read or made so far, to keep them out of the output.
+    pub fn values(&self) -> Vec<String> {
+        let guard = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        guard.iter().flat_map(|m| m.values().cloned()).collect()
+    }
+
+    fn read(&self) -> Result<IndexMap<String, String>, String> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IndexMap::new()),
+            Err(e) => return Err(format!("{}: {e}", self.path.display())),
+        };
+        let node = crate::yaml::parse(&text)
+            .map_err(|e| format!("{}:{}: {}", self.path.display(), e.mark, e.message))?;
+        let mut out = IndexMap::new();
+        if let serde_json::Value::Object(map) = node.to_json() {
+            for (k, v) in map {
+                if let Some(s) = v.as_str() {
+                    out.insert(k, s.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn write(&self, values: &IndexMap<String, String>) -> Result<(), String> {
+        let mut text =
+            String::from("# Secrets hactl generated for this inventory. Keep this file private.\n");
+        for (k, v) in values {
+            text.push_str(&format!("{k}: \"{v}\"\n"));
+        }
+        let tmp = self.path.with_extension("yml.tmp");
+        let write = || -> std::io::Result<()> {
+            std::fs::write(&tmp, "")?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::write(&tmp, &text)?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| format!("cannot save secrets to {}: {e}", self.path.display()))
+    }
+}
+
+fn generate(length: usize) -> Result<String, String> {
+    let mut bytes = vec![0u8; length * 2];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    // Rejection sampling keeps every character equally likely.
+    let limit = 256 - 256 % ALPHABET.len();
+    let chosen: String = bytes
+        .iter()
+        .filter(|b| (**b as usize) < limit)
+        .take(length)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    if chosen.len() < length {
+        return generate(length);
+    }
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_made_once_kept_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::for_inventory(&dir.path().join("prod.yml"));
+        let a = store.get_or_create("pg_superuser", None).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(store.get_or_create("pg_superuser", None).unwrap(), a);
+        let path = dir.path().join("prod.secrets.yml");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = SecretStore::for_inventory(&dir.path().join("prod.yml"));
+        assert_eq!(again.get_or_create("pg_superuser", Some(8)).unwrap(), a);
+        assert_ne!(again.get_or_create("replication", Some(8)).unwrap(), a);
+    }
+}
