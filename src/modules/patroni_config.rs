@@ -74,6 +74,12 @@ fn paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
 pub async fn run_patroni_config(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     let base = args.url.trim_end_matches('/');
     let current = request(ctx, "GET", &format!("{base}/config"), None, None).await?;
+    if ctx.check && current.status != 200 {
+        // Patroni is not running yet: a real run starts it before it gets here.
+        let mut all = Vec::new();
+        paths(&args.config, "", &mut all);
+        return Ok(Outcome::changed(format!("set {}", all.join(", "))));
+    }
     let Some(have) = current.json().filter(|_| current.status == 200) else {
         return fail(format!(
             "GET {base}/config: status {} {}",
