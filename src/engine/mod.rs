@@ -85,6 +85,8 @@ struct HostRun {
     done: bool,
     stats: Stats,
     notified: HashSet<String>,
+    /// A systemd unit file was written since the last daemon-reload.
+    units_changed: std::sync::atomic::AtomicBool,
 }
 
 /// A play ready to run: its hosts and its tasks and handlers with their roles.
@@ -540,6 +542,7 @@ async fn connect_all(
             done: false,
             stats: Stats::default(),
             notified: HashSet::new(),
+            units_changed: Default::default(),
         };
         match result {
             Ok((session, Ok(facts))) => {
@@ -700,6 +703,7 @@ async fn run_on_host(
         check: opts.check && task.check_mode != Some(false),
         diff: opts.diff,
         releases,
+        units_changed: &run.units_changed,
     };
     let looped = task.loop_over.is_some();
     let mut results = Vec::new();
@@ -711,8 +715,13 @@ async fn run_on_host(
     };
     let mut any_changed = false;
     let mut all_skipped = true;
+    let mut failure: Option<String> = None;
     for call in calls {
         let outcome = execute(&call.action, call.content.as_deref(), &ctx).await;
+        if outcome.as_ref().is_ok_and(|o| o.changed) && writes_unit(&call.action) {
+            run.units_changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let (mut status, msg, diffs, mut data) = match outcome {
             Ok(o) => digest(o),
             Err(ModuleError::Ssh(e @ (SshError::Lost { .. } | SshError::Connect { .. }))) => {
@@ -769,8 +778,14 @@ async fn run_on_host(
             data["changed"] = (status == Status::Changed).into();
             data["failed"] = (status == Status::Failed).into();
         }
-        if status == Status::Failed && overall.msg.is_empty() {
-            overall.msg = failure_message(&msg, &data);
+        if status == Status::Failed {
+            if failure.is_none() {
+                let what = failure_message(&msg, &data);
+                failure = Some(match &call.item {
+                    Some(item) => format!("item {item}: {what}"),
+                    None => what,
+                });
+            }
         } else if !msg.is_empty() && status == Status::Changed {
             if !overall.msg.is_empty() {
                 overall.msg.push_str("; ");
@@ -788,6 +803,9 @@ async fn run_on_host(
         if failed && !looped {
             break;
         }
+    }
+    if let Some(f) = failure {
+        overall.msg = f;
     }
     if overall.status != Status::Failed {
         overall.status = if any_changed {
@@ -807,6 +825,24 @@ async fn run_on_host(
         results.pop().unwrap_or_default()
     };
     overall
+}
+
+/// Whether an action wrote where systemd reads unit files (so a daemon-reload is due).
+fn writes_unit(action: &Action) -> bool {
+    let path = match action {
+        Action::Copy(a) => &a.dest,
+        Action::Template(a) => &a.dest,
+        Action::File(a) => &a.path,
+        _ => return false,
+    };
+    [
+        "/etc/systemd/",
+        "/lib/systemd/",
+        "/usr/lib/systemd/",
+        "/run/systemd/",
+    ]
+    .iter()
+    .any(|dir| path.starts_with(dir))
 }
 
 fn failure_message(msg: &str, data: &serde_json::Value) -> String {

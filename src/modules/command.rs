@@ -15,7 +15,7 @@ pub const SPEC: Spec = Spec {
 
 pub const SHELL_SPEC: Spec = Spec {
     name: "shell",
-    args: &["cmd", "creates", "removes", "chdir", "stdin"],
+    args: &["cmd", "argv", "creates", "removes", "chdir", "stdin"],
     required: &["cmd"],
     free_form: true,
 };

@@ -112,6 +112,8 @@ pub struct Ctx<'a> {
     /// Collect the before/after of changed files.
     pub diff: bool,
     pub releases: &'a release::Cache,
+    /// Set when a unit file was written on this host and systemd has not re-read them since.
+    pub units_changed: &'a std::sync::atomic::AtomicBool,
 }
 
 /// A file's content before and after, for `--diff`.
@@ -352,6 +354,28 @@ pub(crate) fn fix_attrs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names checked before rendering (Spec.args) are the names the typed arguments take.
+    #[test]
+    fn every_spec_lists_exactly_its_arguments() {
+        for spec in SPECS {
+            let err = Action::parse(spec, serde_json::json!({"__no_such_argument": 1}))
+                .expect_err(spec.name);
+            let listed = err
+                .split("expected one of ")
+                .nth(1)
+                .or_else(|| err.split("expected ").nth(1))
+                .unwrap_or_else(|| panic!("{}: {err}", spec.name));
+            let mut expected: Vec<&str> = listed
+                .split(", ")
+                .map(|f| f.trim().trim_matches('`'))
+                .collect();
+            let mut args = spec.args.to_vec();
+            expected.sort_unstable();
+            args.sort_unstable();
+            assert_eq!(args, expected, "{}", spec.name);
+        }
+    }
 
     #[test]
     fn modes_are_octal_however_written() {

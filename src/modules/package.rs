@@ -14,6 +14,7 @@ pub const SPEC: Spec = Spec {
         "update_cache",
         "cache_valid_time",
         "install_recommends",
+        "policy_rc_d",
     ],
     required: &["name"],
     free_form: false,

@@ -40,6 +40,7 @@ struct Unit {
     active: String,
     file: String,
     need_reload: bool,
+    fragment: String,
 }
 
 fn parse_show(text: &str) -> Unit {
@@ -49,11 +50,22 @@ fn parse_show(text: &str) -> Unit {
             Some(("LoadState", v)) => unit.load = v.to_string(),
             Some(("ActiveState", v)) => unit.active = v.to_string(),
             Some(("UnitFileState", v)) => unit.file = v.to_string(),
-            Some(("NeedDaemonReload", v)) => unit.need_reload = v == "yes",
+            Some(("NeedDaemonReload", v)) => unit.need_reload |= v == "yes",
+            Some(("FragmentPath", v)) => unit.fragment = v.to_string(),
+            // A unit file that takes precedence over the one systemd has loaded.
+            Some(("Shadow", v)) => unit.need_reload |= v != unit.fragment,
             _ => {}
         }
     }
     unit
+}
+
+fn unit_file(name: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    }
 }
 
 fn running(active: &str) -> bool {
@@ -63,11 +75,18 @@ fn running(active: &str) -> bool {
 pub async fn run_service(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     let n = shell_quote(&args.name);
     let show =
-        format!("systemctl show -p LoadState,ActiveState,UnitFileState,NeedDaemonReload -- {n}");
+        format!("systemctl show -p LoadState,ActiveState,UnitFileState,NeedDaemonReload,FragmentPath -- {n}; \
+                 for d in /etc/systemd/system /run/systemd/system; do \
+                 [ -e $d/{file} ] && echo Shadow=$d/{file}; done; true",
+            file = shell_quote(&unit_file(&args.name)));
     let out = run(ctx, &format!("reading unit {}", args.name), &show).await?;
     let mut unit = parse_show(&out.stdout_text());
     let mut cmds = Vec::new();
-    if unit.need_reload || unit.load == "not-found" || args.daemon_reload == Some(true) {
+    // A unit file new in /etc/systemd/system shadows the package's without systemd noticing
+    // (NeedDaemonReload stays "no"): hence the Shadow check and the run's record of unit files
+    // written (a drop-in, say).
+    let written = ctx.units_changed.load(std::sync::atomic::Ordering::SeqCst);
+    if unit.need_reload || written || unit.load == "not-found" || args.daemon_reload == Some(true) {
         // A unit file written earlier in this run: systemd must read it before anything else.
         if !ctx.check {
             let out = run(
@@ -76,6 +95,8 @@ pub async fn run_service(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
                 &format!("systemctl daemon-reload && {show}"),
             )
             .await?;
+            ctx.units_changed
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             unit = parse_show(&out.stdout_text());
         } else {
             cmds.push("systemctl daemon-reload".to_string());
@@ -134,12 +155,7 @@ pub async fn run_service(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
     }
     let note = format!("{} {}", notes.join(", "), args.name);
     if !ctx.check {
-        let script = cmds
-            .iter()
-            .filter(|c| *c != "systemctl daemon-reload")
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" && ");
+        let script = cmds.join(" && ");
         run(
             ctx,
             &note,

@@ -37,6 +37,7 @@ pub fn register(env: &mut Environment<'static>, secrets: Option<Arc<SecretStore>
     env.add_filter("hash", hash);
     env.add_filter("checksum", checksum);
     env.add_filter("bool", to_bool);
+    env.add_filter("int", to_int);
     env.add_test("match", test_match);
     env.add_test("search", test_search);
     env.add_test("changed", |v: Value| flag(&v, "changed"));
@@ -328,6 +329,24 @@ fn to_bool(value: Value) -> bool {
             "yes" | "on" | "true" | "1" | "y"
         ),
         None => value.is_true(),
+    }
+}
+
+/// Jinja2's `int`: what does not parse is the default (0), not an error.
+fn to_int(value: Value, default: Option<i64>) -> i64 {
+    let fallback = default.unwrap_or(0);
+    match value.as_str() {
+        Some(s) => {
+            let t = s.trim();
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().map(|f| f as i64))
+                .unwrap_or(fallback)
+        }
+        None => i64::try_from(value.clone())
+            .ok()
+            .or_else(|| f64::try_from(value).ok().map(|f| f as i64))
+            .unwrap_or(fallback),
     }
 }
 
