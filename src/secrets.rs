@@ -20,14 +20,24 @@ pub struct SecretStore {
 }
 
 impl SecretStore {
-    /// The store of an inventory: `NAME.secrets.yml` beside `NAME.yml`.
-    pub fn for_inventory(inventory: &Path) -> SecretStore {
-        let stem = inventory
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_else(|| "inventory".into());
+    /// The store of an inventory: `NAME.secrets.yml` beside `NAME.yml`, or the file its
+    /// `hactl_secrets_file` var names (relative to the inventory's folder).
+    pub fn for_inventory(inventory: &Path, configured: Option<&str>) -> SecretStore {
+        let path = match configured {
+            Some(p) => inventory
+                .parent()
+                .map(|dir| dir.join(p))
+                .unwrap_or_else(|| PathBuf::from(p)),
+            None => {
+                let stem = inventory
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "inventory".into());
+                inventory.with_file_name(format!("{stem}.secrets.yml"))
+            }
+        };
         SecretStore {
-            path: inventory.with_file_name(format!("{stem}.secrets.yml")),
+            path,
             values: Mutex::new(None),
         }
     }
@@ -125,14 +135,14 @@ mod tests {
     #[test]
     fn a_secret_is_made_once_kept_private_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SecretStore::for_inventory(&dir.path().join("prod.yml"));
+        let store = SecretStore::for_inventory(&dir.path().join("prod.yml"), None);
         let a = store.get_or_create("pg_superuser", None).unwrap();
         assert_eq!(a.len(), 32);
         assert_eq!(store.get_or_create("pg_superuser", None).unwrap(), a);
         let path = dir.path().join("prod.secrets.yml");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let again = SecretStore::for_inventory(&dir.path().join("prod.yml"));
+        let again = SecretStore::for_inventory(&dir.path().join("prod.yml"), None);
         assert_eq!(again.get_or_create("pg_superuser", Some(8)).unwrap(), a);
         assert_ne!(again.get_or_create("replication", Some(8)).unwrap(), a);
     }
