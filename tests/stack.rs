@@ -30,7 +30,14 @@ fn changed(out: &Output) -> Vec<String> {
     events(out)
         .iter()
         .filter(|e| e["event"] == "task" && e["status"] == "changed")
-        .map(|e| format!("{} {} : {}", e["host"].as_str().unwrap_or(""), e["role"].as_str().unwrap_or(""), e["task"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{} {} : {}",
+                e["host"].as_str().unwrap_or(""),
+                e["role"].as_str().unwrap_or(""),
+                e["task"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
@@ -69,7 +76,10 @@ fn leader(lab: &Lab) -> String {
 }
 
 fn psql(lab: &Lab, host: &str, sql: &str) -> String {
-    lab.run(host, &format!("runuser -u postgres -- psql -tAXc {}", shell_word(sql)))
+    lab.run(
+        host,
+        &format!("runuser -u postgres -- psql -tAXc {}", shell_word(sql)),
+    )
 }
 
 fn shell_word(s: &str) -> String {
@@ -114,24 +124,50 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     eprintln!("first apply of the stack on bare hosts: {first_secs:.1} s");
 
     // etcd: three healthy members.
-    let health = lab.run("ptrn-1", "etcdctl --endpoints=http://10.213.0.11:2379 endpoint health --cluster 2>&1");
+    let health = lab.run(
+        "ptrn-1",
+        "etcdctl --endpoints=http://10.213.0.11:2379 endpoint health --cluster 2>&1",
+    );
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
 
     // Patroni: one leader, two replicas, both streaming from it.
     let cluster = patroni_cluster(&lab);
     let members = cluster["members"].as_array().expect("members");
     assert_eq!(members.len(), 3, "{cluster}");
-    assert_eq!(members.iter().filter(|m| m["role"] == "leader").count(), 1, "{cluster}");
-    assert_eq!(members.iter().filter(|m| m["role"] == "replica" || m["role"] == "sync_standby").count(), 2, "{cluster}");
+    assert_eq!(
+        members.iter().filter(|m| m["role"] == "leader").count(),
+        1,
+        "{cluster}"
+    );
+    assert_eq!(
+        members
+            .iter()
+            .filter(|m| m["role"] == "replica" || m["role"] == "sync_standby")
+            .count(),
+        2,
+        "{cluster}"
+    );
     assert!(members.iter().all(|m| m["state"] == "running"), "{cluster}");
     let leader = leader(&lab);
-    let streaming = psql(&lab, &leader, "select count(*) from pg_stat_replication where state = 'streaming'");
+    let streaming = psql(
+        &lab,
+        &leader,
+        "select count(*) from pg_stat_replication where state = 'streaming'",
+    );
     assert_eq!(streaming, "2");
-    let sync = psql(&lab, &leader, "select count(*) from pg_stat_replication where sync_state = 'sync'");
+    let sync = psql(
+        &lab,
+        &leader,
+        "select count(*) from pg_stat_replication where sync_state = 'sync'",
+    );
     assert_eq!(sync, "1", "synchronous_mode gives one synchronous standby");
 
     // A row written on the leader is read on both replicas.
-    psql(&lab, &leader, "create table if not exists hactl_check (id int primary key, note text)");
+    psql(
+        &lab,
+        &leader,
+        "create table if not exists hactl_check (id int primary key, note text)",
+    );
     psql(&lab, &leader, "insert into hactl_check values (1, 'written on the leader') on conflict (id) do update set note = excluded.note");
     for replica in CLUSTER.iter().filter(|h| **h != leader) {
         eventually(20, &format!("the row on {replica}"), || {
@@ -142,40 +178,73 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
 
     // Prometheus: every target up, the rule groups loaded without errors.
     eventually(90, "every Prometheus target up", || {
-        let targets = json_from(&lab, "prmt-1", "curl -sf http://10.213.0.21:9090/api/v1/targets");
-        let active = targets["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+        let targets = json_from(
+            &lab,
+            "prmt-1",
+            "curl -sf http://10.213.0.21:9090/api/v1/targets",
+        );
+        let active = targets["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for (job, count) in [("node", 4), ("etcd", 3), ("patroni", 3), ("prometheus", 1)] {
-            let up = active.iter().filter(|t| t["labels"]["job"] == job && t["health"] == "up").count();
+            let up = active
+                .iter()
+                .filter(|t| t["labels"]["job"] == job && t["health"] == "up")
+                .count();
             if up != count {
                 return Err(format!("{job}: {up} of {count} up: {targets}"));
             }
         }
         Ok(())
     });
-    let rules = json_from(&lab, "prmt-1", "curl -sf http://10.213.0.21:9090/api/v1/rules");
-    let groups = rules["data"]["groups"].as_array().cloned().unwrap_or_default();
+    let rules = json_from(
+        &lab,
+        "prmt-1",
+        "curl -sf http://10.213.0.21:9090/api/v1/rules",
+    );
+    let groups = rules["data"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
     for expected in ["hactl-host", "hactl-etcd", "hactl-patroni", "hactl-prober"] {
         assert!(names.contains(&expected), "{names:?}");
     }
-    for rule in groups.iter().flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default()) {
+    for rule in groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+    {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
     lab.run("prmt-1", "curl -sf http://10.213.0.21:9093/-/ready");
 
     // Secrets: generated once, 0600, never printed.
-    let store = std::fs::read_to_string(common::repo().join("inventory/lab.secrets.yml")).expect("secret store");
+    let store = std::fs::read_to_string(common::repo().join("inventory/lab.secrets.yml"))
+        .expect("secret store");
     let output = text(&first);
     for line in store.lines().filter(|l| !l.starts_with('#')) {
-        let value = line.split_once(": ").map(|(_, v)| v.trim_matches('"')).unwrap_or_default();
-        assert!(value.len() >= 16 && !output.contains(value), "a secret was printed or is short");
+        let value = line
+            .split_once(": ")
+            .map(|(_, v)| v.trim_matches('"'))
+            .unwrap_or_default();
+        assert!(
+            value.len() >= 16 && !output.contains(value),
+            "a secret was printed or is short"
+        );
     }
-    assert_eq!(lab.run("ptrn-1", "stat -c %a:%U /etc/patroni/config.yml"), "600:postgres");
+    assert_eq!(
+        lab.run("ptrn-1", "stat -c %a:%U /etc/patroni/config.yml"),
+        "600:postgres"
+    );
 
     // A second apply changes nothing.
     let started = Instant::now();
     let second = apply(INVENTORY, &[]);
-    eprintln!("no-op apply of the stack: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "no-op apply of the stack: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_applied(&second);
     assert_eq!(changed(&second), Vec::<String>::new());
 
@@ -190,7 +259,10 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     assert_applied(&change);
     let changes = changed(&change);
     assert_eq!(changes.len(), 1, "{changes:?}");
-    assert!(changes[0].ends_with("patroni : dynamic configuration, through Patroni"), "{changes:?}");
+    assert!(
+        changes[0].ends_with("patroni : dynamic configuration, through Patroni"),
+        "{changes:?}"
+    );
     for host in CLUSTER {
         eventually(30, &format!("work_mem on {host}"), || {
             let v = psql(&lab, host, "show work_mem");
@@ -198,7 +270,11 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         });
     }
     assert_eq!(self::leader(&lab), leader, "the leader changed");
-    assert_eq!(psql(&lab, &leader, "select pg_postmaster_start_time()"), started_at, "the leader restarted");
+    assert_eq!(
+        psql(&lab, &leader, "select pg_postmaster_start_time()"),
+        started_at,
+        "the leader restarted"
+    );
     drop(params);
     assert_applied(&apply(INVENTORY, &[]));
 
@@ -213,10 +289,16 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     let four_file = InventoryFile::write("inventory/lab-etcd4.yml", &four);
     let joined = apply("inventory/lab-etcd4.yml", &[]);
     assert_applied(&joined);
-    let list = lab.run("ptrn-1", "etcdctl --endpoints=http://10.213.0.11:2379 member list");
+    let list = lab.run(
+        "ptrn-1",
+        "etcdctl --endpoints=http://10.213.0.11:2379 member list",
+    );
     assert_eq!(list.lines().count(), 4, "{list}");
     assert!(list.contains(", started, prmt-1, "), "{list}");
-    let health = lab.run("ptrn-1", "etcdctl --endpoints=http://10.213.0.11:2379 endpoint health --cluster 2>&1");
+    let health = lab.run(
+        "ptrn-1",
+        "etcdctl --endpoints=http://10.213.0.11:2379 endpoint health --cluster 2>&1",
+    );
     assert_eq!(health.matches("is healthy").count(), 4, "{health}");
     drop(four_file);
 
@@ -224,14 +306,34 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     let left = apply(INVENTORY, &[]);
     assert_applied(&left);
     let report = String::from_utf8_lossy(&left.stdout);
-    assert!(report.contains("etcd member prmt-1 at http://10.213.0.21:2380"), "{report}");
+    assert!(
+        report.contains("etcd member prmt-1 at http://10.213.0.21:2380"),
+        "{report}"
+    );
     assert!(report.contains("etcdctl member remove"), "{report}");
-    let list = lab.run("ptrn-1", "etcdctl --endpoints=http://10.213.0.11:2379 member list");
-    assert_eq!(list.lines().count(), 4, "hactl removed a member by itself: {list}");
+    let list = lab.run(
+        "ptrn-1",
+        "etcdctl --endpoints=http://10.213.0.11:2379 member list",
+    );
+    assert_eq!(
+        list.lines().count(),
+        4,
+        "hactl removed a member by itself: {list}"
+    );
     // Back to three members for whatever runs next.
-    let id = list.lines().find(|l| l.contains("prmt-1")).and_then(|l| l.split(',').next()).expect("prmt-1's id");
-    lab.run("ptrn-1", &format!("etcdctl --endpoints=http://10.213.0.11:2379 member remove {id}"));
-    lab.run("prmt-1", "systemctl disable --now etcd; rm -rf /var/lib/etcd/hactl/member");
+    let id = list
+        .lines()
+        .find(|l| l.contains("prmt-1"))
+        .and_then(|l| l.split(',').next())
+        .expect("prmt-1's id");
+    lab.run(
+        "ptrn-1",
+        &format!("etcdctl --endpoints=http://10.213.0.11:2379 member remove {id}"),
+    );
+    lab.run(
+        "prmt-1",
+        "systemctl disable --now etcd; rm -rf /var/lib/etcd/hactl/member",
+    );
     for host in HOSTS {
         lab.run(host, "true");
     }

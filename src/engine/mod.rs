@@ -106,9 +106,16 @@ pub async fn apply(
     let configured = inventory
         .groups
         .get("all")
-        .and_then(|g| g.inline_vars.get("hactl_secrets_file").or(g.file_vars.get("hactl_secrets_file")))
+        .and_then(|g| {
+            g.inline_vars
+                .get("hactl_secrets_file")
+                .or(g.file_vars.get("hactl_secrets_file"))
+        })
         .and_then(|v| v.value.as_str().map(str::to_string));
-    let secrets = Arc::new(SecretStore::for_inventory(&inventory.path, configured.as_deref()));
+    let secrets = Arc::new(SecretStore::for_inventory(
+        &inventory.path,
+        configured.as_deref(),
+    ));
     let env = template::environment(Some(secrets.clone()));
     let plans = plan(inventory, site, opts)?;
     validate(inventory, &plans, opts, &env)?;
@@ -791,7 +798,7 @@ async fn run_on_host(
                     None => what,
                 });
             }
-        } else if !msg.is_empty() && status == Status::Changed {
+        } else if !msg.is_empty() && matches!(status, Status::Changed | Status::Ok) {
             if !overall.msg.is_empty() {
                 overall.msg.push_str("; ");
             }
