@@ -275,8 +275,48 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         started_at,
         "the leader restarted"
     );
+
+    // max_connections needs a restart: the replicas first, then a switchover, then the old leader.
     drop(params);
-    assert_applied(&apply(INVENTORY, &[]));
+    let params = InventoryFile::write(
+        "inventory/group_vars/postgres_cluster.yml",
+        "postgresql_parameters_extra:\n  work_mem: 8MB\n  max_connections: 120\n",
+    );
+    let change = apply(INVENTORY, &[]);
+    assert_applied(&change);
+    let changes = changed(&change);
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.ends_with("patroni_restart : pending restarts, replicas first")),
+        "{changes:?}"
+    );
+    for host in CLUSTER {
+        assert_eq!(psql(&lab, host, "show max_connections"), "120", "{host}");
+    }
+    let cluster = patroni_cluster(&lab);
+    let members = cluster["members"].as_array().cloned().unwrap_or_default();
+    assert!(
+        members
+            .iter()
+            .all(|m| m["pending_restart"].is_null() && m["state"] == "running"),
+        "{cluster}"
+    );
+    let new_leader = self::leader(&lab);
+    assert_ne!(
+        new_leader, leader,
+        "the old leader was restarted in place instead of after a switchover"
+    );
+    assert_ne!(
+        psql(&lab, &leader, "select pg_postmaster_start_time()"),
+        started_at,
+        "the old leader never restarted"
+    );
+    assert_eq!(
+        psql(&lab, &leader, "select pg_is_in_recovery()"),
+        "t",
+        "the old leader is a replica now"
+    );
 
     // A fourth etcd member joins the running cluster...
     let four = std::fs::read_to_string(common::repo().join(INVENTORY))
@@ -320,6 +360,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         4,
         "hactl removed a member by itself: {list}"
     );
+    drop(params);
     // Back to three members for whatever runs next.
     let id = list
         .lines()

@@ -106,6 +106,9 @@ pub async fn run_patroni_config(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
                 resp.body.trim()
             ));
         }
+        // Members apply it on their next HA loop; only then do they report pending_restart.
+        let loop_wait = have["loop_wait"].as_u64().unwrap_or(10);
+        tokio::time::sleep(std::time::Duration::from_secs(loop_wait + 2)).await;
     }
     Ok(Outcome::changed(note))
 }

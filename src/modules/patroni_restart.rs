@@ -151,11 +151,24 @@ pub async fn run_patroni_restart(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> 
         .await?;
     }
     if let (Some(old), true) = (leader, leader_pending) {
+        // In synchronous mode only the synchronous standby may take over; after the replica
+        // restarts it takes Patroni a loop or two to name one again.
+        let config = request(ctx, "GET", &format!("{base}/config"), None, None).await?;
+        let sync_mode = config
+            .json()
+            .is_some_and(|c| c["synchronous_mode"].as_bool() == Some(true));
+        if sync_mode {
+            wait_until(ctx, base, timeout, "a running synchronous standby", |ms| {
+                ms.iter()
+                    .any(|m| m.role == "sync_standby" && running(ms, &m.name))
+            })
+            .await?;
+        }
         let members = cluster(ctx, base).await?;
         let candidate = members
             .iter()
             .filter(|m| m.name != old.name && running(&members, &m.name))
-            .max_by_key(|m| m.role == "sync_standby")
+            .find(|m| !sync_mode || m.role == "sync_standby")
             .cloned();
         let Some(candidate) = candidate else {
             return fail(format!(
