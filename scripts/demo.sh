@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/preflight.sh
 require_root_and_cargo
+install_packages
 
 cargo build --release
 hactl=target/release/hactl

@@ -75,6 +75,30 @@ pub struct FailoverArgs {
     /// The inventory file of the cluster.
     #[arg(short, long, default_value = "inventory/lab.yml")]
     pub inventory: PathBuf,
+    /// The fault: switchover, stop, kill-postgres, kill-node or partition.
+    #[arg(long, value_enum, default_value_t = crate::failover::Mode::KillNode)]
+    pub mode: crate::failover::Mode,
+    /// Writers (connections) inserting at once.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Inserts per second, per writer.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seconds of write downtime allowed.
+    #[arg(long, default_value_t = 45.0)]
+    pub max_downtime: f64,
+    /// Acknowledged writes that may be lost.
+    #[arg(long, default_value_t = 0)]
+    pub max_lost: u64,
+    /// Seconds after which a partition heals by itself, even if hactl is gone.
+    #[arg(long, default_value_t = 90)]
+    pub partition_heal_after: u64,
+    /// Seconds the cluster may take to become healthy before the test refuses to start.
+    #[arg(long, default_value_t = 30)]
+    pub settle: u64,
+    /// `text` (a table) or `json` (one object).
+    #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
+    pub output: crate::engine::Format,
 }
 
 #[derive(Args, Debug)]

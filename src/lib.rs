@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod engine;
 pub mod exit;
+pub mod failover;
 pub mod inventory;
 pub mod lab;
 pub mod modules;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use hactl::cli::{ApplyArgs, Cli, Command, InventoryAction, Output};
+use hactl::cli::{ApplyArgs, Cli, Command, FailoverArgs, InventoryAction, Output};
 use hactl::engine::{self, ApplyError};
 use hactl::inventory::{self, Inventory};
 use hactl::{exit, lab, roles};
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Apply(args) => apply(args),
-        Command::FailoverTest(_) => not_implemented("failover-test"),
+        Command::FailoverTest(args) => failover_test(args),
         Command::Probe(_) => not_implemented("probe"),
         Command::Lab(args) => lab::run(&args),
         Command::Inventory(args) => inventory_command(args.action),
@@ -61,6 +61,28 @@ fn apply(args: ApplyArgs) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
     let summary = runtime.block_on(engine::apply(&inventory, &site, &opts))?;
     Ok(summary.exit_code())
+}
+
+/// Fails the leader under a write load and reports what users felt; exit 1 when a target is missed.
+fn failover_test(args: FailoverArgs) -> Result<u8> {
+    let inventory = Inventory::load(&args.inventory)?;
+    let opts = hactl::failover::Options {
+        mode: args.mode,
+        writers: args.writers,
+        rate: args.rate,
+        max_downtime: args.max_downtime,
+        max_lost: args.max_lost,
+        max_lag: 16 * 1024 * 1024,
+        partition_heal_after: std::time::Duration::from_secs(args.partition_heal_after),
+        settle: std::time::Duration::from_secs(args.settle),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(hactl::failover::run(&inventory, &opts))?;
+    match args.output {
+        engine::Format::Text => print!("{}", hactl::failover::table(&report)),
+        engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.passed { exit::OK } else { exit::FAILURE })
 }
 
 /// The sudo password: asked on the terminal, or read as one line from a pipe.

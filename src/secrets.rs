@@ -20,6 +20,20 @@ pub struct SecretStore {
 }
 
 impl SecretStore {
+    /// The store of an inventory, as its `hactl_secrets_file` var (group all) says.
+    pub fn of(inventory: &crate::inventory::Inventory) -> SecretStore {
+        let configured = inventory
+            .groups
+            .get("all")
+            .and_then(|g| {
+                g.inline_vars
+                    .get("hactl_secrets_file")
+                    .or(g.file_vars.get("hactl_secrets_file"))
+            })
+            .and_then(|v| v.value.as_str().map(str::to_string));
+        SecretStore::for_inventory(&inventory.path, configured.as_deref())
+    }
+
     /// The store of an inventory: `NAME.secrets.yml` beside `NAME.yml`, or the file its
     /// `hactl_secrets_file` var names (relative to the inventory's folder).
     pub fn for_inventory(inventory: &Path, configured: Option<&str>) -> SecretStore {

@@ -103,19 +103,7 @@ pub async fn apply(
     site: &Site,
     opts: &Options,
 ) -> Result<Summary, ApplyError> {
-    let configured = inventory
-        .groups
-        .get("all")
-        .and_then(|g| {
-            g.inline_vars
-                .get("hactl_secrets_file")
-                .or(g.file_vars.get("hactl_secrets_file"))
-        })
-        .and_then(|v| v.value.as_str().map(str::to_string));
-    let secrets = Arc::new(SecretStore::for_inventory(
-        &inventory.path,
-        configured.as_deref(),
-    ));
+    let secrets = Arc::new(SecretStore::of(inventory));
     let env = template::environment(Some(secrets.clone()));
     let plans = plan(inventory, site, opts)?;
     validate(inventory, &plans, opts, &env)?;

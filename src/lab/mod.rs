@@ -250,7 +250,7 @@ fn ssh(config: &LabConfig, host: &str, command: &[String]) -> Result<u8, LabErro
     })
 }
 
-fn kill(config: &LabConfig, host: &str) -> Result<(), LabError> {
+pub fn kill(config: &LabConfig, host: &str) -> Result<(), LabError> {
     require_root()?;
     let host = config.host(host)?;
     if machine::power_off(config, &host.name)? {

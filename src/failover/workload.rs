@@ -1,0 +1,126 @@
+//! The writers: N connections to whichever member is primary (multi-host, read-write session),
+//! each inserting sequenced rows at a fixed rate and reconnecting after errors. Every
+//! acknowledged row is recorded with when and where it was acknowledged.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::{Client, Config, NoTls};
+
+use super::cluster::Cluster;
+
+/// One acknowledged insert.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub writer: i32,
+    pub seq: i64,
+    pub at: Instant,
+    /// The member that acknowledged it (its address).
+    pub server: String,
+    pub timeline: i32,
+    /// When the connection it came over was made.
+    pub connected_at: Instant,
+}
+
+pub const TABLE: &str = "hactl_failover";
+
+pub fn config(cluster: &Cluster) -> Config {
+    let mut config = Config::new();
+    for m in &cluster.members {
+        config.host(&m.address);
+    }
+    config
+        .port(cluster.pg_port)
+        .user("postgres")
+        .password(&cluster.pg_password)
+        .dbname("postgres")
+        .application_name("hactl-failover-test")
+        .connect_timeout(Duration::from_secs(1))
+        .target_session_attrs(TargetSessionAttrs::ReadWrite);
+    config
+}
+
+pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+pub async fn prepare_table(config: &Config) -> Result<(), tokio_postgres::Error> {
+    let client = connect(config).await?;
+    client
+        .batch_execute(&format!(
+            "create table if not exists {TABLE} (
+                run text not null, writer int not null, seq bigint not null,
+                at timestamptz not null default clock_timestamp(),
+                server text, timeline int,
+                primary key (run, writer, seq))"
+        ))
+        .await
+}
+
+const INSERT: &str = "insert into hactl_failover (run, writer, seq, server, timeline)
+    values ($1, $2, $3, host(inet_server_addr()),
+            ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)
+    returning server, timeline";
+
+/// Runs one writer until `stop` turns true.
+pub async fn writer(
+    config: Config,
+    run: String,
+    writer: i32,
+    rate: f64,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut client: Option<Client> = None;
+    let mut connected_at = Instant::now();
+    let mut seq: i64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let c = match &client {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                client = tokio::time::timeout(Duration::from_secs(2), connect(&config))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                connected_at = Instant::now();
+                match &client {
+                    Some(c) => c,
+                    None => continue,
+                }
+            }
+        };
+        seq += 1;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&run, &writer, &seq];
+        let insert = c.query_one(INSERT, &params);
+        match tokio::time::timeout(Duration::from_secs(2), insert).await {
+            Ok(Ok(row)) => {
+                let ack = Ack {
+                    writer,
+                    seq,
+                    at: Instant::now(),
+                    server: row.get(0),
+                    timeline: row.get(1),
+                    connected_at,
+                };
+                acks.lock().unwrap_or_else(|p| p.into_inner()).push(ack);
+            }
+            // Not acknowledged: maybe written, maybe not; only acknowledged rows are promised.
+            _ => client = None,
+        }
+    }
+}
