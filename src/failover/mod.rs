@@ -181,14 +181,28 @@ pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, Failov
         let _ = w.await;
     }
 
-    let new_leader = {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let l = cluster.leader(None).await;
-            if l.is_some() || Instant::now() > deadline {
-                break l;
+    // Who holds the leader key now: etcd says it; an old leader just back from a partition may
+    // still believe it leads.
+    let key_holder = key_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .rev()
+        .find_map(|(t, v)| v.clone().filter(|_| *t >= fault_at));
+    let new_leader = match key_holder {
+        Some(holder) => Some(holder),
+        None => {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let l = match cluster.leader(Some(&old_leader)).await {
+                    Some(l) => Some(l),
+                    None => cluster.leader(None).await,
+                };
+                if l.is_some() || Instant::now() > deadline {
+                    break l;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
 
