@@ -82,7 +82,11 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
         engine::Format::Text => print!("{}", hactl::failover::table(&report)),
         engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    Ok(if report.passed { exit::OK } else { exit::FAILURE })
+    Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
 }
 
 /// The sudo password: asked on the terminal, or read as one line from a pipe.

@@ -29,7 +29,8 @@ fn failover(mode: &str, max_downtime: &str) -> (Output, Value) {
         "--output",
         "json",
     ]);
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{mode}: no JSON report ({e}):\n{}", text(&out)));
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{mode}: no JSON report ({e}):\n{}", text(&out)));
     (out, report)
 }
 
@@ -45,13 +46,19 @@ fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: 
     let old = r["old_leader"].as_str().unwrap_or_default();
     let new = r["new_leader"].as_str().unwrap_or_default();
     assert!(CLUSTER.contains(&old) && CLUSTER.contains(&new), "{r}");
-    assert!(r["write_downtime_s"].as_f64().is_some_and(|d| d > 0.0), "{r}");
+    assert!(
+        r["write_downtime_s"].as_f64().is_some_and(|d| d > 0.0),
+        "{r}"
+    );
     assert!(r["db_write_gap_s"].as_f64().is_some_and(|d| d > 0.0), "{r}");
     if leader_changes {
         assert_ne!(old, new, "{r}");
         assert!(r["old_leader_rejoined_s"].as_f64().is_some(), "{r}");
         assert!(r["leader_elected_s"].as_f64().is_some(), "{r}");
-        assert!(r["timeline_after"].as_i64() > r["timeline_before"].as_i64(), "{r}");
+        assert!(
+            r["timeline_after"].as_i64() > r["timeline_before"].as_i64(),
+            "{r}"
+        );
     }
 }
 
@@ -89,21 +96,34 @@ fn an_unhealthy_cluster_is_refused_and_nothing_is_injected() {
     let lab = lab();
     stack(&lab);
     let leader_before = lab.run("ptrn-1", "curl -sf http://10.213.0.11:8008/cluster");
-    let leader = serde_json::from_str::<Value>(&leader_before).ok().and_then(|c| {
-        c["members"]
-            .as_array()
-            .and_then(|m| m.iter().find(|m| m["role"] == "leader"))
-            .and_then(|m| m["name"].as_str().map(str::to_string))
-    });
+    let leader = serde_json::from_str::<Value>(&leader_before)
+        .ok()
+        .and_then(|c| {
+            c["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["role"] == "leader"))
+                .and_then(|m| m["name"].as_str().map(str::to_string))
+        });
     let leader = leader.expect("a leader");
     let replica = CLUSTER.iter().find(|h| **h != leader).expect("a replica");
     lab.run(replica, "systemctl stop patroni");
-    let out = common::hactl(&["failover-test", "-i", INVENTORY, "--mode", "stop", "--settle", "0"]);
+    let out = common::hactl(&[
+        "failover-test",
+        "-i",
+        INVENTORY,
+        "--mode",
+        "stop",
+        "--settle",
+        "0",
+    ]);
     lab.run(replica, "systemctl start patroni");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not healthy, nothing was done"), "{stderr}");
     assert!(stderr.contains(replica), "names the member: {stderr}");
     let after = lab.run("ptrn-1", "curl -sf http://10.213.0.11:8008/cluster");
-    assert!(after.contains(&format!("\"name\": \"{leader}\", \"role\": \"leader\"")), "the leader changed: {after}");
+    assert!(
+        after.contains(&format!("\"name\": \"{leader}\", \"role\": \"leader\"")),
+        "the leader changed: {after}"
+    );
 }

@@ -90,7 +90,8 @@ impl Cluster {
             api_port: port("patroni_api_port", 8008),
             pg_port: port("postgresql_port", 5432),
             scope: var(inventory, first, "patroni_scope").unwrap_or_else(|| "hactl".into()),
-            api_user: var(inventory, first, "patroni_api_username").unwrap_or_else(|| "patroni".into()),
+            api_user: var(inventory, first, "patroni_api_username")
+                .unwrap_or_else(|| "patroni".into()),
             api_password: secret("patroni_api_password", "patroni_api")?,
             pg_password: secret("postgresql_superuser_password", "postgresql_superuser")?,
             http: reqwest::Client::builder()
@@ -110,8 +111,17 @@ impl Cluster {
 
     /// `/cluster` as the first member that answers sees it, skipping `except`.
     pub async fn states(&self, except: Option<&str>) -> Option<Vec<State>> {
-        for m in self.members.iter().filter(|m| Some(m.name.as_str()) != except) {
-            let Ok(resp) = self.http.get(format!("{}/cluster", self.api(m))).send().await else {
+        for m in self
+            .members
+            .iter()
+            .filter(|m| Some(m.name.as_str()) != except)
+        {
+            let Ok(resp) = self
+                .http
+                .get(format!("{}/cluster", self.api(m)))
+                .send()
+                .await
+            else {
                 continue;
             };
             let Ok(body) = resp.json::<Value>().await else {
@@ -158,7 +168,9 @@ impl Cluster {
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(FailoverError::Cluster(format!("POST /switchover: {status} {body}")));
+            return Err(FailoverError::Cluster(format!(
+                "POST /switchover: {status} {body}"
+            )));
         }
         Ok(())
     }
@@ -183,8 +195,18 @@ impl Cluster {
             if s.role != "leader" {
                 match s.lag {
                     Some(lag) if lag <= max_lag => {}
-                    Some(lag) => return unhealthy(format!("{} lags {lag} bytes (at most {max_lag})", m.name)),
-                    None => return unhealthy(format!("{} reports no replication lag: not streaming", m.name)),
+                    Some(lag) => {
+                        return unhealthy(format!(
+                            "{} lags {lag} bytes (at most {max_lag})",
+                            m.name
+                        ))
+                    }
+                    None => {
+                        return unhealthy(format!(
+                            "{} reports no replication lag: not streaming",
+                            m.name
+                        ))
+                    }
                 }
             }
         }
@@ -200,7 +222,10 @@ impl Cluster {
             }
         }
         if healthy * 2 <= self.etcd.len() {
-            return unhealthy(format!("etcd has no quorum: {healthy} of {} members healthy", self.etcd.len()));
+            return unhealthy(format!(
+                "etcd has no quorum: {healthy} of {} members healthy",
+                self.etcd.len()
+            ));
         }
         Ok(leaders[0].name.clone())
     }

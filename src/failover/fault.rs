@@ -95,7 +95,12 @@ pub async fn inject(
         }
         Mode::KillPostgres => {
             let s = session(inventory, leader).await?;
-            run(&s, "SIGKILL to the postmaster", "kill -KILL $(pgrep -o -u postgres -x postgres)").await?;
+            run(
+                &s,
+                "SIGKILL to the postmaster",
+                "kill -KILL $(pgrep -o -u postgres -x postgres)",
+            )
+            .await?;
             injected.session = Some(s);
         }
         Mode::KillNode => match lab_of(inventory) {
@@ -110,13 +115,21 @@ pub async fn inject(
             }
             None => {
                 let s = session(inventory, leader).await?;
-                run(&s, "SIGKILL to Patroni and PostgreSQL", "systemctl kill -s KILL --kill-whom=all patroni").await?;
+                run(
+                    &s,
+                    "SIGKILL to Patroni and PostgreSQL",
+                    "systemctl kill -s KILL --kill-whom=all patroni",
+                )
+                .await?;
                 injected.session = Some(s);
             }
         },
         Mode::Partition => {
             let s = session(inventory, leader).await?;
-            let me = cluster.member(leader).map(|m| m.address.clone()).unwrap_or_default();
+            let me = cluster
+                .member(leader)
+                .map(|m| m.address.clone())
+                .unwrap_or_default();
             let mut peers: Vec<String> = cluster
                 .members
                 .iter()

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use crate::inventory::Inventory;
 use cluster::Cluster;
-pub use fault::Mode;
 use fault::secs;
+pub use fault::Mode;
 use workload::Ack;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +107,10 @@ async fn watch_leader_key(
                         .map(str::to_string),
                     etcd_client::EventType::Delete => None,
                 };
-                events.lock().unwrap_or_else(|p| p.into_inner()).push((now, holder));
+                events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((now, holder));
             }
         }
     });
@@ -126,7 +129,10 @@ fn run_id() -> String {
 pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, FailoverError> {
     let cluster = Cluster::from_inventory(inventory)?;
     let old_leader = settled(&cluster, opts.max_lag, opts.settle).await?;
-    let old_address = cluster.member(&old_leader).map(|m| m.address.clone()).unwrap_or_default();
+    let old_address = cluster
+        .member(&old_leader)
+        .map(|m| m.address.clone())
+        .unwrap_or_default();
     let pg = workload::config(&cluster);
     workload::prepare_table(&pg)
         .await
@@ -139,13 +145,27 @@ pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, Failov
     let run = run_id();
     let writers: Vec<_> = (0..opts.writers.max(1))
         .map(|i| {
-            tokio::spawn(workload::writer(pg.clone(), run.clone(), i as i32, opts.rate, acks.clone(), stop_rx.clone()))
+            tokio::spawn(workload::writer(
+                pg.clone(),
+                run.clone(),
+                i as i32,
+                opts.rate,
+                acks.clone(),
+                stop_rx.clone(),
+            ))
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let fault_at = Instant::now();
-    let injected = fault::inject(opts.mode, inventory, &cluster, &old_leader, opts.partition_heal_after).await;
+    let injected = fault::inject(
+        opts.mode,
+        inventory,
+        &cluster,
+        &old_leader,
+        opts.partition_heal_after,
+    )
+    .await;
     let injected = match injected {
         Ok(i) => i,
         Err(e) => {
@@ -228,7 +248,9 @@ pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, Failov
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         if rejoined.is_none() {
-            problems.push(format!("{old_leader} did not come back as a streaming replica within 180 s"));
+            problems.push(format!(
+                "{old_leader} did not come back as a streaming replica within 180 s"
+            ));
         }
     }
 
@@ -262,14 +284,22 @@ pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, Failov
         }
         Err(e) => problems.push(format!("cannot read the rows back: {e}")),
     }
-    let lost = acks.iter().filter(|a| !stored.contains(&(a.writer, a.seq))).count();
+    let lost = acks
+        .iter()
+        .filter(|a| !stored.contains(&(a.writer, a.seq)))
+        .count();
     // Write downtime: the longest time without any acknowledged write, from just before the
     // fault on (a switchover's old primary still takes writes for a moment after the POST).
     let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
     times.sort();
-    let window_start = fault_at.checked_sub(Duration::from_secs(1)).unwrap_or(fault_at);
+    let window_start = fault_at
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or(fault_at);
     let downtime = first_after.map(|_| {
-        let gaps = times.windows(2).filter(|w| w[1] > window_start).map(|w| w[1] - w[0]);
+        let gaps = times
+            .windows(2)
+            .filter(|w| w[1] > window_start)
+            .map(|w| w[1] - w[0]);
         secs(gaps.max().unwrap_or_default())
     });
     if first_after.is_none() {
@@ -285,20 +315,37 @@ pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, Failov
         let first_new = acks.iter().filter(|a| a.server == new).map(|a| a.at).min();
         first_new.is_some_and(|t| acks.iter().any(|a| a.at > t && a.server != new))
     });
-    let timeline_before = acks.iter().filter(|a| a.at <= fault_at).map(|a| a.timeline).max();
-    let timeline_after = acks.iter().filter(|a| a.at > fault_at).map(|a| a.timeline).max();
+    let timeline_before = acks
+        .iter()
+        .filter(|a| a.at <= fault_at)
+        .map(|a| a.timeline)
+        .max();
+    let timeline_after = acks
+        .iter()
+        .filter(|a| a.at > fault_at)
+        .map(|a| a.timeline)
+        .max();
     let events = key_events.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let leader_key_lost = events.iter().find(|(t, v)| *t >= fault_at && v.is_none()).map(|(t, _)| secs(*t - fault_at));
+    let leader_key_lost = events
+        .iter()
+        .find(|(t, v)| *t >= fault_at && v.is_none())
+        .map(|(t, _)| secs(*t - fault_at));
     let leader_elected = events
         .iter()
         .find(|(t, v)| *t >= fault_at && v.as_deref().is_some_and(|h| h != old_leader))
         .map(|(t, _)| secs(*t - fault_at));
 
     if let Some(d) = downtime.filter(|d| *d > opts.max_downtime) {
-        problems.push(format!("write downtime {d} s is over the {} s allowed", opts.max_downtime));
+        problems.push(format!(
+            "write downtime {d} s is over the {} s allowed",
+            opts.max_downtime
+        ));
     }
     if lost as u64 > opts.max_lost {
-        problems.push(format!("{lost} acknowledged writes lost (at most {} allowed)", opts.max_lost));
+        problems.push(format!(
+            "{lost} acknowledged writes lost (at most {} allowed)",
+            opts.max_lost
+        ));
     }
     if split_brain {
         problems.push("two members acknowledged writes after the failover (split brain)".into());
@@ -345,7 +392,10 @@ async fn settled(cluster: &Cluster, max_lag: u64, wait: Duration) -> Result<Stri
 
 fn single_host(cluster: &Cluster, name: &str) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
-    let address = cluster.member(name).map(|m| m.address.clone()).unwrap_or_default();
+    let address = cluster
+        .member(name)
+        .map(|m| m.address.clone())
+        .unwrap_or_default();
     config
         .host(&address)
         .port(cluster.pg_port)
@@ -362,13 +412,26 @@ pub fn table(r: &Report) -> String {
     let rows = [
         ("mode", r.mode.to_string()),
         ("old leader", r.old_leader.clone()),
-        ("new leader", r.new_leader.clone().unwrap_or_else(|| "-".into())),
-        ("write downtime", format!("{} (at most {} s)", opt(r.write_downtime_s), r.max_downtime_s)),
+        (
+            "new leader",
+            r.new_leader.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "write downtime",
+            format!(
+                "{} (at most {} s)",
+                opt(r.write_downtime_s),
+                r.max_downtime_s
+            ),
+        ),
         ("write gap in the database", opt(r.db_write_gap_s)),
         ("leader key lost after", opt(r.leader_key_lost_s)),
         ("new leader key after", opt(r.leader_elected_s)),
         ("acknowledged writes", r.acked_writes.to_string()),
-        ("acknowledged writes lost", format!("{} (at most {})", r.lost_acked_writes, r.max_lost)),
+        (
+            "acknowledged writes lost",
+            format!("{} (at most {})", r.lost_acked_writes, r.max_lost),
+        ),
         ("duplicated writes", r.duplicated_writes.to_string()),
         (
             "timeline",
@@ -378,11 +441,22 @@ pub fn table(r: &Report) -> String {
                 r.timeline_after.map_or("-".into(), |t| t.to_string())
             ),
         ),
-        ("split brain", if r.split_brain { "YES" } else { "no" }.to_string()),
-        ("old leader streaming again after", opt(r.old_leader_rejoined_s)),
-        ("result", if r.passed { "PASSED".to_string() } else { format!("FAILED: {}", r.problems.join("; ")) }),
+        (
+            "split brain",
+            if r.split_brain { "YES" } else { "no" }.to_string(),
+        ),
+        (
+            "old leader streaming again after",
+            opt(r.old_leader_rejoined_s),
+        ),
+        (
+            "result",
+            if r.passed {
+                "PASSED".to_string()
+            } else {
+                format!("FAILED: {}", r.problems.join("; "))
+            },
+        ),
     ];
-    rows.iter()
-        .map(|(k, v)| format!("{k:<34} {v}\n"))
-        .collect()
+    rows.iter().map(|(k, v)| format!("{k:<34} {v}\n")).collect()
 }
