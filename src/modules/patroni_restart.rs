@@ -89,10 +89,12 @@ async fn wait_until(
     }
 }
 
+/// Running again. (Not "no longer pending": Patroni 3.0.2 keeps pending_restart on replicas
+/// whose max_connections it sets on the command line, restart or not.)
 fn running(members: &[Member], name: &str) -> bool {
-    members.iter().any(|m| {
-        m.name == name && !m.pending && matches!(m.state.as_str(), "running" | "streaming")
-    })
+    members
+        .iter()
+        .any(|m| m.name == name && matches!(m.state.as_str(), "running" | "streaming"))
 }
 
 pub async fn run_patroni_restart(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
