@@ -63,7 +63,7 @@ fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: 
 }
 
 #[test]
-fn every_mode_fails_over_and_leaves_the_cluster_healthy() {
+fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
     let lab = lab();
     stack(&lab);
     // Goals: a planned switchover within 3 s of write downtime, a graceful stop and a crashed
