@@ -36,6 +36,7 @@ pub struct State {
     pub role: String,
     pub state: String,
     pub lag: Option<u64>,
+    pub timeline: Option<u64>,
 }
 
 fn var(inventory: &Inventory, host: &str, name: &str) -> Option<String> {
@@ -136,6 +137,7 @@ impl Cluster {
                         role: m["role"].as_str().unwrap_or_default().to_string(),
                         state: m["state"].as_str().unwrap_or_default().to_string(),
                         lag: m["lag"].as_u64(),
+                        timeline: m["timeline"].as_u64(),
                     })
                     .collect(),
             );
@@ -191,6 +193,16 @@ impl Cluster {
             };
             if s.state != "running" && s.state != "streaming" {
                 return unhealthy(format!("{} is {}", m.name, s.state));
+            }
+            if s.role != "leader" && s.timeline != leaders[0].timeline {
+                // A replica left on an old timeline (a diverged former leader) never catches up.
+                return unhealthy(format!(
+                    "{} is on timeline {}, the leader {} on {}",
+                    m.name,
+                    s.timeline.map_or("?".into(), |t| t.to_string()),
+                    leaders[0].name,
+                    leaders[0].timeline.map_or("?".into(), |t| t.to_string())
+                ));
             }
             if s.role != "leader" {
                 match s.lag {
