@@ -106,6 +106,16 @@ pub struct ProbeArgs {
     /// The probe configuration.
     #[arg(long, default_value = "probes/ha.yml")]
     pub config: PathBuf,
+    /// The inventory that group targets (`targets: {group: G, port: P}`) and
+    /// `password_secret` are resolved through.
+    #[arg(short, long)]
+    pub inventory: Option<PathBuf>,
+    /// Where /metrics and /healthz are served.
+    #[arg(long, default_value = "0.0.0.0:9313")]
+    pub listen: std::net::SocketAddr,
+    /// Only check the configuration (and resolve its targets), then exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@ pub mod failover;
 pub mod inventory;
 pub mod lab;
 pub mod modules;
+pub mod probe;
 pub mod roles;
 pub mod secrets;
 pub mod ssh;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-use hactl::cli::{ApplyArgs, Cli, Command, FailoverArgs, InventoryAction, Output};
+use hactl::cli::{ApplyArgs, Cli, Command, FailoverArgs, InventoryAction, Output, ProbeArgs};
 use hactl::engine::{self, ApplyError};
 use hactl::inventory::{self, Inventory};
 use hactl::{exit, lab, roles};
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Apply(args) => apply(args),
         Command::FailoverTest(args) => failover_test(args),
-        Command::Probe(_) => not_implemented("probe"),
+        Command::Probe(args) => probe(args),
         Command::Lab(args) => lab::run(&args),
         Command::Inventory(args) => inventory_command(args.action),
     };
@@ -25,7 +25,10 @@ fn main() -> ExitCode {
             eprintln!("hactl: {err:#}");
             let bad_input = err.downcast_ref::<inventory::InventoryError>().is_some()
                 || err.downcast_ref::<ApplyError>().is_some()
-                || err.downcast_ref::<roles::RoleError>().is_some();
+                || err.downcast_ref::<roles::RoleError>().is_some()
+                || err
+                    .downcast_ref::<hactl::probe::ProbeError>()
+                    .is_some_and(|e| e.is_bad_input());
             ExitCode::from(if bad_input {
                 exit::BAD_INPUT
             } else {
@@ -89,6 +92,31 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
     })
 }
 
+/// The prober daemon: runs until SIGTERM; SIGHUP reloads its configuration.
+fn probe(args: ProbeArgs) -> Result<u8> {
+    let opts = hactl::probe::Options {
+        config: args.config,
+        inventory: args.inventory,
+        listen: args.listen,
+    };
+    if args.check {
+        let (probes, targets) = hactl::probe::check(&opts)?;
+        println!("{}: {probes} probes, {targets} targets", opts.config.display());
+        return Ok(exit::OK);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HACTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(hactl::probe::run(opts))?;
+    Ok(exit::OK)
+}
+
 /// The sudo password: asked on the terminal, or read as one line from a pipe.
 fn read_become_password() -> Result<String> {
     use std::io::IsTerminal;
@@ -118,10 +146,4 @@ fn inventory_command(action: InventoryAction) -> Result<u8> {
         }
     }
     Ok(exit::OK)
-}
-
-/// A subcommand whose issue has not landed yet.
-fn not_implemented(name: &str) -> Result<u8> {
-    eprintln!("hactl {name}: not implemented yet");
-    Ok(exit::HOST_FAILED)
 }

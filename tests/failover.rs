@@ -80,13 +80,13 @@ fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
 
 /// Power loss of the leader, five times in a row: with synchronous mode no acknowledged write is
 /// lost, nobody else accepts writes meanwhile, and the old leader comes back as a replica each
-/// time. Goal: ttl + loop_wait = 35 s of write downtime.
+/// time. Goal: ttl + loop_wait = 36 s of write downtime.
 #[test]
 fn kill_node_five_times_in_a_row_loses_no_acknowledged_write() {
     let lab = lab();
     stack(&lab);
     for round in 1..=5 {
-        let (out, report) = failover("kill-node", "35");
+        let (out, report) = failover("kill-node", "36");
         eprintln!("kill-node #{round}: {report}");
         assert_healthy_failover("kill-node", &out, &report, true);
         let old = report["old_leader"].as_str().unwrap_or_default();
@@ -106,7 +106,7 @@ fn kill_node_five_times_in_a_row_loses_no_acknowledged_write() {
 fn partition_fails_over_and_the_old_leader_follows_after_healing() {
     let lab = lab();
     stack(&lab);
-    let (out, report) = failover("partition", "35");
+    let (out, report) = failover("partition", "36");
     eprintln!("partition: {report}");
     assert_healthy_failover("partition", &out, &report, true);
     let old = report["old_leader"].as_str().unwrap_or_default();

@@ -1,0 +1,426 @@
+//! `hactl probe`: scheduled probes of an HA PostgreSQL stack (HTTP, TCP, PostgreSQL, etcd,
+//! Patroni topology, write availability, external commands), exposed as Prometheus metrics.
+//!
+//! Scheduling follows cloudprober: one timer per probe and target, first runs staggered across
+//! the interval, a timeout per run, missed ticks skipped, group targets resolved again now and
+//! then, and a bound on the runs in flight.
+
+pub mod config;
+pub mod kinds;
+pub mod metrics;
+mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use config::{Config, Probe, Targets, Type};
+use kinds::{Ctx, Kit};
+use metrics::Metrics;
+
+use crate::inventory::Inventory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// A configuration error: nothing is probed.
+    #[error("{file}:{line}: {message}")]
+    Config {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl ProbeError {
+    /// Bad input (config or inventory) rather than a runtime failure.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, ProbeError::Config { .. } | ProbeError::Inventory(_))
+    }
+}
+
+pub struct Options {
+    pub config: PathBuf,
+    pub inventory: Option<PathBuf>,
+    pub listen: SocketAddr,
+}
+
+/// One probe with everything its runs need, and the targets it has now.
+struct Planned {
+    probe: Arc<Probe>,
+    kit: Arc<Kit>,
+    targets: Vec<String>,
+}
+
+/// Loads the configuration and resolves every probe's targets; any error names file:line.
+fn plan(opts: &Options) -> Result<(Config, Vec<Planned>), ProbeError> {
+    let config = Config::load(&opts.config)?;
+    let inventory = match &opts.inventory {
+        Some(p) => Some(Inventory::load(p)?),
+        None => None,
+    };
+    let mut out = Vec::new();
+    for probe in &config.probes {
+        let targets = resolve(&config, probe, inventory.as_ref())?;
+        let password = password(&config, probe, inventory.as_ref())?;
+        let kit = Kit::new(probe, password).map_err(|e| bad(&config, probe, e))?;
+        out.push(Planned {
+            probe: Arc::new(probe.clone()),
+            kit: Arc::new(kit),
+            targets,
+        });
+    }
+    Ok((config, out))
+}
+
+fn bad(config: &Config, probe: &Probe, message: String) -> ProbeError {
+    ProbeError::Config {
+        file: config.file.display().to_string(),
+        line: probe.line,
+        message: format!("probe {}: {message}", probe.name),
+    }
+}
+
+/// The targets of a probe now: a group's hosts come from the inventory.
+fn resolve(
+    config: &Config,
+    probe: &Probe,
+    inventory: Option<&Inventory>,
+) -> Result<Vec<String>, ProbeError> {
+    let mut targets = match &probe.targets {
+        Targets::Static(list) => list.clone(),
+        Targets::Group(g) => {
+            let Some(inv) = inventory else {
+                return Err(bad(
+                    config,
+                    probe,
+                    format!(
+                        "targets: the group {:?} needs an inventory (-i INVENTORY)",
+                        g.group
+                    ),
+                ));
+            };
+            if !inv.groups.contains_key(&g.group) {
+                return Err(bad(
+                    config,
+                    probe,
+                    format!(
+                        "targets: no group {:?} in {}",
+                        g.group,
+                        inv.path.display()
+                    ),
+                ));
+            }
+            let hosts: Vec<String> = inv
+                .hosts
+                .keys()
+                .filter(|h| inv.groups_of(h).iter().any(|x| *x == g.group))
+                .map(|h| {
+                    let addr = inv
+                        .host_vars(h)
+                        .get("ansible_host")
+                        .and_then(|v| v.value.as_str().map(str::to_string))
+                        .unwrap_or_else(|| h.clone());
+                    let hp = format!("{addr}:{}", g.port);
+                    match probe.ptype {
+                        Type::Http => format!(
+                            "{}://{hp}{}",
+                            probe.http.scheme.as_deref().unwrap_or("http"),
+                            probe.http.path.as_deref().unwrap_or("/")
+                        ),
+                        _ => hp,
+                    }
+                })
+                .collect();
+            if hosts.is_empty() {
+                return Err(bad(
+                    config,
+                    probe,
+                    format!("targets: the group {:?} has no hosts", g.group),
+                ));
+            }
+            hosts
+        }
+    };
+    // A write probe writes through the cluster, not through one member.
+    if probe.ptype == Type::Write && targets.len() > 1 {
+        targets = vec![targets.join(",")];
+    }
+    Ok(targets)
+}
+
+fn password(
+    config: &Config,
+    probe: &Probe,
+    inventory: Option<&Inventory>,
+) -> Result<Option<String>, ProbeError> {
+    let o = &probe.postgres;
+    if let Some(p) = &o.password {
+        return Ok(Some(p.clone()));
+    }
+    let Some(name) = &o.password_secret else {
+        return Ok(None);
+    };
+    let Some(inv) = inventory else {
+        return Err(bad(
+            config,
+            probe,
+            format!("postgres.password_secret {name:?} needs an inventory (-i INVENTORY)"),
+        ));
+    };
+    crate::secrets::SecretStore::of(inv)
+        .get_or_create(name, None)
+        .map(Some)
+        .map_err(|e| bad(config, probe, format!("postgres.password_secret: {e}")))
+}
+
+/// Checks the configuration and resolves its targets: (probes, targets).
+pub fn check(opts: &Options) -> Result<(usize, usize), ProbeError> {
+    let (_, planned) = plan(opts)?;
+    Ok((planned.len(), planned.iter().map(|p| p.targets.len()).sum()))
+}
+
+/// The timers that run: one task per (probe, target).
+struct Scheduler {
+    metrics: Arc<Metrics>,
+    limit: Arc<Semaphore>,
+    tasks: HashMap<(String, String), (Type, JoinHandle<()>)>,
+}
+
+impl Scheduler {
+    fn new(metrics: Arc<Metrics>, concurrency: usize) -> Scheduler {
+        Scheduler {
+            metrics,
+            limit: Arc::new(Semaphore::new(concurrency)),
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Starts what is new, stops what is gone; `restart` also restarts what stays (a reload).
+    fn apply(&mut self, plan: &[Planned], restart: bool) {
+        let mut wanted: HashMap<(String, String), (Arc<Probe>, Arc<Kit>, usize, usize)> =
+            HashMap::new();
+        for p in plan {
+            let n = p.targets.len();
+            for (i, t) in p.targets.iter().enumerate() {
+                wanted.insert(
+                    (p.probe.name.clone(), t.clone()),
+                    (p.probe.clone(), p.kit.clone(), i, n),
+                );
+            }
+        }
+        let keys: Vec<(String, String)> = self.tasks.keys().cloned().collect();
+        for key in keys {
+            let gone = match wanted.get(&key) {
+                None => true,
+                Some((probe, ..)) => {
+                    restart || self.tasks.get(&key).is_some_and(|(t, _)| *t != probe.ptype)
+                }
+            };
+            if gone {
+                if let Some((ptype, handle)) = self.tasks.remove(&key) {
+                    handle.abort();
+                    if !wanted.contains_key(&key) {
+                        self.metrics.forget(&key.0, &key.1, ptype.name());
+                    }
+                }
+            }
+        }
+        for (key, (probe, kit, i, n)) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let ptype = probe.ptype;
+            let handle = tokio::spawn(timer(
+                probe,
+                kit,
+                key.1.clone(),
+                self.metrics.clone(),
+                self.limit.clone(),
+                i,
+                n,
+            ));
+            self.tasks.insert(key, (ptype, handle));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+/// One target of one probe, forever: staggered start, one run per tick, missed ticks skipped.
+async fn timer(
+    probe: Arc<Probe>,
+    kit: Arc<Kit>,
+    target: String,
+    metrics: Arc<Metrics>,
+    limit: Arc<Semaphore>,
+    index: usize,
+    count: usize,
+) {
+    let stagger = probe.interval.mul_f64(index as f64 / count.max(1) as f64);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + stagger, probe.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let labels = [probe.name.as_str(), target.as_str(), probe.ptype.name()];
+    let mut last_ok: Option<bool> = None;
+    loop {
+        tick.tick().await;
+        let Ok(_permit) = limit.acquire().await else {
+            return;
+        };
+        let ctx = Ctx {
+            probe: &probe,
+            target: &target,
+            metrics: &metrics,
+        };
+        let start = Instant::now();
+        let result = match tokio::time::timeout(probe.timeout, kit.run(&ctx)).await {
+            Ok(r) => r,
+            Err(_) => {
+                kit.timed_out(&ctx).await;
+                metrics.timeouts.with_label_values(&labels).inc();
+                Err(format!("timed out after {} s", probe.timeout.as_secs_f64()))
+            }
+        };
+        let took = start.elapsed();
+        metrics.total.with_label_values(&labels).inc();
+        metrics
+            .duration
+            .with_label_values(&labels)
+            .observe(took.as_secs_f64());
+        metrics
+            .probe_duration
+            .with_label_values(&labels)
+            .set(took.as_secs_f64());
+        let ok = result.is_ok();
+        metrics
+            .probe_success
+            .with_label_values(&labels)
+            .set(i64::from(ok));
+        if ok {
+            metrics.success.with_label_values(&labels).inc();
+            metrics
+                .latency
+                .with_label_values(&labels)
+                .inc_by(took.as_micros() as u64);
+        }
+        // Logs tell of changes, not of every run.
+        match (&result, last_ok) {
+            (Err(e), Some(true) | None) => {
+                tracing::warn!(probe = %probe.name, dst = %target, ptype = probe.ptype.name(), error = %e, "probe failing")
+            }
+            (Ok(()), Some(false)) => {
+                tracing::info!(probe = %probe.name, dst = %target, ptype = probe.ptype.name(), "probe succeeding again")
+            }
+            _ => {}
+        }
+        last_ok = Some(ok);
+    }
+}
+
+/// Whether the prober runs a configuration: `/healthz` answers 200 only then.
+#[derive(Default)]
+pub struct Health {
+    pub probes: std::sync::atomic::AtomicUsize,
+}
+
+/// Runs until SIGTERM or SIGINT. A configuration error at start is returned (file:line); on
+/// SIGHUP a bad configuration keeps the running one and is logged.
+pub async fn run(opts: Options) -> Result<(), ProbeError> {
+    let (config, planned) = plan(&opts)?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ProbeError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    tokio::spawn(server::serve(listener, metrics.clone(), health.clone()));
+    let mut sched = Scheduler::new(metrics.clone(), config.concurrency);
+    sched.apply(&planned, false);
+    health
+        .probes
+        .store(sched.len(), std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        config = %opts.config.display(),
+        listen = %opts.listen,
+        probes = planned.len(),
+        targets = sched.len(),
+        "probing"
+    );
+    let (mut config, mut planned) = (config, planned);
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| ProbeError::Config {
+        file: "signal".into(),
+        line: 0,
+        message: e.to_string(),
+    });
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut resolve_tick = tokio::time::interval(config.resolve_every);
+    resolve_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match plan(&opts) {
+                Ok((c, p)) => {
+                    if c.concurrency != config.concurrency {
+                        sched.limit = Arc::new(Semaphore::new(c.concurrency));
+                    }
+                    sched.apply(&p, true);
+                    tracing::info!(probes = p.len(), targets = sched.len(), "configuration reloaded");
+                    if c.resolve_every != config.resolve_every {
+                        resolve_tick = tokio::time::interval(c.resolve_every);
+                        resolve_tick.tick().await;
+                    }
+                    (config, planned) = (c, p);
+                }
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded: keeping the running one"),
+            },
+            _ = resolve_tick.tick() => {
+                // Group targets again, from the inventory as it is now.
+                let inventory = opts.inventory.as_ref().map(|p| Inventory::load(p));
+                match inventory.transpose() {
+                    Ok(inv) => {
+                        let mut changed = false;
+                        for p in planned.iter_mut() {
+                            if matches!(p.probe.targets, Targets::Group(_)) {
+                                match resolve(&config, &p.probe, inv.as_ref()) {
+                                    Ok(t) if t != p.targets => { p.targets = t; changed = true; }
+                                    Ok(_) => {}
+                                    Err(e) => tracing::error!(error = %e, "targets not resolved: keeping the last ones"),
+                                }
+                            }
+                        }
+                        if changed {
+                            sched.apply(&planned, false);
+                            tracing::info!(targets = sched.len(), "targets changed");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "inventory not read: keeping the last targets"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        health
+            .probes
+            .store(sched.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing::info!("stopping");
+    Ok(())
+}
