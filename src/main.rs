@@ -101,7 +101,10 @@ fn probe(args: ProbeArgs) -> Result<u8> {
     };
     if args.check {
         let (probes, targets) = hactl::probe::check(&opts)?;
-        println!("{}: {probes} probes, {targets} targets", opts.config.display());
+        println!(
+            "{}: {probes} probes, {targets} targets",
+            opts.config.display()
+        );
         return Ok(exit::OK);
     }
     tracing_subscriber::fmt()
@@ -110,6 +113,7 @@ fn probe(args: ProbeArgs) -> Result<u8> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new()?;

@@ -387,6 +387,11 @@ fn world_for(
         );
         d.fixed
             .insert("ansible_check_mode".into(), opts.check.into());
+        // The running hactl, for roles that install it (the prober).
+        if let Ok(exe) = std::env::current_exe() {
+            d.fixed
+                .insert("hactl_executable".into(), exe.display().to_string().into());
+        }
         d.fixed
             .insert("play_hosts".into(), plan.hosts.clone().into());
         data.insert(host.clone(), Arc::new(d));

@@ -142,6 +142,13 @@ fn content_of(
         }
         Action::Copy(args) => match &args.src {
             None => Ok(None),
+            // An absolute path is a file on this (the control) machine, as in Ansible.
+            Some(src) if src.starts_with('/') => std::fs::read(src).map(Some).map_err(|e| {
+                format!(
+                    "{}:{}: copy: {src} on this machine: {e}",
+                    task.file, task.args_line
+                )
+            }),
             Some(src) => role
                 .files
                 .get(src)

@@ -104,10 +104,9 @@ impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
         let parsed = match &v {
-            serde_json::Value::Number(n) => n
-                .as_f64()
-                .filter(|s| *s > 0.0)
-                .map(Duration::from_secs_f64),
+            serde_json::Value::Number(n) => {
+                n.as_f64().filter(|s| *s > 0.0).map(Duration::from_secs_f64)
+            }
             serde_json::Value::String(s) => parse_duration(s),
             _ => None,
         };
@@ -265,12 +264,16 @@ impl Config {
         let mut probes = Vec::new();
         let mut names = BTreeMap::new();
         for (i, node) in seq(probes_node).iter().enumerate() {
-            let raw: RawProbe = from_node(node).map_err(|(m, e)| err(m.line, format!("probes[{i}]: {e}")))?;
+            let raw: RawProbe =
+                from_node(node).map_err(|(m, e)| err(m.line, format!("probes[{i}]: {e}")))?;
             let at = |key: &str| child(node, key).map_or(node.mark.line, |n| n.mark.line);
             if let Some(first) = names.insert(raw.name.clone(), node.mark.line) {
                 return Err(err(
                     at("name"),
-                    format!("name: the probe {:?} is defined twice (first at line {first})", raw.name),
+                    format!(
+                        "name: the probe {:?} is defined twice (first at line {first})",
+                        raw.name
+                    ),
                 ));
             }
             if !valid_name(&raw.name) {
@@ -280,7 +283,9 @@ impl Config {
                 ));
             }
             let interval = raw.interval.map_or(Duration::from_secs(10), |d| d.0);
-            let timeout = raw.timeout.map_or(interval.min(Duration::from_secs(5)), |d| d.0);
+            let timeout = raw
+                .timeout
+                .map_or(interval.min(Duration::from_secs(5)), |d| d.0);
             if timeout > interval {
                 return Err(err(
                     at("timeout"),
@@ -294,7 +299,12 @@ impl Config {
             let targets = match raw.targets {
                 Some(t) => t,
                 None if raw.ptype == Type::External => Targets::Static(vec!["local".into()]),
-                None => return Err(err(node.mark.line, format!("probes[{i}] ({}): targets: missing", raw.name))),
+                None => {
+                    return Err(err(
+                        node.mark.line,
+                        format!("probes[{i}] ({}): targets: missing", raw.name),
+                    ))
+                }
             };
             if let Targets::Static(list) = &targets {
                 if list.is_empty() {
@@ -303,10 +313,18 @@ impl Config {
                 let mut seen = std::collections::HashSet::new();
                 for t in list {
                     if !seen.insert(t) {
-                        return Err(err(at("targets"), format!("targets: {t:?} is listed twice")));
+                        return Err(err(
+                            at("targets"),
+                            format!("targets: {t:?} is listed twice"),
+                        ));
                     }
-                    if raw.ptype == Type::Http && !(t.starts_with("http://") || t.starts_with("https://")) {
-                        return Err(err(at("targets"), format!("targets: {t:?} is not an http:// or https:// URL")));
+                    if raw.ptype == Type::Http
+                        && !(t.starts_with("http://") || t.starts_with("https://"))
+                    {
+                        return Err(err(
+                            at("targets"),
+                            format!("targets: {t:?} is not an http:// or https:// URL"),
+                        ));
                     }
                 }
             }
@@ -317,17 +335,25 @@ impl Config {
                 ("external", raw.external.is_some(), Type::External),
             ] {
                 if given && raw.ptype != wanted {
-                    return Err(err(at(key), format!("{key}: only for probes of type {}", wanted.name())));
+                    return Err(err(
+                        at(key),
+                        format!("{key}: only for probes of type {}", wanted.name()),
+                    ));
                 }
             }
             if raw.postgres.is_some() && !matches!(raw.ptype, Type::Postgres | Type::Write) {
-                return Err(err(at("postgres"), "postgres: only for probes of type postgres or write".into()));
+                return Err(err(
+                    at("postgres"),
+                    "postgres: only for probes of type postgres or write".into(),
+                ));
             }
             let http = raw.http.unwrap_or_default();
             let body = match &http.body {
                 Some(b) => Some(regex::Regex::new(b).map_err(|e| {
                     err(
-                        child(node, "http").and_then(|h| child(h, "body")).map_or(at("http"), |n| n.mark.line),
+                        child(node, "http")
+                            .and_then(|h| child(h, "body"))
+                            .map_or(at("http"), |n| n.mark.line),
                         format!("http.body: not a regular expression: {e}"),
                     )
                 })?),
@@ -335,12 +361,18 @@ impl Config {
             };
             if let Some(m) = &http.method {
                 if reqwest::Method::from_bytes(m.as_bytes()).is_err() {
-                    return Err(err(at("http"), format!("http.method: {m:?} is not an HTTP method")));
+                    return Err(err(
+                        at("http"),
+                        format!("http.method: {m:?} is not an HTTP method"),
+                    ));
                 }
             }
             let external = raw.external.unwrap_or_default();
             if raw.ptype == Type::External && external.command.is_empty() {
-                return Err(err(node.mark.line, format!("probes[{i}] ({}): external.command: missing", raw.name)));
+                return Err(err(
+                    node.mark.line,
+                    format!("probes[{i}] ({}): external.command: missing", raw.name),
+                ));
             }
             probes.push(Probe {
                 name: raw.name,
@@ -370,12 +402,17 @@ fn secs(d: Duration) -> String {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn child<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
     match &node.kind {
-        Kind::Map(entries) => entries.iter().find(|(k, _)| k.key_text() == key).map(|(_, v)| v),
+        Kind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.key_text() == key)
+            .map(|(_, v)| v),
         _ => None,
     }
 }
@@ -436,7 +473,10 @@ fn from_node<T: serde::de::DeserializeOwned>(node: &Node) -> Result<T, (Mark, St
 fn unknown_key_mark(node: &Node, message: &str) -> Option<Mark> {
     let field = message.split("unknown field `").nth(1)?.split('`').next()?;
     match &node.kind {
-        Kind::Map(entries) => entries.iter().find(|(k, _)| k.key_text() == field).map(|(k, _)| k.mark),
+        Kind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.key_text() == field)
+            .map(|(k, _)| k.mark),
         _ => None,
     }
 }

@@ -87,15 +87,17 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let duration = HistogramVec::new(
-            HistogramOpts::new("hactl_probe_duration_seconds", "Time a probe run took.")
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0,
-                ]),
+            HistogramOpts::new("hactl_probe_duration_seconds", "Time a probe run took.").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            ),
             &LABELS,
         )
         .expect("a valid metric");
-        r.register(Box::new(duration.clone())).expect("registered once");
+        r.register(Box::new(duration.clone()))
+            .expect("registered once");
         let probe = ["probe"];
         let member = ["probe", "member"];
         Metrics {
@@ -247,7 +249,12 @@ impl Metrics {
         ] {
             let _ = g.remove_label_values(&pd);
         }
-        for g in [&self.http_status, &self.pg_is_primary, &self.etcd_has_leader, &self.etcd_alarms] {
+        for g in [
+            &self.http_status,
+            &self.pg_is_primary,
+            &self.etcd_has_leader,
+            &self.etcd_alarms,
+        ] {
             let _ = g.remove_label_values(&pd);
         }
         self.external
@@ -258,5 +265,7 @@ impl Metrics {
 }
 
 pub fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

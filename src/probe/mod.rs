@@ -115,17 +115,13 @@ fn resolve(
                 return Err(bad(
                     config,
                     probe,
-                    format!(
-                        "targets: no group {:?} in {}",
-                        g.group,
-                        inv.path.display()
-                    ),
+                    format!("targets: no group {:?} in {}", g.group, inv.path.display()),
                 ));
             }
             let hosts: Vec<String> = inv
                 .hosts
                 .keys()
-                .filter(|h| inv.groups_of(h).iter().any(|x| *x == g.group))
+                .filter(|h| inv.groups_of(h).contains(&g.group))
                 .map(|h| {
                     let addr = inv
                         .host_vars(h)
@@ -191,6 +187,9 @@ pub fn check(opts: &Options) -> Result<(usize, usize), ProbeError> {
     Ok((planned.len(), planned.iter().map(|p| p.targets.len()).sum()))
 }
 
+/// A target to probe: the probe, its kit, and the target's place among the probe's targets.
+type Wanted = (Arc<Probe>, Arc<Kit>, usize, usize);
+
 /// The timers that run: one task per (probe, target).
 struct Scheduler {
     metrics: Arc<Metrics>,
@@ -209,8 +208,7 @@ impl Scheduler {
 
     /// Starts what is new, stops what is gone; `restart` also restarts what stays (a reload).
     fn apply(&mut self, plan: &[Planned], restart: bool) {
-        let mut wanted: HashMap<(String, String), (Arc<Probe>, Arc<Kit>, usize, usize)> =
-            HashMap::new();
+        let mut wanted: HashMap<(String, String), Wanted> = HashMap::new();
         for p in plan {
             let n = p.targets.len();
             for (i, t) in p.targets.iter().enumerate() {
@@ -364,11 +362,13 @@ pub async fn run(opts: Options) -> Result<(), ProbeError> {
     let (mut config, mut planned) = (config, planned);
 
     use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| signal(k).map_err(|e| ProbeError::Config {
-        file: "signal".into(),
-        line: 0,
-        message: e.to_string(),
-    });
+    let sig = |k| {
+        signal(k).map_err(|e| ProbeError::Config {
+            file: "signal".into(),
+            line: 0,
+            message: e.to_string(),
+        })
+    };
     let mut hup = sig(SignalKind::hangup())?;
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;

@@ -18,17 +18,33 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
         .map_err(|e| format!("connect: {e}"))?;
     let status = client.status().await.map_err(|e| format!("status: {e}"))?;
     let alarms = client
-        .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
         .await
         .map_err(|e| format!("alarms: {e}"))?;
     let l = [p.name.as_str(), ctx.target];
     let m = ctx.metrics;
-    m.etcd_has_leader.with_label_values(&l).set(i64::from(status.leader() != 0));
-    m.etcd_leader_id.with_label_values(&l).set(status.leader() as f64);
-    m.etcd_raft_term.with_label_values(&l).set(status.raft_term() as f64);
-    m.etcd_raft_index.with_label_values(&l).set(status.raft_index() as f64);
-    m.etcd_db_size.with_label_values(&l).set(status.db_size() as f64);
-    m.etcd_alarms.with_label_values(&l).set(alarms.alarms().len() as i64);
+    m.etcd_has_leader
+        .with_label_values(&l)
+        .set(i64::from(status.leader() != 0));
+    m.etcd_leader_id
+        .with_label_values(&l)
+        .set(status.leader() as f64);
+    m.etcd_raft_term
+        .with_label_values(&l)
+        .set(status.raft_term() as f64);
+    m.etcd_raft_index
+        .with_label_values(&l)
+        .set(status.raft_index() as f64);
+    m.etcd_db_size
+        .with_label_values(&l)
+        .set(status.db_size() as f64);
+    m.etcd_alarms
+        .with_label_values(&l)
+        .set(alarms.alarms().len() as i64);
     if status.leader() == 0 {
         return Err("the member knows no leader".into());
     }
@@ -36,7 +52,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
         return Err(format!("errors: {}", status.errors().join("; ")));
     }
     if let Some(a) = alarms.alarms().first() {
-        return Err(format!("alarm {:?} on member {:x}", a.alarm(), a.member_id()));
+        return Err(format!(
+            "alarm {:?} on member {:x}",
+            a.alarm(),
+            a.member_id()
+        ));
     }
     Ok(())
 }

@@ -51,7 +51,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
 /// `name value` or `name{k="v",...} value` lines; everything else (comments, junk) is skipped.
 pub fn parse(text: &str) -> Vec<ExternalSample> {
     let name_re = regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").ok();
-    let label_re = regex::Regex::new(r#"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*$"#).ok();
+    let label_re =
+        regex::Regex::new(r#"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*$"#).ok();
     let (Some(name_re), Some(label_re)) = (name_re, label_re) else {
         return Vec::new();
     };
@@ -65,10 +66,14 @@ pub fn parse(text: &str) -> Vec<ExternalSample> {
             Some((h, v)) => (h.trim(), v),
             None => continue,
         };
-        let Ok(value) = value.parse::<f64>() else { continue };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
         let (name, labels) = match head.split_once('{') {
             Some((n, rest)) => {
-                let Some(inner) = rest.strip_suffix('}') else { continue };
+                let Some(inner) = rest.strip_suffix('}') else {
+                    continue;
+                };
                 let mut labels = Vec::new();
                 let mut ok = true;
                 for part in inner.split(',').filter(|s| !s.trim().is_empty()) {
@@ -87,7 +92,11 @@ pub fn parse(text: &str) -> Vec<ExternalSample> {
             None => (head, Vec::new()),
         };
         if name_re.is_match(name) {
-            out.push(ExternalSample { name: name.to_string(), labels, value });
+            out.push(ExternalSample {
+                name: name.to_string(),
+                labels,
+                value,
+            });
         }
     }
     out
@@ -103,6 +112,9 @@ mod tests {
         assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!(s[0].name, "queue_depth");
         assert_eq!(s[0].value, 12.0);
-        assert_eq!(s[1].labels, vec![("table".into(), "a".into()), ("db".into(), "b".into())]);
+        assert_eq!(
+            s[1].labels,
+            vec![("table".into(), "a".into()), ("db".into(), "b".into())]
+        );
     }
 }

@@ -44,7 +44,10 @@ pub async fn run(ctx: &Ctx<'_>, client: &reqwest::Client) -> Result<(), String> 
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|i| i.peer_certificate())
         .and_then(not_after);
-    let body = resp.text().await.map_err(|e| format!("reading the body: {e}"))?;
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?;
     let status_ok = if p.http.status.is_empty() {
         (200..300).contains(&status)
     } else {

@@ -24,9 +24,15 @@ pub enum Kit {
     Http(reqwest::Client),
     Tcp,
     Postgres(Option<String>),
-    Write(Option<String>, Arc<tokio::sync::Mutex<postgres::WriteState>>),
+    Write(
+        Option<String>,
+        Arc<tokio::sync::Mutex<postgres::WriteState>>,
+    ),
     Etcd,
-    Patroni(reqwest::Client, Arc<std::sync::Mutex<patroni::PatroniState>>),
+    Patroni(
+        reqwest::Client,
+        Arc<std::sync::Mutex<patroni::PatroniState>>,
+    ),
     External,
 }
 
@@ -55,7 +61,8 @@ impl Kit {
             Kit::Http(client) => http::run(ctx, client).await,
             Kit::Tcp => tcp::run(ctx).await,
             Kit::Postgres(password) => {
-                let config = postgres::pg_config(ctx.probe, ctx.target, password.as_deref(), false)?;
+                let config =
+                    postgres::pg_config(ctx.probe, ctx.target, password.as_deref(), false)?;
                 postgres::run(ctx, &config).await
             }
             Kit::Write(password, state) => {

@@ -13,18 +13,31 @@ pub struct PatroniState {
     pub members: Vec<String>,
 }
 
-pub async fn run(ctx: &Ctx<'_>, client: &reqwest::Client, state: &std::sync::Mutex<PatroniState>) -> Result<(), String> {
+pub async fn run(
+    ctx: &Ctx<'_>,
+    client: &reqwest::Client,
+    state: &std::sync::Mutex<PatroniState>,
+) -> Result<(), String> {
     let p = ctx.probe;
     let url = if ctx.target.contains("://") {
         format!("{}/cluster", ctx.target.trim_end_matches('/'))
     } else {
         format!("http://{}/cluster", ctx.target)
     };
-    let resp = client.get(url).send().await.map_err(|e| if e.is_timeout() { "timed out".to_string() } else { format!("GET /cluster: {e}") })?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        if e.is_timeout() {
+            "timed out".to_string()
+        } else {
+            format!("GET /cluster: {e}")
+        }
+    })?;
     if !resp.status().is_success() {
         return Err(format!("GET /cluster: status {}", resp.status().as_u16()));
     }
-    let body: Value = resp.json().await.map_err(|e| format!("GET /cluster: {e}"))?;
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("GET /cluster: {e}"))?;
     let members = body["members"].as_array().cloned().unwrap_or_default();
     let name = |m: &Value| m["name"].as_str().unwrap_or_default().to_string();
     let leaders: Vec<&Value> = members
@@ -47,7 +60,9 @@ pub async fn run(ctx: &Ctx<'_>, client: &reqwest::Client, state: &std::sync::Mut
         }
         let lag = member["lag"].as_u64();
         if let Some(lag) = lag {
-            m.patroni_lag.with_label_values(&[cluster, &name(member)]).set(lag as f64);
+            m.patroni_lag
+                .with_label_values(&[cluster, &name(member)])
+                .set(lag as f64);
         }
         let on_timeline = leader_tl.is_some() && member["timeline"].as_u64() == leader_tl;
         match lag {
@@ -56,18 +71,30 @@ pub async fn run(ctx: &Ctx<'_>, client: &reqwest::Client, state: &std::sync::Mut
             _ if !on_timeline => problems.push(format!(
                 "{} is on timeline {}, the leader on {}",
                 name(member),
-                member["timeline"].as_u64().map_or("?".into(), |t| t.to_string()),
+                member["timeline"]
+                    .as_u64()
+                    .map_or("?".into(), |t| t.to_string()),
                 leader_tl.map_or("?".into(), |t| t.to_string())
             )),
             _ => problems.push(format!("{} is not streaming", name(member))),
         }
     }
-    m.patroni_leaders.with_label_values(&[cluster]).set(leaders.len() as i64);
-    m.patroni_members.with_label_values(&[cluster]).set(members.len() as i64);
-    m.patroni_running.with_label_values(&[cluster]).set(running as i64);
-    m.patroni_streaming.with_label_values(&[cluster]).set(streaming);
+    m.patroni_leaders
+        .with_label_values(&[cluster])
+        .set(leaders.len() as i64);
+    m.patroni_members
+        .with_label_values(&[cluster])
+        .set(members.len() as i64);
+    m.patroni_running
+        .with_label_values(&[cluster])
+        .set(running as i64);
+    m.patroni_streaming
+        .with_label_values(&[cluster])
+        .set(streaming);
     if let Some(tl) = leader_tl {
-        m.patroni_timeline.with_label_values(&[cluster]).set(tl as i64);
+        m.patroni_timeline
+            .with_label_values(&[cluster])
+            .set(tl as i64);
     }
     {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());

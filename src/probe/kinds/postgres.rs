@@ -10,12 +10,21 @@ use crate::probe::config::{Probe, Role};
 
 /// A connection configuration for one target: `HOST:PORT`, or for `write` a comma-separated
 /// list of them (the session goes to whichever accepts writes).
-pub fn pg_config(probe: &Probe, target: &str, password: Option<&str>, write: bool) -> Result<tokio_postgres::Config, String> {
+pub fn pg_config(
+    probe: &Probe,
+    target: &str,
+    password: Option<&str>,
+    write: bool,
+) -> Result<tokio_postgres::Config, String> {
     let o = &probe.postgres;
     let mut c = tokio_postgres::Config::new();
     for hp in target.split(',') {
         let (host, port) = match hp.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{hp}: the port is not a number"))?),
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{hp}: the port is not a number"))?,
+            ),
             None => (hp, 5432),
         };
         c.host(host).port(port);
@@ -23,6 +32,7 @@ pub fn pg_config(probe: &Probe, target: &str, password: Option<&str>, write: boo
     c.user(o.user.as_deref().unwrap_or("postgres"))
         .dbname(o.dbname.as_deref().unwrap_or("postgres"))
         .application_name("hactl-probe")
+        .options("-c client_min_messages=warning")
         .connect_timeout(probe.timeout);
     if let Some(p) = password {
         c.password(p);
@@ -74,10 +84,19 @@ pub async fn run(ctx: &Ctx<'_>, config: &tokio_postgres::Config) -> Result<(), S
     let lag_bytes: f64 = row.get(1);
     let lag_secs: f64 = row.get(2);
     let l = [p.name.as_str(), ctx.target];
-    ctx.metrics.pg_is_primary.with_label_values(&l).set(i64::from(!in_recovery));
+    ctx.metrics
+        .pg_is_primary
+        .with_label_values(&l)
+        .set(i64::from(!in_recovery));
     if in_recovery {
-        ctx.metrics.pg_lag_bytes.with_label_values(&l).set(lag_bytes);
-        ctx.metrics.pg_lag_seconds.with_label_values(&l).set(lag_secs);
+        ctx.metrics
+            .pg_lag_bytes
+            .with_label_values(&l)
+            .set(lag_bytes);
+        ctx.metrics
+            .pg_lag_seconds
+            .with_label_values(&l)
+            .set(lag_secs);
     } else {
         let _ = ctx.metrics.pg_lag_bytes.remove_label_values(&l);
         let _ = ctx.metrics.pg_lag_seconds.remove_label_values(&l);
@@ -105,7 +124,11 @@ pub struct WriteState {
     longest: f64,
 }
 
-pub async fn write(ctx: &Ctx<'_>, config: &tokio_postgres::Config, state: &tokio::sync::Mutex<WriteState>) -> Result<(), String> {
+pub async fn write(
+    ctx: &Ctx<'_>,
+    config: &tokio_postgres::Config,
+    state: &tokio::sync::Mutex<WriteState>,
+) -> Result<(), String> {
     let p = ctx.probe;
     let table = p.postgres.table.as_deref().unwrap_or("hactl_probe_write");
     let mut st = state.lock().await;
@@ -153,14 +176,23 @@ pub async fn write(ctx: &Ctx<'_>, config: &tokio_postgres::Config, state: &tokio
                 }
                 if gap > st.longest {
                     st.longest = gap;
-                    ctx.metrics.write_longest_outage.with_label_values(&l).set(gap);
+                    ctx.metrics
+                        .write_longest_outage
+                        .with_label_values(&l)
+                        .set(gap);
                 }
             } else {
                 ctx.metrics.write_last_outage.with_label_values(&l).set(0.0);
-                ctx.metrics.write_longest_outage.with_label_values(&l).set(0.0);
+                ctx.metrics
+                    .write_longest_outage
+                    .with_label_values(&l)
+                    .set(0.0);
             }
             st.last_ok = Some(done);
-            ctx.metrics.write_since_success.with_label_values(&l).set(0.0);
+            ctx.metrics
+                .write_since_success
+                .with_label_values(&l)
+                .set(0.0);
         }
         Err(_) => write_failed(ctx, &mut st),
     }
