@@ -187,7 +187,13 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
             .as_array()
             .cloned()
             .unwrap_or_default();
-        for (job, count) in [("node", 4), ("etcd", 3), ("patroni", 3), ("prometheus", 1)] {
+        for (job, count) in [
+            ("node", 4),
+            ("etcd", 3),
+            ("patroni", 3),
+            ("prometheus", 1),
+            ("prober", 1),
+        ] {
             let up = active
                 .iter()
                 .filter(|t| t["labels"]["job"] == job && t["health"] == "up")

@@ -1,0 +1,350 @@
+//! `hactl probe` on the lab: the installed prober (role prober) scraped by Prometheus with
+//! every probe succeeding; what it records during a kill-node failover; and the postgres, write,
+//! etcd and patroni probe types against the lab's real servers — success, failure and timeout.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{lab, text, Lab, INVENTORY};
+use serde_json::Value;
+
+const PROBER: &str = "10.213.0.21:9313";
+
+fn stack(lab: &Lab) {
+    let out = lab.hactl(&["apply", INVENTORY]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// GET over plain HTTP/1.0 (std only): (status, body).
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(3)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// Samples of the text format: `name{labels}` → value.
+fn samples(metrics: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of a metric's samples whose labels contain every `k="v"` given.
+fn sum(m: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name))
+        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => {
+                panic!("{what}: still not so after {secs} s: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
+fn prometheus(lab: &Lab, query: &str) -> Value {
+    let out = lab.run(
+        "prmt-1",
+        &format!("curl -sf http://10.213.0.21:9090/api/v1/query --data-urlencode 'query={query}'"),
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{query}: {e}: {out}"))
+}
+
+#[test]
+fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
+    let lab = lab();
+    stack(&lab);
+    assert_eq!(
+        lab.run("prmt-1", "systemctl is-active hactl-prober"),
+        "active"
+    );
+    assert_eq!(
+        lab.run("prmt-1", "stat -c '%a %U' /etc/hactl/probes.yml"),
+        "600 hactl-prober"
+    );
+    // Prometheus has the prober as a target, up.
+    eventually(90, "the prober target is up in Prometheus", || {
+        let r = prometheus(&lab, "up{job=\"prober\"}");
+        match r["data"]["result"][0]["value"][1].as_str() {
+            Some("1") => Ok(()),
+            other => Err(format!("{other:?}: {r}")),
+        }
+    });
+    // Every probe of every target succeeds, as Prometheus sees it.
+    let names = [
+        "patroni_api",
+        "patroni_topology",
+        "postgres",
+        "write",
+        "etcd",
+        "node_exporter",
+    ];
+    eventually(120, "every probe succeeds in Prometheus", || {
+        let r = prometheus(&lab, "probe_success{job=\"prober\"}");
+        let results = r["data"]["result"].as_array().cloned().unwrap_or_default();
+        // 3 members × (api, topology, postgres) + 1 write + 3 etcd + 4 node_exporter.
+        if results.len() != 17 {
+            return Err(format!("{} series: {r}", results.len()));
+        }
+        let failing: Vec<String> = results
+            .iter()
+            .filter(|s| s["value"][1] != "1")
+            .map(|s| format!("{} {}", s["metric"]["probe"], s["metric"]["dst"]))
+            .collect();
+        let seen: Vec<&str> = results
+            .iter()
+            .filter_map(|s| s["metric"]["probe"].as_str())
+            .collect();
+        if let Some(missing) = names.iter().find(|n| !seen.contains(n)) {
+            return Err(format!("no {missing} series"));
+        }
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("failing: {failing:?}"))
+        }
+    });
+    // The domain gauges say the same: one leader, both replicas streaming, writes flowing.
+    let m = samples(&get(PROBER, "/metrics").expect("the prober answers").1);
+    assert_eq!(sum(&m, "hactl_patroni_leaders", &[]), 1.0, "{m:?}");
+    assert_eq!(sum(&m, "hactl_patroni_replicas_streaming", &[]), 2.0);
+    assert_eq!(sum(&m, "hactl_etcd_has_leader", &[]), 3.0);
+    assert!(sum(&m, "hactl_write_seconds_since_success", &[]) < 3.0);
+    // The prober's journal never shows the PostgreSQL password.
+    let secrets = std::fs::read_to_string(common::repo().join("inventory/lab.secrets.yml"))
+        .expect("the lab's secret store");
+    let journal = lab.run("prmt-1", "journalctl -u hactl-prober --no-pager -o cat");
+    for line in secrets.lines() {
+        if let Some((_, secret)) = line.split_once(": ") {
+            let secret = secret.trim().trim_matches('"');
+            if secret.len() >= 8 {
+                assert!(
+                    !journal.contains(secret),
+                    "a secret in the prober's journal"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() {
+    let lab = lab();
+    stack(&lab);
+    let metrics = || samples(&get(PROBER, "/metrics").map(|r| r.1).unwrap_or_default());
+    let before = eventually(60, "the prober sees a healthy cluster", || {
+        let m = metrics();
+        if sum(&m, "hactl_patroni_leaders", &[]) == 1.0
+            && sum(&m, "hactl_write_seconds_since_success", &[]) < 3.0
+        {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    });
+    let out = common::hactl(&[
+        "failover-test",
+        "-i",
+        INVENTORY,
+        "--mode",
+        "kill-node",
+        "--max-downtime",
+        "36",
+        "--output",
+        "json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}):\n{}", text(&out)));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let downtime = report["write_downtime_s"].as_f64().expect("write downtime");
+    let new_leader = report["new_leader"].as_str().expect("new leader");
+    let changes = |m: &BTreeMap<String, f64>| sum(m, "hactl_patroni_leader_changes_total", &[]);
+    let outages = |m: &BTreeMap<String, f64>| sum(m, "hactl_write_outages_total", &[]);
+    let after = eventually(30, "the prober records the failover", || {
+        let m = metrics();
+        let leader = format!("member=\"{new_leader}\"");
+        if changes(&m) > changes(&before)
+            && outages(&m) > outages(&before)
+            && sum(&m, "hactl_patroni_leader", &[&leader]) == 1.0
+        {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    });
+    let outage = sum(&after, "hactl_write_last_outage_seconds", &[]);
+    eprintln!("failover report: {downtime} s of write downtime; write probe: {outage} s");
+    assert!(
+        (outage - downtime).abs() <= 3.0,
+        "the write probe saw {outage} s without writes, the failover test {downtime} s"
+    );
+}
+
+/// A local server that accepts connections and never answers: every probe of it times out.
+fn silent() -> (String, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+            if held.len() > 200 {
+                break;
+            }
+        }
+    });
+    (addr, h)
+}
+
+struct Prober(Child);
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab() {
+    let lab = lab();
+    stack(&lab);
+    let (quiet, _h) = silent();
+    let listen = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("lab.yml");
+    let pg = "postgres: {user: postgres, password_secret: postgresql_superuser}";
+    std::fs::write(
+        &config,
+        format!(
+            "probes:
+  - {{name: pg_any, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}}}
+  - {{name: pg_primary, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, postgres: {{user: postgres, password_secret: postgresql_superuser, expect: primary}}}}
+  - {{name: pg_badpass, type: postgres, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:5432\"], postgres: {{user: postgres, password: not-the-password}}}}
+  - {{name: pg_silent, type: postgres, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}}}
+  - {{name: write_ok, type: write, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}}}
+  - {{name: write_silent, type: write, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}}}
+  - {{name: etcd_ok, type: etcd, interval: 1s, timeout: 900ms, targets: {{group: etcd_cluster, port: 2379}}}}
+  - {{name: etcd_wrong, type: etcd, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:9100\"]}}
+  - {{name: etcd_silent, type: etcd, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"]}}
+  - {{name: patroni_ok, type: patroni, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 8008}}}}
+  - {{name: patroni_wrong, type: patroni, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:9100\"]}}
+  - {{name: patroni_silent, type: patroni, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"]}}
+"
+        ),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.path().join("stderr")).expect("log");
+    let _prober = Prober(
+        Command::new(env!("CARGO_BIN_EXE_hactl"))
+            .args(["probe", "--config"])
+            .arg(&config)
+            .args(["-i", INVENTORY, "--listen", &listen])
+            .current_dir(common::repo())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the prober"),
+    );
+    let m = eventually(30, "every probe has run at least 3 times", || {
+        let m = samples(&get(&listen, "/metrics").map(|r| r.1).unwrap_or_default());
+        let probes = [
+            "pg_any",
+            "pg_primary",
+            "pg_badpass",
+            "pg_silent",
+            "write_ok",
+            "write_silent",
+            "etcd_ok",
+            "etcd_wrong",
+            "etcd_silent",
+            "patroni_ok",
+            "patroni_wrong",
+            "patroni_silent",
+        ];
+        for p in probes {
+            let runs = m
+                .iter()
+                .filter(|(k, _)| k.starts_with("total{") && k.contains(&format!("probe=\"{p}\"")))
+                .map(|(_, v)| *v)
+                .fold(f64::MAX, f64::min);
+            if runs == f64::MAX || runs < 3.0 {
+                return Err(format!("{p}: {runs} runs"));
+            }
+        }
+        Ok(m)
+    });
+    let ok = |p: &str| sum(&m, "probe_success", &[&format!("probe=\"{p}\"")]);
+    let timeouts = |p: &str| sum(&m, "timeouts", &[&format!("probe=\"{p}\"")]);
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    // Success: every member answers; the one primary is the leader; writes go through.
+    assert_eq!(ok("pg_any"), 3.0, "{stderr}");
+    assert_eq!(
+        ok("pg_primary"),
+        1.0,
+        "exactly one member is the primary: {stderr}"
+    );
+    assert_eq!(
+        sum(&m, "hactl_postgres_is_primary", &["probe=\"pg_any\""]),
+        1.0
+    );
+    assert_eq!(ok("write_ok"), 1.0, "{stderr}");
+    assert_eq!(ok("etcd_ok"), 3.0, "{stderr}");
+    assert_eq!(
+        sum(&m, "hactl_etcd_has_leader", &["probe=\"etcd_ok\""]),
+        3.0
+    );
+    assert_eq!(ok("patroni_ok"), 3.0, "{stderr}");
+    assert_eq!(
+        sum(&m, "hactl_patroni_leaders", &["probe=\"patroni_ok\""]),
+        1.0
+    );
+    // Failure, not timeout: a wrong password, a port that is not etcd or Patroni.
+    for p in ["pg_badpass", "etcd_wrong", "patroni_wrong"] {
+        assert_eq!(ok(p), 0.0, "{p} succeeded");
+        assert_eq!(timeouts(p), 0.0, "{p} timed out instead of failing");
+    }
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    // Timeout: a server that never answers.
+    for p in ["pg_silent", "write_silent", "etcd_silent", "patroni_silent"] {
+        assert_eq!(ok(p), 0.0, "{p} succeeded");
+        assert!(timeouts(p) >= 1.0, "{p} did not time out: {stderr}");
+    }
+    assert!(
+        sum(
+            &m,
+            "hactl_write_seconds_since_success",
+            &["probe=\"write_silent\""]
+        ) > 1.0
+    );
+}
