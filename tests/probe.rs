@@ -1,0 +1,974 @@
+//! `hactl probe` end to end, on this machine only: local HTTP, TCP and command targets, the real
+//! binary as a child process, and what a user reads on /metrics and /healthz.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a test waits for the prober to get somewhere.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------------
+// Local servers
+
+/// A free local port: bound, then released.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// An HTTP/1.1 server on a thread: `/ok` answers 200 with a body the probes look for, `/fail`
+/// 500, `/mismatch` 200 with another body, and `/hang` accepts the request and never answers.
+fn http_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the HTTP server");
+    let addr = listener.local_addr().expect("local addr");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || http_answer(stream));
+        }
+    });
+    addr
+}
+
+fn http_answer(mut stream: TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (status, body) = match path.as_str() {
+        "/ok" => ("200 OK", "hello from the test server: status=green\n"),
+        "/fail" => ("500 Internal Server Error", "status=green but broken\n"),
+        "/mismatch" => ("200 OK", "status=red\n"),
+        "/hang" => {
+            // Never answer; hold the connection until the prober gives up on it.
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            return;
+        }
+        _ => ("404 Not Found", "not found\n"),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// A TCP listener that accepts (and drops) every connection.
+fn tcp_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the TCP server");
+    let addr = listener.local_addr().expect("local addr");
+    thread::spawn(move || for _stream in listener.incoming() {});
+    addr
+}
+
+/// A listener whose accept queue is full, so that a new connect hangs (the kernel drops the
+/// SYN, and the client retransmits it after 1 s, 3 s, ...): its backlog is set to 0 with a
+/// second listen(2), then connections are opened, and never accepted, until one times out.
+/// The listener and the connections that got in are returned: they must stay open.
+fn hanging_tcp_server() -> (TcpListener, Vec<TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the full listener");
+    let addr = listener.local_addr().expect("local addr");
+    // SAFETY: listen(2) on a socket we own; Linux lets a listening socket change its backlog.
+    let rc = unsafe { nix::libc::listen(listener.as_raw_fd(), 0) };
+    assert_eq!(rc, 0, "listen(fd, 0): {}", std::io::Error::last_os_error());
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(s) => queued.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, queued),
+            Err(e) => panic!("filling the accept queue of {addr}: {e}"),
+        }
+    }
+    panic!("the accept queue of {addr} never filled: connects do not hang on this kernel");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The prober
+
+fn hactl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+}
+
+/// A YAML double-quoted scalar (a JSON string is one).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("a JSON string")
+}
+
+/// A running `hactl probe`, killed when dropped (also when a test panics).
+struct Prober {
+    child: Child,
+    addr: SocketAddr,
+    config: PathBuf,
+    stderr: PathBuf,
+    dir: TempDir,
+}
+
+impl Prober {
+    /// Writes `config` and starts `hactl probe` on it, listening on a free local port.
+    fn start(config: &str) -> Prober {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("probes.yml");
+        fs::write(&path, config).expect("write the config");
+        let stderr = dir.path().join("stderr.log");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("an address");
+        let child = hactl()
+            .args(["probe", "--config"])
+            .arg(&path)
+            .args(["--listen", &addr.to_string()])
+            .env("HACTL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).expect("create stderr.log"))
+            .spawn()
+            .expect("start hactl probe");
+        Prober {
+            child,
+            addr,
+            config: path,
+            stderr,
+            dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// The /metrics text, or None when nothing answers (yet).
+    fn metrics_text(&self) -> Option<String> {
+        match http_get(self.addr, "/metrics") {
+            Some((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        let text = self
+            .metrics_text()
+            .unwrap_or_else(|| panic!("no /metrics on {}:\n{}", self.addr, self.stderr()));
+        Metrics::parse(&text)
+    }
+
+    /// Polls /metrics until `done` holds; panics with the metrics and stderr after PATIENCE.
+    fn wait_for(&mut self, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            if let Some(text) = self.metrics_text() {
+                let m = Metrics::parse(&text);
+                if done(&m) {
+                    return m;
+                }
+                last = text;
+            }
+            if !self.running() {
+                panic!(
+                    "hactl probe exited ({:?}) while waiting for {what}\nstderr:\n{}",
+                    self.child.try_wait(),
+                    self.stderr()
+                );
+            }
+            if start.elapsed() > PATIENCE {
+                panic!(
+                    "waited {PATIENCE:?} for {what}\n--- /metrics ---\n{last}\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal hactl probe");
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET with std only: (status, body), or None when the connection fails.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// One sample of the text format: name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A /metrics page, parsed.
+struct Metrics {
+    text: String,
+    samples: Vec<Sample>,
+}
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        let samples = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| parse_sample(l).unwrap_or_else(|| panic!("not a sample: {l:?}\n{text}")))
+            .collect();
+        Metrics {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// The value of the one sample called `name` that has all of `labels`.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let found: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "{name}{labels:?} matches {} samples:\n{}",
+            found.len(),
+            self.text
+        );
+        found.first().map(|s| s.value)
+    }
+
+    /// A per-target series of a probe (labels probe and dst).
+    fn of(&self, name: &str, probe: &str, dst: &str) -> Option<f64> {
+        self.get(name, &[("probe", probe), ("dst", dst)])
+    }
+
+    /// A counter that does not exist yet counts 0.
+    fn count(&self, name: &str, probe: &str, dst: &str) -> f64 {
+        self.of(name, probe, dst).unwrap_or(0.0)
+    }
+
+    /// Asserts the value of a per-target series (None: absent), showing the page otherwise.
+    #[track_caller]
+    fn assert_is(&self, name: &str, probe: &str, dst: &str, want: Option<f64>) {
+        let got = self.of(name, probe, dst);
+        assert_eq!(
+            got, want,
+            "{name}{{probe={probe:?},dst={dst:?}}}:\n{}",
+            self.text
+        );
+    }
+
+    /// Asserts a counter's value (absent counts 0), showing the page otherwise.
+    #[track_caller]
+    fn assert_count(&self, name: &str, probe: &str, dst: &str, want: f64) {
+        let got = self.count(name, probe, dst);
+        assert_eq!(
+            got, want,
+            "{name}{{probe={probe:?},dst={dst:?}}}:\n{}",
+            self.text
+        );
+    }
+
+    /// Whether any series carries probe="probe".
+    fn mentions(&self, probe: &str) -> bool {
+        self.samples
+            .iter()
+            .any(|s| s.labels.get("probe").map(String::as_str) == Some(probe))
+    }
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let end = line.find(['{', ' '])?;
+    let name = line[..end].to_string();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[end..];
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices();
+        let mut key = String::new();
+        loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '}' => {
+                    rest = &inner[i + 1..];
+                    break;
+                }
+                ',' | ' ' => {}
+                '=' => {
+                    if chars.next()?.1 != '"' {
+                        return None;
+                    }
+                    let mut value = String::new();
+                    loop {
+                        match chars.next()?.1 {
+                            '"' => break,
+                            '\\' => match chars.next()?.1 {
+                                'n' => value.push('\n'),
+                                other => value.push(other),
+                            },
+                            other => value.push(other),
+                        }
+                    }
+                    labels.insert(std::mem::take(&mut key), value);
+                }
+                other => key.push(other),
+            }
+        }
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// http
+
+#[test]
+fn http_probes_check_status_and_body_and_time_out_without_delaying_others() {
+    let web = http_server();
+    let url = |path: &str| format!("http://{web}{path}");
+    let (ok, fail, mismatch, hang) = (url("/ok"), url("/fail"), url("/mismatch"), url("/hang"));
+    let config = format!(
+        r#"probes:
+  - name: web_ok
+    type: http
+    interval: 200ms
+    timeout: 150ms
+    targets: [{ok}]
+    http: {{status: [200], body: "status=(green|yellow)", method: GET, headers: {{X-Probe: hactl}}}}
+  - name: web_fail
+    type: http
+    interval: 200ms
+    timeout: 150ms
+    targets: [{fail}]
+    http: {{status: [200], body: "status=green"}}
+  - name: web_mismatch
+    type: http
+    interval: 200ms
+    timeout: 150ms
+    targets: [{mismatch}]
+    http: {{status: [200], body: "status=green"}}
+  - name: web_hang
+    type: http
+    interval: 2s
+    timeout: 1500ms
+    targets: [{hang}]
+"#,
+        ok = q(&ok),
+        fail = q(&fail),
+        mismatch = q(&mismatch),
+        hang = q(&hang),
+    );
+    let mut prober = Prober::start(&config);
+
+    let m = prober.wait_for(
+        "every http probe to run, and the hanging one to give up",
+        |m| {
+            m.count("total", "web_ok", &ok) >= 3.0
+                && m.count("total", "web_fail", &fail) >= 3.0
+                && m.count("total", "web_mismatch", &mismatch) >= 3.0
+                && m.count("total", "web_hang", &hang) >= 1.0
+        },
+    );
+
+    // Success: 200 and a matching body.
+    let total = m.count("total", "web_ok", &ok);
+    m.assert_count("success", "web_ok", &ok, total);
+    m.assert_is("probe_success", "web_ok", &ok, Some(1.0));
+    m.assert_is("hactl_http_status_code", "web_ok", &ok, Some(200.0));
+    assert_eq!(
+        m.get("total", &[("probe", "web_ok"), ("ptype", "http")]),
+        Some(total),
+        "ptype label:\n{}",
+        m.text
+    );
+    assert!(m.count("latency", "web_ok", &ok) > 0.0, "{}", m.text);
+    assert!(
+        m.get(
+            "hactl_probe_duration_seconds_count",
+            &[("probe", "web_ok"), ("dst", &ok)]
+        )
+        .is_some_and(|c| c >= total - 1.0),
+        "histogram:\n{}",
+        m.text
+    );
+    assert!(m.of("probe_duration_seconds", "web_ok", &ok).is_some());
+
+    // A status that is not in the list fails, even with a matching body.
+    m.assert_is("probe_success", "web_fail", &fail, Some(0.0));
+    m.assert_count("success", "web_fail", &fail, 0.0);
+    m.assert_is("hactl_http_status_code", "web_fail", &fail, Some(500.0));
+    m.assert_count("timeouts", "web_fail", &fail, 0.0);
+
+    // A body that does not match fails, even with 200.
+    m.assert_is("probe_success", "web_mismatch", &mismatch, Some(0.0));
+    m.assert_count("success", "web_mismatch", &mismatch, 0.0);
+    m.assert_is(
+        "hactl_http_status_code",
+        "web_mismatch",
+        &mismatch,
+        Some(200.0),
+    );
+
+    // A server that never answers: a failure after the timeout (whether it also counts in
+    // `timeouts` is http_timeouts_are_counted_as_timeouts, ignored for now).
+    m.assert_is("probe_success", "web_hang", &hang, Some(0.0));
+    m.assert_count("success", "web_hang", &hang, 0.0);
+    let took = m.of("probe_duration_seconds", "web_hang", &hang);
+    assert!(
+        took.is_some_and(|t| (1.4..2.0).contains(&t)),
+        "web_hang took {took:?} s with a 1.5 s timeout:\n{}",
+        m.text
+    );
+
+    // The hanging target does not hold the healthy probe back: it keeps its 200 ms pace.
+    let before = m.count("total", "web_ok", &ok);
+    thread::sleep(Duration::from_secs(3));
+    let m = prober.metrics();
+    let after = m.count("total", "web_ok", &ok);
+    assert!(
+        after - before >= 8.0,
+        "web_ok ran {} times in 3 s at a 200 ms interval:\n{}",
+        after - before,
+        m.text
+    );
+    m.assert_count("success", "web_ok", &ok, after);
+    assert!(m.count("total", "web_hang", &hang) >= 2.0, "{}", m.text);
+}
+
+/// A run that times out counts in `timeouts`, as it does for tcp and external probes.
+///
+/// Ignored: hactl's HTTP client has its own timeout equal to the probe's (src/probe/kinds/
+/// http.rs, `client`), started a few microseconds after the scheduler's; both fall in the same
+/// millisecond tick of tokio's timer, and tokio's `Timeout` polls the inner future first, so
+/// nearly every run ends as reqwest's "timed out" error: a failure, but `timeouts` stays 0.
+#[test]
+#[ignore = "bug: an HTTP timeout is not counted in `timeouts` (see the doc comment)"]
+fn http_timeouts_are_counted_as_timeouts() {
+    let hang = format!("http://{}/hang", http_server());
+    let config = format!(
+        "probes:\n  - name: web_hang\n    type: http\n    interval: 600ms\n    timeout: 300ms\n    targets: [{}]\n",
+        q(&hang)
+    );
+    let mut prober = Prober::start(&config);
+    let m = prober.wait_for("three runs", |m| m.count("total", "web_hang", &hang) >= 3.0);
+    let total = m.count("total", "web_hang", &hang);
+    m.assert_count("timeouts", "web_hang", &hang, total);
+    m.assert_is("probe_success", "web_hang", &hang, Some(0.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// tcp
+
+#[test]
+fn tcp_probes_connect_fail_on_refusal_and_time_out_on_a_full_backlog() {
+    let open = tcp_server().to_string();
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (full_listener, _queued) = hanging_tcp_server();
+    let full = full_listener.local_addr().expect("local addr").to_string();
+    let config = format!(
+        r#"probes:
+  - name: tcp_open
+    type: tcp
+    interval: 200ms
+    timeout: 150ms
+    targets: [{open}]
+  - name: tcp_closed
+    type: tcp
+    interval: 200ms
+    timeout: 150ms
+    targets: [{closed}]
+  - name: tcp_full
+    type: tcp
+    interval: 1s
+    timeout: 300ms
+    targets: [{full}]
+"#,
+        open = q(&open),
+        closed = q(&closed),
+        full = q(&full),
+    );
+    let mut prober = Prober::start(&config);
+    let m = prober.wait_for("the tcp probes to run", |m| {
+        m.count("total", "tcp_open", &open) >= 3.0
+            && m.count("total", "tcp_closed", &closed) >= 3.0
+            && m.count("timeouts", "tcp_full", &full) >= 2.0
+    });
+
+    let total = m.count("total", "tcp_open", &open);
+    m.assert_count("success", "tcp_open", &open, total);
+    m.assert_is("probe_success", "tcp_open", &open, Some(1.0));
+    assert_eq!(
+        m.get("probe_success", &[("probe", "tcp_open"), ("ptype", "tcp")]),
+        Some(1.0)
+    );
+
+    // Nothing listens: refused at once, a failure but no timeout.
+    m.assert_is("probe_success", "tcp_closed", &closed, Some(0.0));
+    m.assert_count("success", "tcp_closed", &closed, 0.0);
+    m.assert_count("timeouts", "tcp_closed", &closed, 0.0);
+
+    // The SYN is dropped: every run times out.
+    m.assert_is("probe_success", "tcp_full", &full, Some(0.0));
+    m.assert_count("success", "tcp_full", &full, 0.0);
+    assert_eq!(
+        m.count("timeouts", "tcp_full", &full),
+        m.count("total", "tcp_full", &full),
+        "{}",
+        m.text
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// external
+
+/// Whether a process exists; a zombie counts (dead, but not reaped: a leak of its own).
+fn pid_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn external_probes_export_metrics_fail_on_exit_codes_and_are_killed_on_timeout() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pidfile = dir.path().join("slow.pid");
+    let config = format!(
+        r#"probes:
+  - name: ext_ok
+    type: external
+    interval: 300ms
+    timeout: 250ms
+    external:
+      command: ["sh", "-c", {ok}]
+  - name: ext_fail
+    type: external
+    interval: 300ms
+    timeout: 250ms
+    external:
+      command: ["sh", "-c", "echo 'queue_depth 9'; echo broken >&2; exit 1"]
+  - name: ext_slow
+    type: external
+    interval: 30s
+    timeout: 300ms
+    external:
+      command: ["sh", "-c", {slow}]
+"#,
+        ok = q(r#"echo 'queue_depth 3'; echo 'rows{table="a b",db="x"} 7.5'; echo junk; exit 0"#),
+        slow = q(&format!(
+            "echo $$ > {}; exec sleep 5",
+            pidfile.to_str().expect("a UTF-8 path")
+        )),
+    );
+    let mut prober = Prober::start(&config);
+    let m = prober.wait_for(
+        "the external probes to run and the slow one to time out",
+        |m| {
+            m.count("total", "ext_ok", "local") >= 2.0
+                && m.count("total", "ext_fail", "local") >= 2.0
+                && m.count("timeouts", "ext_slow", "local") >= 1.0
+        },
+    );
+
+    let total = m.count("total", "ext_ok", "local");
+    m.assert_count("success", "ext_ok", "local", total);
+    m.assert_is("probe_success", "ext_ok", "local", Some(1.0));
+    assert_eq!(
+        m.get(
+            "probe_success",
+            &[("probe", "ext_ok"), ("ptype", "external")]
+        ),
+        Some(1.0)
+    );
+    // The command's own metrics, with the probe's labels.
+    m.assert_is("queue_depth", "ext_ok", "local", Some(3.0));
+    assert_eq!(
+        m.get(
+            "rows",
+            &[
+                ("probe", "ext_ok"),
+                ("dst", "local"),
+                ("table", "a b"),
+                ("db", "x")
+            ]
+        ),
+        Some(7.5),
+        "{}",
+        m.text
+    );
+    assert!(!m.text.contains("junk"), "{}", m.text);
+
+    // Exit 1: a failure (its metrics still count).
+    m.assert_is("probe_success", "ext_fail", "local", Some(0.0));
+    m.assert_count("success", "ext_fail", "local", 0.0);
+    m.assert_count("timeouts", "ext_fail", "local", 0.0);
+    m.assert_is("queue_depth", "ext_fail", "local", Some(9.0));
+
+    // Too slow: a timeout, and the command is killed, not left to run its 5 s.
+    m.assert_is("probe_success", "ext_slow", "local", Some(0.0));
+    m.assert_count("success", "ext_slow", "local", 0.0);
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .expect("the slow command wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let start = Instant::now();
+    while pid_exists(pid) && start.elapsed() < Duration::from_secs(2) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        !pid_exists(pid),
+        "`sleep 5` (pid {pid}) still exists 2 s after its run timed out: {stat}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// config errors
+
+/// Runs hactl, waiting at most PATIENCE for it to exit: (status, stdout, stderr).
+fn run_hactl(args: &[&str], dir: &Path) -> (ExitStatus, String, String) {
+    let out = dir.join("out.log");
+    let err = dir.join("err.log");
+    let mut child = hactl()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).expect("create out.log"))
+        .stderr(File::create(&err).expect("create err.log"))
+        .spawn()
+        .expect("run hactl");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "hactl {args:?} still runs after {PATIENCE:?}\nstderr:\n{}",
+                fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status,
+        fs::read_to_string(&out).unwrap_or_default(),
+        fs::read_to_string(&err).unwrap_or_default(),
+    )
+}
+
+/// The 1-based line of the first line of `text` that contains `needle` (after `after` lines).
+fn line_of(text: &str, needle: &str, after: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .skip(after)
+        .find(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} is not in:\n{text}"))
+}
+
+/// `config` makes `hactl probe` exit 4 with `FILE:LINE:` and `words` on stderr, and nothing
+/// listening.
+fn assert_config_error(case: &str, config: &str, line: usize, words: &[&str]) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("probes.yml");
+    fs::write(&file, config).expect("write the config");
+    let file = file.to_str().expect("a UTF-8 path");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (status, _, stderr) = run_hactl(
+        &["probe", "--config", file, "--listen", &listen],
+        dir.path(),
+    );
+    let context = format!("{case}: {status}\nstderr:\n{stderr}\nconfig:\n{config}");
+    assert_eq!(status.code(), Some(4), "{context}");
+    let at = format!("{file}:{line}: ");
+    assert!(stderr.contains(&at), "{case}: expected {at:?}\n{context}");
+    for w in words {
+        assert!(stderr.contains(w), "{case}: expected {w:?}\n{context}");
+    }
+    assert!(
+        TcpStream::connect_timeout(&listen.parse().expect("addr"), Duration::from_millis(500))
+            .is_err(),
+        "{case}: something listens on {listen}"
+    );
+    // --check says the same.
+    let (status, stdout, check_err) =
+        run_hactl(&["probe", "--config", file, "--check"], dir.path());
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "{case} --check: {stdout}{check_err}"
+    );
+    assert!(check_err.contains(&at), "{case} --check:\n{check_err}");
+}
+
+#[test]
+fn config_errors_name_file_line_and_key_and_exit_4() {
+    let unknown = "probes:
+  - name: a
+    type: tcp
+    intervall: 1s
+    targets: [\"127.0.0.1:1\"]
+";
+    assert_config_error(
+        "unknown key",
+        unknown,
+        line_of(unknown, "intervall", 0),
+        &["intervall"],
+    );
+
+    let duration = "probes:
+  - name: a
+    type: tcp
+    interval: 1x
+    targets: [\"127.0.0.1:1\"]
+";
+    assert_config_error(
+        "bad duration",
+        duration,
+        line_of(duration, "interval:", 0),
+        &["interval", "1x", "not a duration"],
+    );
+
+    let longer = "probes:
+  - name: a
+    type: tcp
+    interval: 1s
+    timeout: 2s
+    targets: [\"127.0.0.1:1\"]
+";
+    assert_config_error(
+        "timeout > interval",
+        longer,
+        line_of(longer, "timeout:", 0),
+        &["timeout", "interval"],
+    );
+
+    let twice = "concurrency: 4
+probes:
+  - name: a
+    type: tcp
+    targets: [\"127.0.0.1:1\"]
+  - name: b
+    type: tcp
+    targets: [\"127.0.0.1:2\"]
+  - name: a
+    type: tcp
+    targets: [\"127.0.0.1:3\"]
+";
+    let first = line_of(twice, "name: a", 0);
+    assert_config_error(
+        "duplicate name",
+        twice,
+        line_of(twice, "name: a", first),
+        &["name", "\"a\"", &format!("first at line {first}")],
+    );
+
+    let regex = "probes:
+  - name: web
+    type: http
+    targets: [\"http://127.0.0.1:1/\"]
+    http:
+      status: [200]
+      body: \"([a-z\"
+";
+    assert_config_error(
+        "bad regex",
+        regex,
+        line_of(regex, "body:", 0),
+        &["http.body", "regular expression"],
+    );
+
+    let not_url = "probes:
+  - name: web
+    type: http
+    interval: 1s
+    targets:
+      - \"127.0.0.1:80\"
+";
+    assert_config_error(
+        "http target not a URL",
+        not_url,
+        line_of(not_url, "127.0.0.1:80", 0),
+        &["targets", "127.0.0.1:80", "URL"],
+    );
+
+    // The error is found when the targets are resolved, and points at the probe (`- name:`).
+    let group = "probes:
+  - name: ok
+    type: tcp
+    targets: [\"127.0.0.1:1\"]
+  - name: pg
+    type: tcp
+    targets: {group: postgres, port: 5432}
+";
+    assert_config_error(
+        "group targets without -i",
+        group,
+        line_of(group, "name: pg", 0),
+        &["targets", "postgres", "-i"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGHUP
+
+#[test]
+fn sighup_reloads_and_a_bad_config_keeps_the_running_one() {
+    use nix::sys::signal::Signal;
+    let dst = tcp_server().to_string();
+    let probe = |name: &str| {
+        format!(
+            "probes:\n  - name: {name}\n    type: tcp\n    interval: 200ms\n    timeout: 150ms\n    targets: [{}]\n",
+            q(&dst)
+        )
+    };
+    let mut prober = Prober::start(&probe("alpha"));
+    prober.wait_for("alpha to run", |m| m.count("total", "alpha", &dst) >= 2.0);
+
+    fs::write(&prober.config, probe("beta")).expect("rewrite the config");
+    prober.signal(Signal::SIGHUP);
+    let m = prober.wait_for("beta to replace alpha", |m| {
+        m.count("total", "beta", &dst) >= 2.0 && !m.mentions("alpha")
+    });
+    m.assert_is("probe_success", "beta", &dst, Some(1.0));
+    m.assert_is("total", "alpha", &dst, None);
+    assert_eq!(
+        http_get(prober.addr, "/healthz"),
+        Some((200, "ok: 1 probe targets\n".into()))
+    );
+
+    let broken = "probes:\n  - name: gamma\n    type: tcp\n    intervall: 1s\n    targets: [\"127.0.0.1:1\"]\n";
+    fs::write(&prober.config, broken).expect("break the config");
+    prober.signal(Signal::SIGHUP);
+    let at = format!("{}:4:", prober.config.display());
+    let start = Instant::now();
+    while !prober.stderr().contains(&at) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no {at:?} on stderr after a bad reload:\n{}",
+            prober.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let stderr = prober.stderr();
+    assert!(stderr.contains("intervall"), "{stderr}");
+    assert!(
+        prober.running(),
+        "a bad reload stopped the prober:\n{stderr}"
+    );
+
+    let before = prober.metrics().count("total", "beta", &dst);
+    thread::sleep(Duration::from_secs(1));
+    let m = prober.metrics();
+    assert!(
+        m.count("total", "beta", &dst) > before,
+        "beta stopped after a bad reload:\n{}",
+        m.text
+    );
+    assert!(!m.mentions("gamma"), "{}", m.text);
+    m.assert_is("probe_success", "beta", &dst, Some(1.0));
+    assert!(prober.running());
+}
+
+// ---------------------------------------------------------------------------------------------
+// /healthz and --check
+
+#[test]
+fn healthz_counts_targets_and_check_counts_probes() {
+    let a = tcp_server().to_string();
+    let b = tcp_server().to_string();
+    let config = format!(
+        r#"concurrency: 8
+probes:
+  - name: two
+    type: tcp
+    interval: 1s
+    targets: [{a}, {b}]
+  - name: cmd
+    type: external
+    interval: 1s
+    timeout: 500ms
+    external: {{command: ["true"]}}
+"#,
+        a = q(&a),
+        b = q(&b),
+    );
+    let mut prober = Prober::start(&config);
+    prober.wait_for("the first runs", |m| {
+        m.count("total", "two", &a) >= 1.0
+            && m.count("total", "two", &b) >= 1.0
+            && m.count("total", "cmd", "local") >= 1.0
+    });
+    assert_eq!(
+        http_get(prober.addr, "/healthz"),
+        Some((200, "ok: 3 probe targets\n".into()))
+    );
+    assert_eq!(http_get(prober.addr, "/nowhere").map(|r| r.0), Some(404));
+
+    let (status, stdout, stderr) = run_hactl(
+        &[
+            "probe",
+            "--config",
+            prober.config.to_str().expect("a UTF-8 path"),
+            "--check",
+        ],
+        prober.dir.path(),
+    );
+    assert!(status.success(), "--check: {status}\n{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{}: 2 probes, 3 targets\n", prober.config.display())
+    );
+}
