@@ -445,7 +445,7 @@ fn http_probes_check_status_and_body_and_time_out_without_delaying_others() {
     assert!(
         m.get(
             "hactl_probe_duration_seconds_count",
-            &[("probe", "web_ok"), ("dst", &ok)]
+            &[("probe", "web_ok"), ("ptype", "http")]
         )
         .is_some_and(|c| c >= total - 1.0),
         "histogram:\n{}",
@@ -470,7 +470,7 @@ fn http_probes_check_status_and_body_and_time_out_without_delaying_others() {
     );
 
     // A server that never answers: a failure after the timeout (whether it also counts in
-    // `timeouts` is http_timeouts_are_counted_as_timeouts, ignored for now).
+    // `timeouts` is http_timeouts_are_counted_as_timeouts).
     m.assert_is("probe_success", "web_hang", &hang, Some(0.0));
     m.assert_count("success", "web_hang", &hang, 0.0);
     let took = m.of("probe_duration_seconds", "web_hang", &hang);
@@ -498,13 +498,7 @@ fn http_probes_check_status_and_body_and_time_out_without_delaying_others() {
 }
 
 /// A run that times out counts in `timeouts`, as it does for tcp and external probes.
-///
-/// Ignored: hactl's HTTP client has its own timeout equal to the probe's (src/probe/kinds/
-/// http.rs, `client`), started a few microseconds after the scheduler's; both fall in the same
-/// millisecond tick of tokio's timer, and tokio's `Timeout` polls the inner future first, so
-/// nearly every run ends as reqwest's "timed out" error: a failure, but `timeouts` stays 0.
 #[test]
-#[ignore = "bug: an HTTP timeout is not counted in `timeouts` (see the doc comment)"]
 fn http_timeouts_are_counted_as_timeouts() {
     let hang = format!("http://{}/hang", http_server());
     let config = format!(
@@ -852,7 +846,7 @@ probes:
         &["targets", "127.0.0.1:80", "URL"],
     );
 
-    // The error is found when the targets are resolved, and points at the probe (`- name:`).
+    // The error is found when the targets are resolved, and points at the probe's `targets:`.
     let group = "probes:
   - name: ok
     type: tcp
@@ -864,7 +858,7 @@ probes:
     assert_config_error(
         "group targets without -i",
         group,
-        line_of(group, "name: pg", 0),
+        line_of(group, "targets: {group", 0),
         &["targets", "postgres", "-i"],
     );
 }

@@ -225,8 +225,9 @@ pub struct Probe {
     pub postgres: PostgresOptions,
     pub patroni: PatroniOptions,
     pub external: ExternalOptions,
-    /// Where the probe is defined, for messages.
+    /// Where the probe is defined, and its targets, for messages.
     pub line: usize,
+    pub targets_line: usize,
 }
 
 impl Config {
@@ -306,24 +307,27 @@ impl Config {
                     ))
                 }
             };
+            // The line of the i-th listed target (of the list itself if it is written inline).
+            let item = |i: usize| {
+                seq(child(node, "targets"))
+                    .get(i)
+                    .map_or(at("targets"), |n| n.mark.line)
+            };
             if let Targets::Static(list) = &targets {
                 if list.is_empty() {
                     return Err(err(at("targets"), "targets: the list is empty".into()));
                 }
                 let mut seen = std::collections::HashSet::new();
-                for t in list {
+                for (i, t) in list.iter().enumerate() {
                     if !seen.insert(t) {
-                        return Err(err(
-                            at("targets"),
-                            format!("targets: {t:?} is listed twice"),
-                        ));
+                        return Err(err(item(i), format!("targets[{i}]: {t:?} is listed twice")));
                     }
                     if raw.ptype == Type::Http
                         && !(t.starts_with("http://") || t.starts_with("https://"))
                     {
                         return Err(err(
-                            at("targets"),
-                            format!("targets: {t:?} is not an http:// or https:// URL"),
+                            item(i),
+                            format!("targets[{i}]: {t:?} is not an http:// or https:// URL"),
                         ));
                     }
                 }
@@ -386,6 +390,7 @@ impl Config {
                 patroni: raw.patroni.unwrap_or_default(),
                 external,
                 line: node.mark.line,
+                targets_line: at("targets"),
             });
         }
         Ok(Config {

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub write_outages: IntCounterVec,
     /// `external` probes' own metrics, by (probe, dst): the lines to append as they came.
     pub external: Mutex<BTreeMap<(String, String), Vec<ExternalSample>>>,
+    /// The members each patroni probe has series for.
+    pub patroni_members_of: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,13 +89,17 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let duration = HistogramVec::new(
-            HistogramOpts::new("hactl_probe_duration_seconds", "Time a probe run took.").buckets(
-                vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ],
-            ),
-            &LABELS,
+            HistogramOpts::new(
+                "hactl_probe_duration_seconds",
+                "Time a probe's runs took, over all its targets.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            // Per probe, not per target: 14 buckets for each of 10,000 targets would make most
+            // of /metrics and of the prober's memory.
+            &["probe", "ptype"],
         )
         .expect("a valid metric");
         r.register(Box::new(duration.clone()))
@@ -197,6 +203,7 @@ impl Metrics {
                 &probe,
             ),
             external: Mutex::new(BTreeMap::new()),
+            patroni_members_of: Mutex::new(BTreeMap::new()),
             registry: r,
         }
     }
@@ -227,6 +234,44 @@ impl Metrics {
         out
     }
 
+    /// Forgets the per-probe series (Patroni topology, write availability, the histogram) of a
+    /// probe that is no longer configured.
+    pub fn forget_probe(&self, probe: &str) {
+        for g in [
+            &self.patroni_leaders,
+            &self.patroni_members,
+            &self.patroni_running,
+            &self.patroni_streaming,
+            &self.patroni_timeline,
+        ] {
+            let _ = g.remove_label_values(&[probe]);
+        }
+        for g in [
+            &self.write_since_success,
+            &self.write_last_outage,
+            &self.write_longest_outage,
+        ] {
+            let _ = g.remove_label_values(&[probe]);
+        }
+        let _ = self.patroni_leader_changes.remove_label_values(&[probe]);
+        let _ = self.write_outages.remove_label_values(&[probe]);
+        for ptype in [
+            "http", "tcp", "postgres", "etcd", "patroni", "write", "external",
+        ] {
+            let _ = self.duration.remove_label_values(&[probe, ptype]);
+        }
+        self.patroni_members_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(probe)
+            .into_iter()
+            .flatten()
+            .for_each(|m| {
+                let _ = self.patroni_leader.remove_label_values(&[probe, &m]);
+                let _ = self.patroni_lag.remove_label_values(&[probe, &m]);
+            });
+    }
+
     /// Forgets every series of a target that is no longer probed.
     pub fn forget(&self, probe: &str, dst: &str, ptype: &str) {
         let l = [probe, dst, ptype];
@@ -234,7 +279,6 @@ impl Metrics {
         let _ = self.success.remove_label_values(&l);
         let _ = self.latency.remove_label_values(&l);
         let _ = self.timeouts.remove_label_values(&l);
-        let _ = self.duration.remove_label_values(&l);
         let _ = self.probe_success.remove_label_values(&l);
         let _ = self.probe_duration.remove_label_values(&l);
         let pd = [probe, dst];

@@ -85,9 +85,15 @@ fn plan(opts: &Options) -> Result<(Config, Vec<Planned>), ProbeError> {
 }
 
 fn bad(config: &Config, probe: &Probe, message: String) -> ProbeError {
+    // Most such errors are about the targets: point there.
+    let line = if message.starts_with("targets") {
+        probe.targets_line
+    } else {
+        probe.line
+    };
     ProbeError::Config {
         file: config.file.display().to_string(),
-        line: probe.line,
+        line,
         message: format!("probe {}: {message}", probe.name),
     }
 }
@@ -195,6 +201,8 @@ struct Scheduler {
     metrics: Arc<Metrics>,
     limit: Arc<Semaphore>,
     tasks: HashMap<(String, String), (Type, JoinHandle<()>)>,
+    /// The probes configured now, to forget the series of one that goes.
+    probes: Vec<String>,
 }
 
 impl Scheduler {
@@ -203,11 +211,12 @@ impl Scheduler {
             metrics,
             limit: Arc::new(Semaphore::new(concurrency)),
             tasks: HashMap::new(),
+            probes: Vec::new(),
         }
     }
 
     /// Starts what is new, stops what is gone; `restart` also restarts what stays (a reload).
-    fn apply(&mut self, plan: &[Planned], restart: bool) {
+    async fn apply(&mut self, plan: &[Planned], restart: bool) {
         let mut wanted: HashMap<(String, String), Wanted> = HashMap::new();
         for p in plan {
             let n = p.targets.len();
@@ -218,23 +227,36 @@ impl Scheduler {
                 );
             }
         }
+        let mut stopped = Vec::new();
         let keys: Vec<(String, String)> = self.tasks.keys().cloned().collect();
         for key in keys {
-            let gone = match wanted.get(&key) {
-                None => true,
-                Some((probe, ..)) => {
-                    restart || self.tasks.get(&key).is_some_and(|(t, _)| *t != probe.ptype)
-                }
+            let (forget, stop) = match (wanted.get(&key), self.tasks.get(&key)) {
+                (None, _) => (true, true),
+                (Some((probe, ..)), Some((t, _))) if *t != probe.ptype => (true, true),
+                _ => (false, restart),
             };
-            if gone {
+            if stop {
                 if let Some((ptype, handle)) = self.tasks.remove(&key) {
                     handle.abort();
-                    if !wanted.contains_key(&key) {
-                        self.metrics.forget(&key.0, &key.1, ptype.name());
-                    }
+                    stopped.push((key, ptype, handle, forget));
                 }
             }
         }
+        // Series are removed only once their task has stopped, so that none comes back.
+        for (key, ptype, handle, forget) in stopped {
+            let _ = handle.await;
+            if forget {
+                self.metrics.forget(&key.0, &key.1, ptype.name());
+            }
+        }
+        let live: std::collections::HashSet<&str> =
+            plan.iter().map(|p| p.probe.name.as_str()).collect();
+        for name in std::mem::take(&mut self.probes) {
+            if !live.contains(name.as_str()) {
+                self.metrics.forget_probe(&name);
+            }
+        }
+        self.probes = live.iter().map(|s| s.to_string()).collect();
         for (key, (probe, kit, i, n)) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
@@ -296,7 +318,7 @@ async fn timer(
         metrics.total.with_label_values(&labels).inc();
         metrics
             .duration
-            .with_label_values(&labels)
+            .with_label_values(&[probe.name.as_str(), probe.ptype.name()])
             .observe(took.as_secs_f64());
         metrics
             .probe_duration
@@ -338,6 +360,17 @@ pub struct Health {
 /// SIGHUP a bad configuration keeps the running one and is logged.
 pub async fn run(opts: Options) -> Result<(), ProbeError> {
     let (config, planned) = plan(&opts)?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| {
+        signal(k).map_err(|e| ProbeError::Config {
+            file: "signal".into(),
+            line: 0,
+            message: e.to_string(),
+        })
+    };
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -348,7 +381,7 @@ pub async fn run(opts: Options) -> Result<(), ProbeError> {
         })?;
     tokio::spawn(server::serve(listener, metrics.clone(), health.clone()));
     let mut sched = Scheduler::new(metrics.clone(), config.concurrency);
-    sched.apply(&planned, false);
+    sched.apply(&planned, false).await;
     health
         .probes
         .store(sched.len(), std::sync::atomic::Ordering::Relaxed);
@@ -361,17 +394,6 @@ pub async fn run(opts: Options) -> Result<(), ProbeError> {
     );
     let (mut config, mut planned) = (config, planned);
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| {
-        signal(k).map_err(|e| ProbeError::Config {
-            file: "signal".into(),
-            line: 0,
-            message: e.to_string(),
-        })
-    };
-    let mut hup = sig(SignalKind::hangup())?;
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
     let mut resolve_tick = tokio::time::interval(config.resolve_every);
     resolve_tick.tick().await;
     loop {
@@ -381,7 +403,7 @@ pub async fn run(opts: Options) -> Result<(), ProbeError> {
                     if c.concurrency != config.concurrency {
                         sched.limit = Arc::new(Semaphore::new(c.concurrency));
                     }
-                    sched.apply(&p, true);
+                    sched.apply(&p, true).await;
                     tracing::info!(probes = p.len(), targets = sched.len(), "configuration reloaded");
                     if c.resolve_every != config.resolve_every {
                         resolve_tick = tokio::time::interval(c.resolve_every);
@@ -407,7 +429,7 @@ pub async fn run(opts: Options) -> Result<(), ProbeError> {
                             }
                         }
                         if changed {
-                            sched.apply(&planned, false);
+                            sched.apply(&planned, false).await;
                             tracing::info!(targets = sched.len(), "targets changed");
                         }
                     }

@@ -10,9 +10,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
     } else {
         format!("http://{}", ctx.target)
     };
+    // A second beyond the run's timeout: the scheduler's timeout is the one that counts.
+    let limit = p.timeout + std::time::Duration::from_secs(1);
     let opts = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(p.timeout)
-        .with_timeout(p.timeout);
+        .with_connect_timeout(limit)
+        .with_timeout(limit);
     let mut client = etcd_client::Client::connect([endpoint], Some(opts))
         .await
         .map_err(|e| format!("connect: {e}"))?;

@@ -22,10 +22,12 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A run that times out is dropped, and its process killed with it.
+        // Its own process group: a run that times out is dropped, and the whole group with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("{program}: {e}"))?;
+    let _group = child.id().map(Group);
     let out = child
         .wait_with_output()
         .await
@@ -45,6 +47,21 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<(), String> {
             Some(c) => format!("exit {c}{}{last}", if last.is_empty() { "" } else { ": " }),
             None => "killed by a signal".into(),
         })
+    }
+}
+
+/// Kills a command's process group when its run ends (done, or dropped at its timeout), so
+/// that nothing it started outlives it.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

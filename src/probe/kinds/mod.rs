@@ -47,7 +47,6 @@ impl Kit {
             Type::Etcd => Kit::Etcd,
             Type::Patroni => Kit::Patroni(
                 reqwest::Client::builder()
-                    .timeout(probe.timeout)
                     .build()
                     .map_err(|e| e.to_string())?,
                 Arc::default(),

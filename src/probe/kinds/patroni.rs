@@ -119,6 +119,10 @@ pub async fn run(
                     .set(i64::from(*member == leader));
             }
         }
+        m.patroni_members_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cluster.to_string(), now.clone());
         st.members = now;
     }
     if leaders.len() != 1 {

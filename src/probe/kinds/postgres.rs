@@ -18,6 +18,7 @@ pub fn pg_config(
 ) -> Result<tokio_postgres::Config, String> {
     let o = &probe.postgres;
     let mut c = tokio_postgres::Config::new();
+    let hosts = target.split(',').count().max(1) as u32;
     for hp in target.split(',') {
         let (host, port) = match hp.rsplit_once(':') {
             Some((h, p)) => (
@@ -33,7 +34,13 @@ pub fn pg_config(
         .dbname(o.dbname.as_deref().unwrap_or("postgres"))
         .application_name("hactl-probe")
         .options("-c client_min_messages=warning")
-        .connect_timeout(probe.timeout);
+        // One host: a second beyond the run's timeout, so that the scheduler's timeout counts.
+        // Several (write): a dead host must leave time to try the next one.
+        .connect_timeout(if hosts > 1 {
+            probe.timeout / hosts
+        } else {
+            probe.timeout + Duration::from_secs(1)
+        });
     if let Some(p) = password {
         c.password(p);
     }
