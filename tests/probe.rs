@@ -55,6 +55,11 @@ fn http_answer(mut stream: TcpStream) {
         "/ok" => ("200 OK", "hello from the test server: status=green\n"),
         "/fail" => ("500 Internal Server Error", "status=green but broken\n"),
         "/mismatch" => ("200 OK", "status=red\n"),
+        // Patroni's view of a healthy cluster: a leader and a streaming replica.
+        "/cluster" => (
+            "200 OK",
+            r#"{"members":[{"name":"m1","role":"leader","state":"running","timeline":1},{"name":"m2","role":"replica","state":"streaming","timeline":1,"lag":0}]}"#,
+        ),
         "/hang" => {
             // Never answer; hold the connection until the prober gives up on it.
             while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
@@ -75,6 +80,22 @@ fn tcp_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the TCP server");
     let addr = listener.local_addr().expect("local addr");
     thread::spawn(move || for _stream in listener.incoming() {});
+    addr
+}
+
+/// A TCP server that accepts every connection and never answers: each is held until the client
+/// closes it (a PostgreSQL that never gets to its startup reply).
+fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the silent server");
+    let addr = listener.local_addr().expect("local addr");
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
     addr
 }
 
@@ -318,6 +339,19 @@ impl Metrics {
     fn every_run(&self, counter: &str, probe: &str, dst: &str) -> bool {
         let total = self.count("total", probe, dst);
         total > 0.0 && self.count(counter, probe, dst) == total
+    }
+
+    /// The samples that carry all of `labels`, one per line (for messages that list them).
+    fn series_with(&self, labels: &[(&str, &str)]) -> Vec<String> {
+        self.samples
+            .iter()
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
+            .collect()
     }
 
     /// Whether any series carries probe="probe".
@@ -578,6 +612,17 @@ fn pid_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A process's state letter from /proc/PID/stat (R, S, Z, ...), None when it does not exist.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 #[test]
 fn external_probes_export_metrics_fail_on_exit_codes_and_are_killed_on_timeout() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -671,6 +716,67 @@ fn external_probes_export_metrics_fail_on_exit_codes_and_are_killed_on_timeout()
         !pid_exists(pid),
         "`sleep 5` (pid {pid}) still exists 2 s after its run timed out: {stat}"
     );
+}
+
+/// A command that times out is killed with everything it started (its process group): a child
+/// it left in the background does not outlive the run.
+#[test]
+fn a_timed_out_external_commands_own_children_are_killed_too() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pidfile = dir.path().join("child.pid");
+    let script = format!(
+        "sleep 7 & echo $! > '{}'; wait",
+        pidfile.to_str().expect("a UTF-8 path")
+    );
+    let config = format!(
+        "probes:\n  - name: ext_kids\n    type: external\n    interval: 1s\n    timeout: 300ms\n    external:\n      command: [\"sh\", \"-c\", {}]\n",
+        q(&script)
+    );
+    let mut prober = Prober::start(&config);
+    let m = prober.wait_for("a run of ext_kids to time out", |m| {
+        m.count("timeouts", "ext_kids", "local") >= 1.0
+    });
+    m.assert_is("probe_success", "ext_kids", "local", Some(0.0));
+
+    // The background `sleep 7` of a run (the file is rewritten by every run: retry a read that
+    // catches it empty).
+    let start = Instant::now();
+    let pid: i32 = loop {
+        let text = fs::read_to_string(&pidfile).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the command never wrote its child's pid to {}: {text:?}\nstderr:\n{}",
+            pidfile.display(),
+            prober.stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    // Gone, or a zombie waiting for init to reap it: either way no longer running.
+    let dead = |state: Option<char>| matches!(state, None | Some('Z' | 'X'));
+    let start = Instant::now();
+    while !dead(process_state(pid)) && start.elapsed() < Duration::from_secs(2) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let state = process_state(pid);
+    if !dead(state) {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Do not leave it behind.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!(
+            "the timed-out command's background child `{cmdline}` (pid {pid}) is still alive \
+             (state {state:?}) 2 s later: only the command itself was killed, not its process \
+             group\n/proc/{pid}/stat: {stat}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -922,6 +1028,159 @@ fn sighup_reloads_and_a_bad_config_keeps_the_running_one() {
     assert!(!m.mentions("gamma"), "{}", m.text);
     m.assert_is("probe_success", "beta", &dst, Some(1.0));
     assert!(prober.running());
+}
+
+/// A probe whose type changes on reload (same name, same target) keeps none of the old type's
+/// series: they would show the old probe, frozen, forever.
+#[test]
+fn sighup_type_change_leaves_no_series_of_the_old_type() {
+    use nix::sys::signal::Signal;
+    let dst = tcp_server().to_string();
+    let mut prober = Prober::start(&format!(
+        "probes:\n  - name: x\n    type: tcp\n    interval: 200ms\n    timeout: 150ms\n    targets: [{}]\n",
+        q(&dst)
+    ));
+    let tcp = [("probe", "x"), ("ptype", "tcp")];
+    let external = [("probe", "x"), ("ptype", "external")];
+    prober.wait_for("x to run as a tcp probe", |m| {
+        m.get("total", &tcp).is_some_and(|t| t >= 2.0)
+            && m.get("probe_success", &tcp) == Some(1.0)
+            && m.get("hactl_probe_duration_seconds_count", &tcp).is_some()
+    });
+
+    fs::write(
+        &prober.config,
+        format!(
+            "probes:\n  - name: x\n    type: external\n    interval: 200ms\n    timeout: 150ms\n    targets: [{}]\n    external: {{command: [\"true\"]}}\n",
+            q(&dst)
+        ),
+    )
+    .expect("rewrite the config");
+    prober.signal(Signal::SIGHUP);
+    let m = prober.wait_for("x to run as an external probe", |m| {
+        m.get("total", &external).is_some_and(|t| t >= 2.0)
+    });
+    let stale = m.series_with(&tcp);
+    assert!(
+        stale.is_empty(),
+        "x is an external probe now, but series of it as a tcp probe remain:\n{}\n--- /metrics ---\n{}",
+        stale.join("\n"),
+        m.text
+    );
+    m.assert_is("total", "x", &dst, m.get("total", &external));
+
+    let before = m.get("total", &external).unwrap_or(0.0);
+    let m = prober.wait_for("x's external runs to go on", |m| {
+        m.get("total", &external).is_some_and(|t| t >= before + 2.0)
+    });
+    assert_eq!(
+        m.get("probe_success", &external),
+        Some(1.0),
+        "probe_success of x as an external probe:\n{}",
+        m.text
+    );
+    let stale = m.series_with(&tcp);
+    assert!(
+        stale.is_empty(),
+        "series of x as a tcp probe came back:\n{}",
+        stale.join("\n")
+    );
+}
+
+/// Removing a write or a patroni probe removes its per-probe series (write availability,
+/// Patroni topology, the duration histogram) with its per-target ones.
+#[test]
+fn sighup_removing_write_and_patroni_probes_removes_their_series() {
+    use nix::sys::signal::Signal;
+    let keep = tcp_server().to_string();
+    let silent = silent_server().to_string();
+    let patroni = http_server().to_string();
+    let keep_only = format!(
+        "probes:\n  - name: keep\n    type: tcp\n    interval: 200ms\n    timeout: 150ms\n    targets: [{}]\n",
+        q(&keep)
+    );
+    let config = format!(
+        r#"{keep_only}  - name: w
+    type: write
+    interval: 500ms
+    timeout: 300ms
+    targets: [{silent}]
+    postgres: {{user: postgres, password: x}}
+  - name: p
+    type: patroni
+    interval: 300ms
+    timeout: 250ms
+    targets: [{patroni}]
+"#,
+        silent = q(&silent),
+        patroni = q(&patroni),
+    );
+    let mut prober = Prober::start(&config);
+    let m = prober.wait_for(
+        "the write probe to time out and the patroni probe to see the cluster",
+        |m| {
+            m.count("timeouts", "w", &silent) >= 2.0
+                && m.get("hactl_write_seconds_since_success", &[("probe", "w")])
+                    .is_some()
+                && m.get("hactl_probe_duration_seconds_count", &[("probe", "w")])
+                    .is_some()
+                && m.count("success", "p", &patroni) >= 2.0
+                && m.get("hactl_patroni_leaders", &[("probe", "p")]) == Some(1.0)
+                && m.get("hactl_patroni_leader", &[("probe", "p"), ("member", "m1")]) == Some(1.0)
+                && m.get(
+                    "hactl_patroni_replica_lag_bytes",
+                    &[("probe", "p"), ("member", "m2")],
+                )
+                .is_some()
+                && m.get("hactl_probe_duration_seconds_count", &[("probe", "p")])
+                    .is_some()
+                && m.count("total", "keep", &keep) >= 1.0
+        },
+    );
+    m.assert_is("probe_success", "w", &silent, Some(0.0));
+    assert!(
+        m.get("hactl_write_seconds_since_success", &[("probe", "w")])
+            .is_some_and(|s| s > 0.0),
+        "{}",
+        m.text
+    );
+    m.assert_is("probe_success", "p", &patroni, Some(1.0));
+
+    fs::write(&prober.config, &keep_only).expect("rewrite the config");
+    prober.signal(Signal::SIGHUP);
+    let left = |m: &Metrics| {
+        let mut left = m.series_with(&[("probe", "w")]);
+        left.extend(m.series_with(&[("probe", "p")]));
+        left
+    };
+    let start = Instant::now();
+    loop {
+        let m = prober.metrics();
+        let left = left(&m);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{PATIENCE:?} after w and p were removed (SIGHUP), their series remain:\n{}\n--- stderr ---\n{}",
+            left.join("\n"),
+            prober.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // They do not come back, and the probe that stays goes on.
+    let before = prober.metrics().count("total", "keep", &keep);
+    let m = prober.wait_for("keep to go on after the reload", |m| {
+        m.count("total", "keep", &keep) >= before + 3.0
+    });
+    let left = left(&m);
+    assert!(
+        left.is_empty(),
+        "series of the removed w and p came back:\n{}",
+        left.join("\n")
+    );
+    m.assert_is("probe_success", "keep", &keep, Some(1.0));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -247,6 +247,16 @@ impl Scheduler {
             let _ = handle.await;
             if forget {
                 self.metrics.forget(&key.0, &key.1, ptype.name());
+                // A probe that changed its type: its histogram of the old type goes too.
+                if plan
+                    .iter()
+                    .any(|p| p.probe.name == key.0 && p.probe.ptype != ptype)
+                {
+                    let _ = self
+                        .metrics
+                        .duration
+                        .remove_label_values(&[&key.0, ptype.name()]);
+                }
             }
         }
         let live: std::collections::HashSet<&str> =
