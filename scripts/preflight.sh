@@ -11,13 +11,14 @@ require_root_and_cargo() {
     command -v cargo >/dev/null || { echo "$name: needs a Rust toolchain (cargo) — see README.md" >&2; exit 2; }
 }
 
-# What building hactl (protoc, for etcd-client's gRPC code), the lab and the tests need on this
+# What building hactl (protoc, for etcd-client's gRPC code), the lab and the tests (openssl makes
+# the HTTPS probe test's certificates) need on this
 # machine; `hactl lab up` would install the lab's part too, but the Ansible cross-check needs
 # python3 with venv before any test runs.
 install_packages() {
     local packages missing p policy own_policy
     packages=(debootstrap systemd-container dbus apt-cacher-ng iproute2 openssh-client python3 python3-venv
-        protobuf-compiler libprotobuf-dev)
+        protobuf-compiler libprotobuf-dev openssl)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

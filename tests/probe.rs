@@ -546,6 +546,185 @@ fn http_timeouts_are_counted_as_timeouts() {
     m.assert_is("probe_success", "web_hang", &hang, Some(0.0));
 }
 
+/// A CA and a server certificate for 127.0.0.1 valid `days` days, made with the openssl CLI,
+/// served by `openssl s_server -www` (200 with a status page for any GET).
+struct TlsServer {
+    child: Child,
+    addr: SocketAddr,
+    ca: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tls_server(days: u32) -> TlsServer {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let d = dir.path();
+    let days = days.to_string();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=hactl test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext.cnf");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            &days,
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(port.to_string())
+        .args(["-cert", "server.pem", "-key", "server.key"])
+        .current_dir(d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "openssl s_server does not listen"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    TlsServer {
+        child,
+        addr,
+        ca: d.join("ca.pem"),
+        _dir: dir,
+    }
+}
+
+#[test]
+fn https_probes_check_the_certificate_chain_and_its_expiry() {
+    let server = tls_server(30);
+    let url = format!("https://{}/", server.addr);
+    let ca = server.ca.display().to_string();
+    let config = format!(
+        "probes:
+  - name: tls_ok
+    type: http
+    interval: 500ms
+    timeout: 400ms
+    targets: [{u}]
+    http: {{ca_file: {ca}, cert_expiry_min: 7d}}
+  - name: tls_expiring
+    type: http
+    interval: 500ms
+    timeout: 400ms
+    targets: [{u}]
+    http: {{ca_file: {ca}, cert_expiry_min: 60d}}
+  - name: tls_untrusted
+    type: http
+    interval: 500ms
+    timeout: 400ms
+    targets: [{u}]
+",
+        u = q(&url),
+        ca = q(&ca)
+    );
+    let mut prober = Prober::start(&config);
+    let m = prober.wait_for("every https probe ran three times", |m| {
+        ["tls_ok", "tls_expiring", "tls_untrusted"]
+            .iter()
+            .all(|p| m.count("total", p, &url) >= 3.0)
+            && m.every_run("success", "tls_ok", &url)
+    });
+    // Trusted through ca_file, 30 days left: success, and the expiry is exported.
+    m.assert_is("probe_success", "tls_ok", &url, Some(1.0));
+    let left = m
+        .get(
+            "hactl_tls_cert_expiry_seconds",
+            &[("probe", "tls_ok"), ("dst", &url)],
+        )
+        .unwrap_or_else(|| panic!("no expiry metric:\n{}", m.text));
+    let day = 86_400.0;
+    assert!(
+        left > 29.0 * day && left <= 30.0 * day + 3600.0,
+        "{left} s left, not about 30 days"
+    );
+    // 30 days left is less than the 60 wanted: a failure that says so.
+    m.assert_is("probe_success", "tls_expiring", &url, Some(0.0));
+    m.assert_count("timeouts", "tls_expiring", &url, 0.0);
+    // Without the CA the chain is not trusted: a failure, not a timeout.
+    m.assert_is("probe_success", "tls_untrusted", &url, Some(0.0));
+    m.assert_count("success", "tls_untrusted", &url, 0.0);
+    m.assert_count("timeouts", "tls_untrusted", &url, 0.0);
+    let log = prober.stderr();
+    assert!(
+        log.contains("the certificate expires in 29 days")
+            || log.contains("the certificate expires in 30 days"),
+        "{log}"
+    );
+    assert!(log.contains("UnknownIssuer"), "{log}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // tcp
 

@@ -155,6 +155,9 @@ pub struct HttpOptions {
     /// HTTPS: fail when the server's certificate expires sooner than this.
     #[serde(default)]
     pub cert_expiry_min: Option<Dur>,
+    /// HTTPS: a PEM file of CA certificates trusted besides the system's (an internal CA).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Reuse connections between runs (default: a new connection per run, so the connect is
     /// measured, as blackbox_exporter and cloudprober do).
     #[serde(default)]

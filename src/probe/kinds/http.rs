@@ -12,6 +12,17 @@ pub fn client(probe: &Probe) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .tls_info(true)
         .user_agent(concat!("hactl-probe/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &probe.http.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("http.ca_file {path}: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("http.ca_file {path}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("http.ca_file {path}: no PEM certificate in it"));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
     if !probe.http.keep_alive {
         // A new connection per run, as blackbox_exporter and cloudprober do by default: the
         // connect is part of what is measured.
