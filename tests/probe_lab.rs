@@ -134,6 +134,20 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
     assert_eq!(sum(&m, "hactl_patroni_replicas_streaming", &[]), 2.0);
     assert_eq!(sum(&m, "hactl_etcd_has_leader", &[]), 3.0);
     assert!(sum(&m, "hactl_write_seconds_since_success", &[]) < 3.0);
+    // It logs in as its own role, which is no superuser.
+    let probes = lab.run("prmt-1", "cat /etc/hactl/probes.yml");
+    assert!(probes.contains("user: \"hactl_prober\""), "{probes}");
+    let leader = ["ptrn-1", "ptrn-2", "ptrn-3"]
+        .into_iter()
+        .find(|h| {
+            lab.run(h, "curl -s -o /dev/null -w '%{http_code}' http://$(hostname -I | cut -d' ' -f1):8008/leader || true") == "200"
+        })
+        .expect("a leader");
+    let role = lab.run(
+        leader,
+        "cd /tmp && runuser -u postgres -- psql -tAXc \"select rolsuper, pg_has_role('hactl_prober', 'pg_monitor', 'member') from pg_roles where rolname = 'hactl_prober'\"",
+    );
+    assert_eq!(role, "f|t", "hactl_prober: superuser | in pg_monitor");
     // The prober's journal never shows the PostgreSQL password.
     let secrets = std::fs::read_to_string(common::repo().join("inventory/lab.secrets.yml"))
         .expect("the lab's secret store");
@@ -240,14 +254,15 @@ fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab()
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("lab.yml");
-    let pg = "postgres: {user: postgres, password_secret: postgresql_superuser}";
+    // The prober's own role (role postgresql_prober): pg_monitor and its table, no superuser.
+    let pg = "postgres: {user: hactl_prober, password_secret: postgresql_prober}";
     std::fs::write(
         &config,
         format!(
             "probes:
   - {{name: pg_any, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}}}
-  - {{name: pg_primary, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, postgres: {{user: postgres, password_secret: postgresql_superuser, expect: primary}}}}
-  - {{name: pg_badpass, type: postgres, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:5432\"], postgres: {{user: postgres, password: not-the-password}}}}
+  - {{name: pg_primary, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, postgres: {{user: hactl_prober, password_secret: postgresql_prober, expect: primary}}}}
+  - {{name: pg_badpass, type: postgres, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:5432\"], postgres: {{user: hactl_prober, password: not-the-password}}}}
   - {{name: pg_silent, type: postgres, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}}}
   - {{name: write_ok, type: write, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}}}
   - {{name: write_silent, type: write, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}}}

@@ -125,7 +125,6 @@ pub async fn run(ctx: &Ctx<'_>, config: &tokio_postgres::Config) -> Result<(), S
 #[derive(Default)]
 pub struct WriteState {
     client: Option<Client>,
-    table_ready: bool,
     last_ok: Option<Instant>,
     started: Option<Instant>,
     longest: f64,
@@ -146,26 +145,28 @@ pub async fn write(
             st.client = Some(connect(config).await?);
         }
         let client = st.client.as_ref().ok_or("no connection")?;
-        if !st.table_ready {
-            client
-                .batch_execute(&format!(
-                    "create table if not exists {table} (probe text primary key, writes bigint not null, at timestamptz not null)"
-                ))
-                .await
-                .map_err(|e| pg_error(&e))?;
-            st.table_ready = true;
+        let insert = format!(
+            "insert into {table} values ($1, 1, clock_timestamp())
+             on conflict (probe) do update set writes = {table}.writes + 1, at = excluded.at"
+        );
+        match client.execute(&insert, &[&p.name]).await {
+            Ok(_) => {}
+            // The table is made on first use where the role may create it; the prober's own
+            // role (role postgresql_prober) finds it made and owns it.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                client
+                    .batch_execute(&format!(
+                        "create table if not exists {table} (probe text primary key, writes bigint not null, at timestamptz not null)"
+                    ))
+                    .await
+                    .map_err(|e| pg_error(&e))?;
+                client
+                    .execute(&insert, &[&p.name])
+                    .await
+                    .map_err(|e| pg_error(&e))?;
+            }
+            Err(e) => return Err(pg_error(&e)),
         }
-        let client = st.client.as_ref().ok_or("no connection")?;
-        client
-            .execute(
-                &format!(
-                    "insert into {table} values ($1, 1, clock_timestamp())
-                     on conflict (probe) do update set writes = {table}.writes + 1, at = excluded.at"
-                ),
-                &[&p.name],
-            )
-            .await
-            .map_err(|e| pg_error(&e))?;
         Ok::<(), String>(())
     }
     .await;
@@ -209,7 +210,6 @@ pub async fn write(
 /// A failed or timed-out write: the session is not reused, and the time without writes grows.
 pub fn write_failed(ctx: &Ctx<'_>, st: &mut WriteState) {
     st.client = None;
-    st.table_ready = false;
     let now = Instant::now();
     let since = st
         .last_ok
