@@ -48,15 +48,7 @@ fn var(inventory: &Inventory, host: &str, name: &str) -> Option<String> {
 
 impl Cluster {
     pub fn from_inventory(inventory: &Inventory) -> Result<Cluster, FailoverError> {
-        let in_group = |group: &str| -> Vec<String> {
-            inventory
-                .hosts
-                .keys()
-                .filter(|h| inventory.groups_of(h).iter().any(|g| g == group))
-                .cloned()
-                .collect()
-        };
-        let hosts = in_group("postgres_cluster");
+        let hosts = inventory.hosts_in("postgres_cluster");
         if hosts.len() < 2 {
             return Err(FailoverError::Input(format!(
                 "{}: the group postgres_cluster needs at least 2 hosts for a failover",
@@ -87,7 +79,11 @@ impl Cluster {
                     address: address(h),
                 })
                 .collect(),
-            etcd: in_group("etcd_cluster").iter().map(address).collect(),
+            etcd: inventory
+                .hosts_in("etcd_cluster")
+                .iter()
+                .map(address)
+                .collect(),
             api_port: port("patroni_api_port", 8008),
             pg_port: port("postgresql_port", 5432),
             scope: var(inventory, first, "patroni_scope").unwrap_or_else(|| "hactl".into()),

@@ -74,6 +74,15 @@ impl Inventory {
         load::load(path)
     }
 
+    /// The hosts of a group (its children's included), in inventory order.
+    pub fn hosts_in(&self, group: &str) -> Vec<String> {
+        self.hosts
+            .keys()
+            .filter(|h| self.groups_of(h).iter().any(|g| g == group))
+            .cloned()
+            .collect()
+    }
+
     /// Every group the host belongs to, directly or through `children`, `all` included.
     pub fn groups_of(&self, host: &str) -> Vec<String> {
         let mut seen: Vec<String> = vec![];

@@ -125,9 +125,8 @@ fn resolve(
                 ));
             }
             let hosts: Vec<String> = inv
-                .hosts
-                .keys()
-                .filter(|h| inv.groups_of(h).contains(&g.group))
+                .hosts_in(&g.group)
+                .iter()
                 .map(|h| {
                     let addr = inv
                         .host_vars(h)

@@ -5,12 +5,11 @@ use serde_json::Value;
 
 use super::Ctx;
 
-/// What a patroni probe remembers across runs and targets: the last leader it saw.
+/// What a patroni probe remembers across runs and targets: the last leader it saw. (The
+/// members it has series for are in `Metrics::patroni_members_of`.)
 #[derive(Default)]
 pub struct PatroniState {
     pub leader: Option<String>,
-    /// Members with a `hactl_patroni_leader` or lag series, to forget them when they go.
-    pub members: Vec<String>,
 }
 
 pub async fn run(
@@ -99,7 +98,13 @@ pub async fn run(
     {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         let now: Vec<String> = members.iter().map(name).collect();
-        for gone in st.members.iter().filter(|g| !now.contains(g)) {
+        let before = m
+            .patroni_members_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cluster.to_string(), now.clone())
+            .unwrap_or_default();
+        for gone in before.iter().filter(|g| !now.contains(g)) {
             let _ = m.patroni_lag.remove_label_values(&[cluster, gone]);
             let _ = m.patroni_leader.remove_label_values(&[cluster, gone]);
         }
@@ -119,11 +124,6 @@ pub async fn run(
                     .set(i64::from(*member == leader));
             }
         }
-        m.patroni_members_of
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(cluster.to_string(), now.clone());
-        st.members = now;
     }
     if leaders.len() != 1 {
         return Err(format!("{} leaders", leaders.len()));
