@@ -5,32 +5,13 @@ mod common;
 
 use std::process::Output;
 
-use common::{lab, text, Lab, INVENTORY};
+use common::{failover, lab, text, Lab, CLUSTER, INVENTORY};
 use serde_json::Value;
-
-const CLUSTER: [&str; 3] = ["ptrn-1", "ptrn-2", "ptrn-3"];
 
 /// The stack, applied (a no-op when an earlier test built it).
 fn stack(lab: &Lab) {
     let out = lab.hactl(&["apply", INVENTORY]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-}
-
-fn failover(mode: &str, max_downtime: &str) -> (Output, Value) {
-    let out = common::hactl(&[
-        "failover-test",
-        "-i",
-        INVENTORY,
-        "--mode",
-        mode,
-        "--max-downtime",
-        max_downtime,
-        "--output",
-        "json",
-    ]);
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{mode}: no JSON report ({e}):\n{}", text(&out)));
-    (out, report)
 }
 
 /// What every passing run must show.
@@ -129,7 +110,7 @@ fn partition_fails_over_and_the_old_leader_follows_after_healing() {
 fn an_unhealthy_cluster_is_refused_and_left_alone() {
     let lab = lab();
     stack(&lab);
-    let leader_before = leader(&lab);
+    let leader_before = lab.leader();
     let replica = CLUSTER
         .iter()
         .find(|h| **h != leader_before)
@@ -152,7 +133,7 @@ fn an_unhealthy_cluster_is_refused_and_left_alone() {
         err.contains("the cluster is not healthy, nothing was done") && err.contains(replica),
         "{err}"
     );
-    assert_eq!(leader(&lab), leader_before, "a fault was injected");
+    assert_eq!(lab.leader(), leader_before, "a fault was injected");
     assert_eq!(
         lab.run(&leader_before, "systemctl is-active patroni")
             .trim(),
@@ -161,21 +142,4 @@ fn an_unhealthy_cluster_is_refused_and_left_alone() {
     // Left healthy for the next test: the replica streams again.
     let (out, report) = failover("switchover", "3");
     assert_healthy_failover("switchover", &out, &report, true);
-}
-
-/// The leader, as Patroni's `/leader` endpoint answers it on each member.
-fn leader(lab: &Lab) -> String {
-    for _ in 0..60 {
-        for h in CLUSTER {
-            let code = lab.run(
-                h,
-                "curl -s -o /dev/null -w '%{http_code}' http://$(hostname -I | cut -d' ' -f1):8008/leader || true",
-            );
-            if code.trim() == "200" {
-                return h.to_string();
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
-    panic!("no member answers 200 on /leader");
 }

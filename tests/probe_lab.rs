@@ -137,14 +137,9 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
     // It logs in as its own role, which is no superuser.
     let probes = lab.run("prmt-1", "cat /etc/hactl/probes.yml");
     assert!(probes.contains("user: \"hactl_prober\""), "{probes}");
-    let leader = ["ptrn-1", "ptrn-2", "ptrn-3"]
-        .into_iter()
-        .find(|h| {
-            lab.run(h, "curl -s -o /dev/null -w '%{http_code}' http://$(hostname -I | cut -d' ' -f1):8008/leader || true") == "200"
-        })
-        .expect("a leader");
+    let leader = lab.leader();
     let role = lab.run(
-        leader,
+        &leader,
         "cd /tmp && runuser -u postgres -- psql -tAXc \"select rolsuper, pg_has_role('hactl_prober', 'pg_monitor', 'member') from pg_roles where rolname = 'hactl_prober'\"",
     );
     assert_eq!(role, "f|t", "hactl_prober: superuser | in pg_monitor");
@@ -180,19 +175,7 @@ fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() 
             Err(format!("{m:?}"))
         }
     });
-    let out = common::hactl(&[
-        "failover-test",
-        "-i",
-        INVENTORY,
-        "--mode",
-        "kill-node",
-        "--max-downtime",
-        "36",
-        "--output",
-        "json",
-    ]);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}):\n{}", text(&out)));
+    let (out, report) = common::failover("kill-node", "36");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let downtime = report["write_downtime_s"].as_f64().expect("write downtime");
     let new_leader = report["new_leader"].as_str().expect("new leader");

@@ -12,6 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 
 pub const INVENTORY: &str = "inventory/lab.yml";
 pub const HOSTS: [&str; 4] = ["ptrn-1", "ptrn-2", "ptrn-3", "prmt-1"];
+/// The stack's PostgreSQL and Patroni members.
+pub const CLUSTER: [&str; 3] = ["ptrn-1", "ptrn-2", "ptrn-3"];
 
 static LAB: Mutex<bool> = Mutex::new(false);
 
@@ -52,6 +54,24 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The leader, as Patroni's `/leader` endpoint answers it on each member (waits up to a
+    /// minute for one).
+    pub fn leader(&self) -> String {
+        for _ in 0..60 {
+            for h in CLUSTER {
+                let code = self.run(
+                    h,
+                    "curl -s -o /dev/null -w '%{http_code}' http://$(hostname -I | cut -d' ' -f1):8008/leader || true",
+                );
+                if code.trim() == "200" {
+                    return h.to_string();
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        panic!("no member answers 200 on /leader");
+    }
+
     pub fn hactl(&self, args: &[&str]) -> Output {
         hactl(args)
     }
@@ -71,6 +91,24 @@ impl Lab {
 }
 
 /// Runs hactl in the repository.
+/// `hactl failover-test` on the lab's inventory with a JSON report: the output and the report.
+pub fn failover(mode: &str, max_downtime: &str) -> (Output, serde_json::Value) {
+    let out = hactl(&[
+        "failover-test",
+        "-i",
+        INVENTORY,
+        "--mode",
+        mode,
+        "--max-downtime",
+        max_downtime,
+        "--output",
+        "json",
+    ]);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{mode}: no JSON report ({e}):\n{}", text(&out)));
+    (out, report)
+}
+
 pub fn hactl(args: &[&str]) -> Output {
     hactl_in(&repo(), args)
 }
