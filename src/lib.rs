@@ -11,5 +11,6 @@ pub mod probe;
 pub mod roles;
 pub mod secrets;
 pub mod ssh;
+pub mod stack;
 pub mod template;
 pub mod yaml;

@@ -19,7 +19,7 @@ use crate::modules::{self, release, Action, Ctx, ModuleError, Outcome};
 use crate::roles::{Play, Role, RoleError, Site, Task};
 use crate::secrets::SecretStore;
 use crate::ssh::{self, HostKeyPolicy, Session, SshError};
-use crate::template::{self, HostData, World};
+use crate::template::{self, World};
 
 pub use output::{Format, Stats, Status};
 use output::{Line, Reporter};
@@ -73,8 +73,6 @@ impl Summary {
     }
 }
 
-const EXTRA_VARS: &str = "-e (command line)";
-
 /// What a host is while the run goes on.
 struct HostRun {
     name: String,
@@ -106,7 +104,7 @@ pub async fn apply(
     let secrets = Arc::new(SecretStore::of(inventory));
     let env = template::environment(Some(secrets.clone()));
     let plans = plan(inventory, site, opts)?;
-    validate(inventory, &plans, opts, &env)?;
+    validate(inventory, site, &plans, opts, &env)?;
 
     let mut reporter = Reporter::new(opts.format, opts.diff, opts.check);
     let involved: Vec<String> = inventory
@@ -128,7 +126,7 @@ pub async fn apply(
     let releases = release::Cache::new(opts.release_cache.clone());
 
     for plan in &plans {
-        let world = world_for(inventory, plan, &hosts, opts, &env, false);
+        let world = world_for(inventory, site, plan, &hosts, opts, &env, false);
         let play_hosts: Vec<String> = plan
             .hosts
             .iter()
@@ -322,43 +320,24 @@ fn plan<'a>(
     Ok(plans)
 }
 
-/// Every host's variables for one play: the play's role defaults < inventory < `-e`; facts and
-/// magic variables fixed. With `placeholders`, facts are made up (for checking before the run).
+/// Every host's variables for one play: the stack's and the play's role defaults < inventory <
+/// `-e`; facts and magic variables fixed. With `placeholders`, facts are made up (for checking
+/// before the run).
 fn world_for(
     inventory: &Inventory,
+    site: &Site,
     plan: &PlayPlan,
     hosts: &IndexMap<String, HostRun>,
     opts: &Options,
     env: &Arc<minijinja::Environment<'static>>,
     placeholders: bool,
 ) -> Arc<World> {
-    let mut groups: IndexMap<String, Vec<String>> = IndexMap::new();
-    groups.insert("all".into(), inventory.hosts.keys().cloned().collect());
-    for g in inventory.groups.keys() {
-        groups.entry(g.clone()).or_default();
-    }
-    let mut data = IndexMap::new();
-    for host in inventory.hosts.keys() {
-        let host_groups = inventory.groups_of(host);
-        for g in &host_groups {
-            if g != "all" {
-                groups.entry(g.clone()).or_default().push(host.clone());
-            }
-        }
-        let mut d = HostData::default();
-        for role in &plan.play.roles {
-            for (k, v) in &role.defaults {
-                d.vars.insert(k.clone(), v.clone());
-            }
-        }
-        for (k, var) in inventory.host_vars(host) {
-            let file: Arc<str> = Arc::from(var.origin.path.display().to_string());
-            d.vars.insert(k, (var.value, file, var.origin.mark.line));
-        }
-        let cli: Arc<str> = Arc::from(EXTRA_VARS);
-        for (k, v) in &opts.extra_vars {
-            d.vars.insert(k.clone(), (v.clone(), cli.clone(), 1));
-        }
+    let mut defaults = vec![&site.stack];
+    defaults.extend(plan.play.roles.iter().map(|r| &r.defaults));
+    // The running hactl, for roles that install it (the prober).
+    let exe = std::env::current_exe().ok();
+    crate::stack::world(inventory, &defaults, &opts.extra_vars, env, |host| {
+        let mut fixed = IndexMap::new();
         let facts = if placeholders {
             Some(facts::placeholder(host))
         } else {
@@ -368,39 +347,15 @@ fn world_for(
                 .filter(|f| !f.is_null())
         };
         if let Some(f) = facts {
-            d.fixed.insert("facts".into(), f);
+            fixed.insert("facts".into(), f);
         }
-        d.fixed
-            .insert("inventory_hostname".into(), host.clone().into());
-        d.fixed.insert(
-            "inventory_hostname_short".into(),
-            host.split('.').next().unwrap_or(host).into(),
-        );
-        d.fixed.insert(
-            "group_names".into(),
-            host_groups
-                .iter()
-                .filter(|g| *g != "all")
-                .cloned()
-                .collect::<Vec<_>>()
-                .into(),
-        );
-        d.fixed
-            .insert("ansible_check_mode".into(), opts.check.into());
-        // The running hactl, for roles that install it (the prober).
-        if let Ok(exe) = std::env::current_exe() {
-            d.fixed
-                .insert("hactl_executable".into(), exe.display().to_string().into());
+        fixed.insert("ansible_check_mode".into(), opts.check.into());
+        if let Some(exe) = &exe {
+            fixed.insert("hactl_executable".into(), exe.display().to_string().into());
         }
-        d.fixed
-            .insert("play_hosts".into(), plan.hosts.clone().into());
-        data.insert(host.clone(), Arc::new(d));
-    }
-    World::new(
-        env.clone(),
-        data,
-        serde_json::to_value(&groups).unwrap_or_default(),
-    )
+        fixed.insert("play_hosts".into(), plan.hosts.clone().into());
+        fixed
+    })
 }
 
 /// Values of secret-named variables (passwords, keys, tokens) that output must never show.
@@ -426,6 +381,7 @@ fn secrets_of(inventory: &Inventory, host: &str, opts: &Options) -> Vec<String> 
 /// host (with placeholder facts and registered results).
 fn validate(
     inventory: &Inventory,
+    site: &Site,
     plans: &[PlayPlan],
     opts: &Options,
     env: &Arc<minijinja::Environment<'static>>,
@@ -475,7 +431,7 @@ fn validate(
                 }
             }
         }
-        let world = world_for(inventory, plan, &no_hosts, opts, env, true);
+        let world = world_for(inventory, site, plan, &no_hosts, opts, env, true);
         let selected = plan
             .tasks
             .iter()

@@ -71,6 +71,25 @@ pub struct Play {
 pub struct Site {
     pub display: String,
     pub plays: Vec<Play>,
+    /// The `stack` role's defaults: the stack's groups, ports, scope and users, under every
+    /// role's defaults (and read by every command through `stack::Stack`).
+    pub stack: Defaults,
+}
+
+/// The role that holds the stack's shared variables.
+const STACK_ROLE: &str = "stack";
+
+/// The built-in `stack` role's defaults.
+pub fn stack_defaults() -> Result<Defaults, RoleError> {
+    stack_defaults_in(None)
+}
+
+fn stack_defaults_in(dir: Option<&Path>) -> Result<Defaults, RoleError> {
+    let src = Source::find(STACK_ROLE, dir).ok_or_else(|| RoleError {
+        location: format!("roles/{STACK_ROLE}"),
+        message: "the stack role is missing from this build".into(),
+    })?;
+    Ok(load_role(STACK_ROLE, &src)?.defaults)
 }
 
 /// Loads a site file from disk, or the built-in one when `path` is None. Roles named in a site
@@ -107,7 +126,12 @@ pub fn load_site(path: Option<&Path>) -> Result<Site, RoleError> {
     for entry in entries {
         plays.push(parse_play(&file, entry, dir.as_deref(), &mut loaded)?);
     }
-    Ok(Site { display, plays })
+    let stack = stack_defaults_in(dir.as_deref())?;
+    Ok(Site {
+        display,
+        plays,
+        stack,
+    })
 }
 
 fn parse_play(

@@ -1,0 +1,250 @@
+//! One model of the stack: its members, their addresses and ports, the scope and the credentials,
+//! computed once from the inventory and the `stack` role's defaults, the one place each is set.
+
+pub mod etcd;
+pub mod patroni;
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::inventory::Inventory;
+use crate::roles::Defaults;
+use crate::template::{self, HostData, World};
+
+/// What a command cannot work with: the variable, where it was set, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StackError(String);
+
+/// A PostgreSQL member with its Patroni.
+#[derive(Debug, Clone)]
+pub struct PgMember {
+    pub name: String,
+    pub address: String,
+    pub pg_port: u16,
+    pub api_port: u16,
+}
+
+impl PgMember {
+    /// Patroni's REST API on this member, as the inventory (never the DCS) says.
+    pub fn api_url(&self) -> String {
+        format!("http://{}:{}", self.address, self.api_port)
+    }
+}
+
+/// An etcd member.
+#[derive(Debug, Clone)]
+pub struct EtcdMember {
+    pub name: String,
+    pub address: String,
+    pub client_port: u16,
+}
+
+impl EtcdMember {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{}", self.address, self.client_port)
+    }
+}
+
+/// A user and its password; Debug never shows the password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ********)", self.user)
+    }
+}
+
+/// The stack as the inventory describes it.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub scope: String,
+    pub postgres: Vec<PgMember>,
+    pub etcd: Vec<EtcdMember>,
+    /// The monitoring hosts (the prober, Prometheus).
+    pub monitoring: Vec<String>,
+    /// Patroni's REST API, for unsafe methods.
+    pub patroni_api: Credentials,
+    pub superuser: Credentials,
+    /// The prober's PostgreSQL login (pg_monitor, no superuser).
+    pub prober: Credentials,
+}
+
+impl Stack {
+    /// The model of `inventory` with the built-in `stack` role's defaults under it and
+    /// `extra_vars` (`-e`) over it.
+    pub fn load(
+        inventory: &Inventory,
+        extra_vars: &IndexMap<String, serde_json::Value>,
+    ) -> Result<Stack, StackError> {
+        let defaults = crate::roles::stack_defaults().map_err(|e| StackError(e.to_string()))?;
+        let secrets = Arc::new(crate::secrets::SecretStore::of(inventory));
+        let env = template::environment(Some(secrets));
+        let world = world(inventory, &[&defaults], extra_vars, &env, |_| {
+            IndexMap::new()
+        });
+        let any = inventory.hosts.keys().next().cloned().unwrap_or_default();
+        let read = Reader { world: &world };
+        let group = |var: &str| -> Result<Vec<String>, StackError> {
+            let name = read.string(&any, var)?;
+            Ok(inventory.hosts_in(&name))
+        };
+        let postgres = group("patroni_group")?
+            .into_iter()
+            .map(|h| {
+                Ok(PgMember {
+                    address: read.string(&h, "hactl_address")?,
+                    pg_port: read.port(&h, "postgresql_port")?,
+                    api_port: read.port(&h, "patroni_api_port")?,
+                    name: h,
+                })
+            })
+            .collect::<Result<_, StackError>>()?;
+        let etcd = group("etcd_group")?
+            .into_iter()
+            .map(|h| {
+                Ok(EtcdMember {
+                    address: read.string(&h, "hactl_address")?,
+                    client_port: read.port(&h, "etcd_client_port")?,
+                    name: h,
+                })
+            })
+            .collect::<Result<_, StackError>>()?;
+        let credentials = |user: &str, password: &str| -> Result<Credentials, StackError> {
+            Ok(Credentials {
+                user: read.string(&any, user)?,
+                password: read.string(&any, password)?,
+            })
+        };
+        Ok(Stack {
+            scope: read.string(&any, "patroni_scope")?,
+            postgres,
+            etcd,
+            monitoring: group("monitoring_group")?,
+            patroni_api: credentials("patroni_api_username", "patroni_api_password")?,
+            superuser: credentials(
+                "postgresql_superuser_username",
+                "postgresql_superuser_password",
+            )?,
+            prober: credentials("prober_postgresql_user", "prober_postgresql_password")?,
+        })
+    }
+
+    pub fn pg_member(&self, name: &str) -> Option<&PgMember> {
+        self.postgres.iter().find(|m| m.name == name)
+    }
+
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd.iter().map(EtcdMember::client_url).collect()
+    }
+
+    /// Patroni's leader key in etcd.
+    pub fn leader_key(&self) -> String {
+        format!("/service/{}/leader", self.scope)
+    }
+}
+
+/// Reads one variable of one host, rendered.
+struct Reader<'a> {
+    world: &'a Arc<World>,
+}
+
+impl Reader<'_> {
+    fn value(&self, host: &str, var: &str) -> Result<serde_json::Value, StackError> {
+        let scope = self.world.scope(host, IndexMap::new());
+        let source = template::Source {
+            file: "(stack model)",
+            line: 1,
+        };
+        let raw = serde_json::Value::String(format!("{{{{ {var} }}}}"));
+        let value = scope
+            .render_json(&raw, &source)
+            .map_err(|e| StackError(format!("{host}: {var}: {}", e.message)))?;
+        Ok(template::to_json(&value))
+    }
+
+    fn string(&self, host: &str, var: &str) -> Result<String, StackError> {
+        Ok(match self.value(host, var)? {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        })
+    }
+
+    fn port(&self, host: &str, var: &str) -> Result<u16, StackError> {
+        let text = self.string(host, var)?;
+        text.trim().parse().map_err(|_| {
+            StackError(format!(
+                "{host}: {var}: expected a port number, got `{text}`"
+            ))
+        })
+    }
+}
+
+/// Every host's variables: `defaults` (later ones win) < inventory < `extra_vars`, with the
+/// magic variables and what `fixed` adds per host.
+pub(crate) fn world(
+    inventory: &Inventory,
+    defaults: &[&Defaults],
+    extra_vars: &IndexMap<String, serde_json::Value>,
+    env: &Arc<minijinja::Environment<'static>>,
+    fixed: impl Fn(&str) -> IndexMap<String, serde_json::Value>,
+) -> Arc<World> {
+    let mut groups: IndexMap<String, Vec<String>> = IndexMap::new();
+    groups.insert("all".into(), inventory.hosts.keys().cloned().collect());
+    for g in inventory.groups.keys() {
+        groups.entry(g.clone()).or_default();
+    }
+    let cli: Arc<str> = Arc::from(EXTRA_VARS);
+    let mut data = IndexMap::new();
+    for host in inventory.hosts.keys() {
+        let host_groups = inventory.groups_of(host);
+        for g in &host_groups {
+            if g != "all" {
+                groups.entry(g.clone()).or_default().push(host.clone());
+            }
+        }
+        let mut d = HostData::default();
+        for layer in defaults {
+            for (k, v) in layer.iter() {
+                d.vars.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, var) in inventory.host_vars(host) {
+            let file: Arc<str> = Arc::from(var.origin.path.display().to_string());
+            d.vars.insert(k, (var.value, file, var.origin.mark.line));
+        }
+        for (k, v) in extra_vars {
+            d.vars.insert(k.clone(), (v.clone(), cli.clone(), 1));
+        }
+        d.fixed
+            .insert("inventory_hostname".into(), host.clone().into());
+        d.fixed.insert(
+            "inventory_hostname_short".into(),
+            host.split('.').next().unwrap_or(host).into(),
+        );
+        d.fixed.insert(
+            "group_names".into(),
+            host_groups
+                .iter()
+                .filter(|g| *g != "all")
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        d.fixed.extend(fixed(host));
+        data.insert(host.clone(), Arc::new(d));
+    }
+    World::new(
+        env.clone(),
+        data,
+        serde_json::to_value(&groups).unwrap_or_default(),
+    )
+}
+
+/// Where a variable given with `-e` is said to come from.
+pub(crate) const EXTRA_VARS: &str = "-e (command line)";
