@@ -74,7 +74,7 @@ pub fn run(args: &LabArgs) -> Result<u8, LabError> {
         LabAction::Up => up(&config)?,
         LabAction::Down => down(&config)?,
         LabAction::Status => return Ok(status(&config)),
-        LabAction::Ssh { host, command } => return Ok(ssh(&config, host, command)?),
+        LabAction::Ssh { host, command } => return ssh(&config, host, command),
         LabAction::Kill { host } => kill(&config, host)?,
         LabAction::Cut { host } => set_link(&config, host, false)?,
         LabAction::Heal { host } => set_link(&config, host, true)?,
