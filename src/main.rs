@@ -28,7 +28,10 @@ fn main() -> ExitCode {
                 || err.downcast_ref::<roles::RoleError>().is_some()
                 || err
                     .downcast_ref::<hactl::probe::ProbeError>()
-                    .is_some_and(|e| e.is_bad_input());
+                    .is_some_and(|e| e.is_bad_input())
+                || err
+                    .downcast_ref::<hactl::failover::FailoverError>()
+                    .is_some_and(|e| e.exit_code() == exit::BAD_INPUT);
             ExitCode::from(if bad_input {
                 exit::BAD_INPUT
             } else {
@@ -79,8 +82,17 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
         partition_heal_after: std::time::Duration::from_secs(args.partition_heal_after),
         settle: std::time::Duration::from_secs(args.settle),
     };
+    // The lab powers its machine off; real hosts get SIGKILL through systemd.
+    let lab = lab::of_inventory(&inventory);
+    let systemd = hactl::failover::SystemdKill {
+        inventory: &inventory,
+    };
+    let power: &dyn hactl::failover::PowerLoss = match &lab {
+        Some(lab) => lab,
+        None => &systemd,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(hactl::failover::run(&inventory, &opts))?;
+    let report = runtime.block_on(hactl::failover::run(&inventory, &opts, power))?;
     match args.output {
         engine::Format::Text => print!("{}", hactl::failover::table(&report)),
         engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),

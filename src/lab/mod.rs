@@ -3,6 +3,7 @@
 
 mod config;
 mod machine;
+mod power;
 mod progress;
 mod proxy;
 mod rootfs;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 pub use config::{LabConfig, LabHost};
+pub use power::of_inventory;
 use progress::Progress;
 
 use crate::cli::{LabAction, LabArgs};
