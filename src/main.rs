@@ -107,8 +107,17 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
         partition_heal_after: std::time::Duration::from_secs(args.partition_heal_after),
         settle: std::time::Duration::from_secs(args.settle),
     };
+    // The lab powers its machine off; real hosts get SIGKILL through systemd.
+    let lab = lab::of_inventory(&inventory);
+    let systemd = hactl::failover::SystemdKill {
+        inventory: &inventory,
+    };
+    let power: &dyn hactl::failover::PowerLoss = match &lab {
+        Some(lab) => lab,
+        None => &systemd,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(hactl::failover::run(&inventory, &opts))?;
+    let report = runtime.block_on(hactl::failover::run(&inventory, &opts, power))?;
     match args.output {
         engine::Format::Text => print!("{}", hactl::failover::table(&report)),
         engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),

@@ -54,6 +54,12 @@ pub enum ApplyError {
     Invalid(Vec<String>),
 }
 
+impl crate::exit::Code for ApplyError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}
+
 /// The recap: per-host counts.
 #[derive(Debug, Default)]
 pub struct Summary {

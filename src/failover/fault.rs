@@ -1,11 +1,14 @@
-//! The faults, and how each one is undone so the cluster is left healthy.
+//! The faults, and how each one is undone so the cluster is left healthy. A power loss depends
+//! on where the members run, so it comes from the caller as a [`PowerLoss`].
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use serde_json::json;
+
 use super::cluster::Cluster;
-use super::FailoverError;
-use crate::inventory::Inventory;
-use crate::ssh::{self, HostKeyPolicy, Session};
+use crate::inventory::{Inventory, InventoryError};
+use crate::ssh::{self, HostKeyPolicy, Session, SshError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -37,57 +40,131 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// A fault that could not be injected or undone.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// The inventory does not say how to reach the host.
+    #[error("{0}")]
+    Target(InventoryError),
+    #[error("{0}")]
+    Ssh(SshError),
+    #[error("{what}: {stderr}")]
+    Command { what: String, stderr: String },
+    #[error("no member {0}")]
+    NoMember(String),
+    #[error("POST /switchover: {0}")]
+    Switchover(String),
+    /// Powering a host off or on again failed.
+    #[error("{what}: {error}")]
+    Power {
+        what: String,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A member's power loss and its return: the fault that depends on where the members run.
+/// `hactl failover-test` passes the lab's for a lab inventory and [`SystemdKill`] elsewhere.
+pub trait PowerLoss: Send + Sync {
+    /// `host` stops at once, as if its power were cut.
+    fn power_off<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<(), FaultError>>;
+    /// `host` runs again, after [`PowerLoss::power_off`].
+    fn power_on<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<(), FaultError>>;
+}
+
+/// Power loss on hosts hactl cannot switch off: SIGKILL to Patroni and PostgreSQL through
+/// systemd, which restarts them by itself.
+pub struct SystemdKill<'a> {
+    pub inventory: &'a Inventory,
+}
+
+impl PowerLoss for SystemdKill<'_> {
+    fn power_off<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<(), FaultError>> {
+        Box::pin(async move {
+            let s = session(self.inventory, host).await?;
+            run(
+                &s,
+                "SIGKILL to Patroni and PostgreSQL",
+                "systemctl kill -s KILL --kill-whom=all patroni",
+            )
+            .await
+        })
+    }
+
+    fn power_on<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<(), FaultError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// What undoing the fault needs.
 pub struct Injected {
     session: Option<Session>,
-    lab: Option<crate::lab::LabConfig>,
     host: String,
 }
 
 const HEAL_UNIT: &str = "hactl-partition-heal";
+/// The shortest time after which a partition heals by itself: the fault must last long enough
+/// to be a fault.
+const MIN_PARTITION: Duration = Duration::from_secs(10);
+/// Patroni answers a switchover only once the new leader runs (or it gave up).
+const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn session(inventory: &Inventory, host: &str) -> Result<Session, FailoverError> {
-    let target = ssh::target(inventory, host).map_err(|e| FailoverError::Input(e.to_string()))?;
+async fn session(inventory: &Inventory, host: &str) -> Result<Session, FaultError> {
+    let target = ssh::target(inventory, host).map_err(FaultError::Target)?;
     Session::connect(&target, HostKeyPolicy::Strict)
         .await
-        .map_err(|e| FailoverError::Cluster(e.to_string()))
+        .map_err(FaultError::Ssh)
 }
 
-async fn run(session: &Session, what: &str, script: &str) -> Result<(), FailoverError> {
-    let out = session
-        .exec(script, b"")
-        .await
-        .map_err(|e| FailoverError::Cluster(e.to_string()))?;
+async fn run(session: &Session, what: &str, script: &str) -> Result<(), FaultError> {
+    let out = session.exec(script, b"").await.map_err(FaultError::Ssh)?;
     if !out.success() {
-        return Err(FailoverError::Cluster(format!(
-            "{what}: {}",
-            out.stderr_text().trim()
-        )));
+        return Err(FaultError::Command {
+            what: what.to_string(),
+            stderr: out.stderr_text().trim().to_string(),
+        });
     }
     Ok(())
 }
 
-/// The lab, when the inventory is the lab's.
-fn lab_of(inventory: &Inventory) -> Option<crate::lab::LabConfig> {
-    let all = inventory.groups.get("all")?;
-    all.inline_vars.get("hactl_lab_bridge")?;
-    crate::lab::LabConfig::from_inventory(inventory).ok()
+/// Planned switchover from `leader` (Patroni picks the synchronous standby).
+async fn switchover(cluster: &Cluster, leader: &str) -> Result<(), FaultError> {
+    let member = cluster
+        .member(leader)
+        .ok_or_else(|| FaultError::NoMember(leader.to_string()))?;
+    let credentials = &cluster.stack.patroni_api;
+    let resp = cluster
+        .patroni
+        .http()
+        .post(format!("{}/switchover", member.api_url()))
+        .basic_auth(&credentials.user, Some(&credentials.password))
+        .json(&json!({"leader": leader}))
+        .timeout(SWITCHOVER_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| FaultError::Switchover(e.to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(FaultError::Switchover(format!("{status} {body}")));
+    }
+    Ok(())
 }
 
+/// Fails `leader` as `mode` says.
 pub async fn inject(
     mode: Mode,
     inventory: &Inventory,
     cluster: &Cluster,
     leader: &str,
     heal_after: Duration,
-) -> Result<Injected, FailoverError> {
+    power: &dyn PowerLoss,
+) -> Result<Injected, FaultError> {
     let mut injected = Injected {
         session: None,
-        lab: None,
         host: leader.to_string(),
     };
     match mode {
-        Mode::Switchover => cluster.switchover(leader).await?,
+        Mode::Switchover => switchover(cluster, leader).await?,
         Mode::Stop => {
             let s = session(inventory, leader).await?;
             run(&s, "systemctl stop patroni", "systemctl stop patroni").await?;
@@ -103,38 +180,16 @@ pub async fn inject(
             .await?;
             injected.session = Some(s);
         }
-        Mode::KillNode => match lab_of(inventory) {
-            Some(lab) => {
-                let host = leader.to_string();
-                let config = lab.clone();
-                tokio::task::spawn_blocking(move || crate::lab::kill(&config, &host))
-                    .await
-                    .map_err(|e| FailoverError::Cluster(e.to_string()))?
-                    .map_err(|e| FailoverError::Cluster(e.to_string()))?;
-                injected.lab = Some(lab);
-            }
-            None => {
-                let s = session(inventory, leader).await?;
-                run(
-                    &s,
-                    "SIGKILL to Patroni and PostgreSQL",
-                    "systemctl kill -s KILL --kill-whom=all patroni",
-                )
-                .await?;
-                injected.session = Some(s);
-            }
-        },
+        Mode::KillNode => power.power_off(leader).await?,
         Mode::Partition => {
             let s = session(inventory, leader).await?;
-            let me = cluster
-                .member(leader)
-                .map(|m| m.address.clone())
-                .unwrap_or_default();
+            let me = cluster.address(leader);
             let mut peers: Vec<String> = cluster
-                .members
+                .stack
+                .postgres
                 .iter()
                 .map(|m| m.address.clone())
-                .chain(cluster.etcd.iter().cloned())
+                .chain(cluster.stack.etcd.iter().map(|m| m.address.clone()))
                 .filter(|a| *a != me)
                 .collect();
             peers.sort();
@@ -150,7 +205,7 @@ pub async fn inject(
                    chain output {{ type filter hook output priority -10; policy accept; ip daddr {{ {set} }} drop; }}\n\
                  }}\n\
                  EOF",
-                secs = heal_after.as_secs().max(10)
+                secs = heal_after.max(MIN_PARTITION).as_secs()
             );
             run(&s, "nft partition", &script).await?;
             injected.session = Some(s);
@@ -160,18 +215,14 @@ pub async fn inject(
 }
 
 impl Injected {
-    /// Undoes the fault: starts what was stopped, boots what was killed, heals the partition.
-    pub async fn heal(self, mode: Mode) -> Result<(), FailoverError> {
-        match (mode, &self.session, &self.lab) {
-            (Mode::Stop, Some(s), _) => run(s, "systemctl start patroni", "systemctl start patroni").await,
-            (Mode::KillNode, _, Some(lab)) => {
-                let config = lab.clone();
-                tokio::task::spawn_blocking(move || crate::lab::up(&config))
-                    .await
-                    .map_err(|e| FailoverError::Cluster(e.to_string()))?
-                    .map_err(|e| FailoverError::Cluster(format!("booting {} again: {e}", self.host)))
+    /// Undoes the fault: starts what was stopped, powers on what lost power, heals the partition.
+    pub async fn heal(self, mode: Mode, power: &dyn PowerLoss) -> Result<(), FaultError> {
+        match (mode, &self.session) {
+            (Mode::Stop, Some(s)) => {
+                run(s, "systemctl start patroni", "systemctl start patroni").await
             }
-            (Mode::Partition, Some(s), _) => {
+            (Mode::KillNode, _) => power.power_on(&self.host).await,
+            (Mode::Partition, Some(s)) => {
                 run(
                     s,
                     "healing the partition",
@@ -182,9 +233,4 @@ impl Injected {
             _ => Ok(()),
         }
     }
-}
-
-/// Seconds, for reports.
-pub fn secs(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }

@@ -1,32 +1,90 @@
 //! `hactl failover-test`: fails the Patroni leader while writers run, and reports what users
 //! felt — seconds without writes, acknowledged writes lost, split brain, the old leader's return.
 
-pub mod cluster;
-pub mod fault;
+mod cluster;
+mod fault;
+mod report;
+mod verdict;
 mod workload;
 
-use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::exit;
 use crate::inventory::Inventory;
+use crate::stack::etcd::{self, EtcdError};
+use crate::stack::{PgMember, StackError};
 use cluster::Cluster;
-use fault::secs;
-pub use fault::Mode;
+pub use fault::{FaultError, Mode, PowerLoss, SystemdKill};
+pub use report::{table, Report};
+use verdict::{KeyEvent, Recording, Stored};
 use workload::Ack;
 
+/// Writers run this long before the fault: every writer has its connection and the report has
+/// writes (and a timeline) from before the fault to measure from.
+const WARM_UP: Duration = Duration::from_secs(3);
+/// How long writes may take to resume after the fault before the test calls it failed: well
+/// past a power loss's ttl + loop_wait (36 s with the stack's timings) and past a partition's
+/// self-healing (`--partition-heal-after`, 90 s by default), so a slow failover is measured
+/// rather than cut short.
+const WRITES_RESUME_TIMEOUT: Duration = Duration::from_secs(120);
+/// Writers keep writing this long after the fault is undone: an old leader that comes back
+/// believing it still leads would take writes now, and the split brain shows.
+const AFTER_HEAL: Duration = Duration::from_secs(3);
+/// When etcd showed no leader key since the fault, Patroni's `/cluster` is asked for a leader
+/// this long: one ttl, after which a cluster without a leader elects one.
+const LEADER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the old leader may take to stream from the new one: Patroni starts it, may
+/// pg_rewind it or clone it again, and it catches up on what it missed.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the cluster may take to pass the pre-flight check again once the old leader
+/// streams: its lag drains and every etcd member answers again.
+const HEALTHY_AGAIN_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the wait for writes after the fault looks at the acknowledgements.
+const ACK_POLL: Duration = Duration::from_millis(100);
+/// How often the cluster is asked again while waiting for a leader or the old leader's return.
+const CLUSTER_POLL: Duration = Duration::from_millis(500);
+/// How often the pre-flight check is retried while the cluster settles.
+const SETTLE_POLL: Duration = Duration::from_secs(1);
+/// etcd's answer to connecting the leader key's watch.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why failover-test gave no report.
 #[derive(Debug, thiserror::Error)]
 pub enum FailoverError {
-    #[error("{0}")]
-    Input(String),
+    /// The inventory does not describe a stack: nothing was done.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("{}: the group postgres_cluster needs at least 2 hosts for a failover", inventory.display())]
+    TooFewMembers { inventory: PathBuf },
     /// The cluster is not healthy before the test: nothing was injected.
-    #[error("the cluster is not healthy, nothing was done: {0}")]
-    Unhealthy(String),
-    #[error("{0}")]
-    Cluster(String),
+    #[error("the cluster is not healthy, nothing was done: {}", .0.join("; "))]
+    Unhealthy(Vec<String>),
+    #[error("the Patroni REST API client: {error}")]
+    Http { error: reqwest::Error },
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("{what}: {error}")]
+    Postgres {
+        what: &'static str,
+        error: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Fault(#[from] FaultError),
+}
+
+impl exit::Code for FailoverError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            FailoverError::Stack(_)
+            | FailoverError::TooFewMembers { .. }
+            | FailoverError::Fault(FaultError::Target(_)) => exit::BAD_INPUT,
+            _ => exit::FAILURE,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,37 +103,9 @@ pub struct Options {
     pub settle: Duration,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub mode: Mode,
-    pub old_leader: String,
-    pub new_leader: Option<String>,
-    /// Last acknowledged write before the fault to the first one after it (client clock).
-    pub write_downtime_s: Option<f64>,
-    /// The same gap, read from the rows' clock_timestamp() on the new primary.
-    pub db_write_gap_s: Option<f64>,
-    /// Fault to the leader key's loss in etcd (None for a switchover, which hands it over).
-    pub leader_key_lost_s: Option<f64>,
-    /// Fault to a new leader key in etcd.
-    pub leader_elected_s: Option<f64>,
-    pub acked_writes: usize,
-    pub lost_acked_writes: usize,
-    pub duplicated_writes: u64,
-    pub timeline_before: Option<i32>,
-    pub timeline_after: Option<i32>,
-    pub split_brain: bool,
-    /// Fault to the old leader streaming again as a replica.
-    pub old_leader_rejoined_s: Option<f64>,
-    pub max_downtime_s: f64,
-    pub max_lost: u64,
-    pub passed: bool,
-    /// Why it did not pass.
-    pub problems: Vec<String>,
-}
+type KeyEvents = Arc<Mutex<Vec<KeyEvent>>>;
 
-/// Leader key events from etcd: when, and the new holder (None = deleted).
-type KeyEvents = Arc<Mutex<Vec<(Instant, Option<String>)>>>;
-
+/// Records every change of the leader key into `events`, from now on.
 async fn watch_leader_key(
     cluster: &Cluster,
     old_address: &str,
@@ -83,19 +113,20 @@ async fn watch_leader_key(
 ) -> Result<(), FailoverError> {
     // Not through the old leader's host: it may be the one that fails.
     let endpoints: Vec<String> = cluster
+        .stack
         .etcd
         .iter()
-        .filter(|a| *a != old_address)
-        .map(|a| format!("http://{a}:2379"))
+        .filter(|m| m.address != old_address)
+        .map(|m| m.client_url())
         .collect();
-    let mut client = etcd_client::Client::connect(endpoints, None)
-        .await
-        .map_err(|e| FailoverError::Cluster(format!("etcd: {e}")))?;
-    let key = format!("/service/{}/leader", cluster.scope);
+    let mut client = etcd::connect(&endpoints, ETCD_TIMEOUT).await?;
     let mut stream = client
-        .watch(key, None)
+        .watch(cluster.stack.leader_key(), None)
         .await
-        .map_err(|e| FailoverError::Cluster(format!("etcd watch: {e}")))?;
+        .map_err(|e| EtcdError {
+            what: "watch",
+            why: e.to_string(),
+        })?;
     tokio::spawn(async move {
         while let Ok(Some(resp)) = stream.message().await {
             let now = Instant::now();
@@ -107,14 +138,16 @@ async fn watch_leader_key(
                         .map(str::to_string),
                     etcd_client::EventType::Delete => None,
                 };
-                events
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((now, holder));
+                lock(&events).push(KeyEvent { at: now, holder });
             }
         }
     });
     Ok(())
+}
+
+/// A recording shared with the tasks that add to it; a task that panicked leaves it readable.
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn run_id() -> String {
@@ -125,18 +158,23 @@ fn run_id() -> String {
     format!("run-{nanos}")
 }
 
-/// The whole test: pre-flight, writers, fault, observation, healing, verification.
-pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, FailoverError> {
-    let cluster = Cluster::from_inventory(inventory)?;
+/// The whole test: pre-flight, writers, fault, observation, healing, verification. `power`
+/// is how the leader loses power in `--mode kill-node`.
+pub async fn run(
+    inventory: &Inventory,
+    opts: &Options,
+    power: &dyn PowerLoss,
+) -> Result<Report, FailoverError> {
+    let cluster = Cluster::load(inventory)?;
     let old_leader = settled(&cluster, opts.max_lag, opts.settle).await?;
-    let old_address = cluster
-        .member(&old_leader)
-        .map(|m| m.address.clone())
-        .unwrap_or_default();
-    let pg = workload::config(&cluster);
+    let old_address = cluster.address(&old_leader);
+    let pg = workload::config(&cluster.stack);
     workload::prepare_table(&pg)
         .await
-        .map_err(|e| FailoverError::Cluster(format!("PostgreSQL on the leader: {e}")))?;
+        .map_err(|error| FailoverError::Postgres {
+            what: "PostgreSQL on the leader",
+            error,
+        })?;
 
     let key_events: KeyEvents = Arc::default();
     watch_leader_key(&cluster, &old_address, key_events.clone()).await?;
@@ -155,7 +193,7 @@ pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, Failov
             ))
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(WARM_UP).await;
 
     let fault_at = Instant::now();
     let injected = fault::inject(
@@ -164,218 +202,130 @@ pub async fn run(inventory: &Inventory, opts: &Options) -> Result<Report, Failov
         &cluster,
         &old_leader,
         opts.partition_heal_after,
+        power,
     )
     .await;
     let injected = match injected {
         Ok(i) => i,
         Err(e) => {
             let _ = stop_tx.send(true);
-            return Err(e);
+            return Err(e.into());
         }
     };
 
-    // A new primary takes writes again (or the old one, after a crash it recovers from).
-    let elected_by = fault_at + Duration::from_secs(120);
-    let first_after = loop {
-        let found = acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    let resumed_at = writes_resumed(&acks, fault_at).await;
+    let heal_error = injected
+        .heal(opts.mode, power)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    tokio::time::sleep(AFTER_HEAL).await;
+    let _ = stop_tx.send(true);
+    for w in writers {
+        let _ = w.await;
+    }
+
+    let key_holder = verdict::key_holder(&lock(&key_events), fault_at);
+    let new_leader = match key_holder {
+        Some(holder) => Some(holder),
+        None => leader_at_the_end(&cluster, &old_leader).await,
+    };
+    let new_member = new_leader.as_deref().and_then(|n| cluster.member(n));
+    let rejoined = match new_member.filter(|m| m.name != old_leader) {
+        Some(new) => rejoined(&cluster, new, &old_address, fault_at).await,
+        None => None,
+    };
+    let stored = stored(&pg, &run).await?;
+    let acks = lock(&acks).clone();
+    let key_events = lock(&key_events).clone();
+    let unhealthy_after = settled(&cluster, opts.max_lag, HEALTHY_AGAIN_TIMEOUT)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    let recording = Recording {
+        new_leader_address: new_member.map(|m| m.address.clone()),
+        old_leader,
+        new_leader,
+        fault_at,
+        resumed_at,
+        acks,
+        stored,
+        key_events,
+        rejoined,
+        heal_error,
+        unhealthy_after,
+    };
+    Ok(verdict::verdict(&recording, opts))
+}
+
+/// The first write a primary acknowledged after the fault (a new one, or the old one after a
+/// crash it recovers from), waiting up to [`WRITES_RESUME_TIMEOUT`] for it.
+async fn writes_resumed(acks: &Mutex<Vec<Ack>>, fault_at: Instant) -> Option<Instant> {
+    let resumed_by = fault_at + WRITES_RESUME_TIMEOUT;
+    loop {
+        let found = lock(acks)
             .iter()
             // Over a connection made after the fault: the old one may have taken a last write
             // before the fault took hold.
             .filter(|a| a.connected_at > fault_at)
             .map(|a| a.at)
             .min();
-        if found.is_some() || Instant::now() > elected_by {
-            break found;
+        if found.is_some() || Instant::now() > resumed_by {
+            return found;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut problems = Vec::new();
-    if let Err(e) = injected.heal(opts.mode).await {
-        problems.push(format!("healing: {e}"));
+        tokio::time::sleep(ACK_POLL).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let _ = stop_tx.send(true);
-    for w in writers {
-        let _ = w.await;
-    }
+}
 
-    // Who holds the leader key now: etcd says it; an old leader just back from a partition may
-    // still believe it leads.
-    let key_holder = key_events
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .rev()
-        .find_map(|(t, v)| v.clone().filter(|_| *t >= fault_at));
-    let new_leader = match key_holder {
-        Some(holder) => Some(holder),
-        None => {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let l = match cluster.leader(Some(&old_leader)).await {
-                    Some(l) => Some(l),
-                    None => cluster.leader(None).await,
-                };
-                if l.is_some() || Instant::now() > deadline {
-                    break l;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+/// The leader as Patroni sees it, asked of the other members first: an old leader back from a
+/// partition may still think it leads.
+async fn leader_at_the_end(cluster: &Cluster, old_leader: &str) -> Option<String> {
+    let deadline = Instant::now() + LEADER_LOOKUP_TIMEOUT;
+    loop {
+        let l = match cluster.leader(Some(old_leader)).await {
+            Some(l) => Some(l),
+            None => cluster.leader(None).await,
+        };
+        if l.is_some() || Instant::now() > deadline {
+            return l;
+        }
+        tokio::time::sleep(CLUSTER_POLL).await;
+    }
+}
+
+/// Fault to the old leader (at `old_address`) streaming from the new one, if it does within
+/// [`REJOIN_TIMEOUT`].
+async fn rejoined(
+    cluster: &Cluster,
+    new: &PgMember,
+    old_address: &str,
+    fault_at: Instant,
+) -> Option<Duration> {
+    let deadline = Instant::now() + REJOIN_TIMEOUT;
+    let new_pg = workload::single_host(&cluster.stack, new);
+    while Instant::now() < deadline {
+        if let Ok(client) = workload::connect(&new_pg).await {
+            if workload::streams_from(&client, old_address).await {
+                return Some(fault_at.elapsed());
             }
         }
-    };
+        tokio::time::sleep(CLUSTER_POLL).await;
+    }
+    None
+}
 
-    // The old leader back as a streaming replica (when there is a new leader at all).
-    let mut rejoined = None;
-    if let Some(new) = new_leader.as_ref().filter(|n| **n != old_leader) {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let new_pg = single_host(&cluster, new);
-        while Instant::now() < deadline {
-            if let Ok(client) = workload::connect(&new_pg).await {
-                let streaming: Result<i64, _> = client
-                    .query_one(
-                        "select count(*) from pg_stat_replication where client_addr = $1::text::inet and state = 'streaming'",
-                        &[&old_address],
-                    )
-                    .await
-                    .map(|r| r.get(0));
-                if matches!(streaming, Ok(n) if n > 0) {
-                    rejoined = Some(fault_at.elapsed());
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        if rejoined.is_none() {
-            problems.push(format!(
-                "{old_leader} did not come back as a streaming replica within 180 s"
-            ));
-        }
+/// What the primary holds of the run.
+async fn stored(pg: &tokio_postgres::Config, run: &str) -> Result<Stored, FailoverError> {
+    match workload::connect(pg).await {
+        Ok(client) => workload::stored_rows(&client, run)
+            .await
+            .map(Stored::Rows)
+            .map_err(|error| FailoverError::Postgres {
+                what: "reading the rows back",
+                error,
+            }),
+        Err(e) => Ok(Stored::Unreadable(e.to_string())),
     }
-
-    // What the new primary holds of this run.
-    let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut stored: HashSet<(i32, i64)> = HashSet::new();
-    let mut duplicated = 0u64;
-    let mut db_gap = None;
-    match workload::connect(&pg).await {
-        Ok(client) => {
-            let rows = client
-                .query(
-                    "select writer, seq, extract(epoch from at)::float8 from hactl_failover where run = $1 order by at",
-                    &[&run],
-                )
-                .await
-                .map_err(|e| FailoverError::Cluster(format!("reading the rows back: {e}")))?;
-            let mut last: Option<f64> = None;
-            let mut gap: f64 = 0.0;
-            for row in &rows {
-                if !stored.insert((row.get(0), row.get(1))) {
-                    duplicated += 1;
-                }
-                let at: f64 = row.get(2);
-                if let Some(prev) = last {
-                    gap = gap.max(at - prev);
-                }
-                last = Some(at);
-            }
-            db_gap = Some((gap * 1000.0).round() / 1000.0);
-        }
-        Err(e) => problems.push(format!("cannot read the rows back: {e}")),
-    }
-    let lost = acks
-        .iter()
-        .filter(|a| !stored.contains(&(a.writer, a.seq)))
-        .count();
-    // Write downtime: the longest time without any acknowledged write, from just before the
-    // fault on (a switchover's old primary still takes writes for a moment after the POST).
-    let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
-    times.sort();
-    let window_start = fault_at
-        .checked_sub(Duration::from_secs(1))
-        .unwrap_or(fault_at);
-    let downtime = first_after.map(|_| {
-        let gaps = times
-            .windows(2)
-            .filter(|w| w[1] > window_start)
-            .map(|w| w[1] - w[0]);
-        secs(gaps.max().unwrap_or_default())
-    });
-    if first_after.is_none() {
-        problems.push("no write was acknowledged within 120 s of the fault".into());
-    }
-    // Split brain: another member still acknowledging after the new leader started to.
-    let new_address = new_leader
-        .as_deref()
-        .filter(|n| *n != old_leader)
-        .and_then(|n| cluster.member(n))
-        .map(|m| m.address.clone());
-    let split_brain = new_address.is_some_and(|new| {
-        let first_new = acks.iter().filter(|a| a.server == new).map(|a| a.at).min();
-        first_new.is_some_and(|t| acks.iter().any(|a| a.at > t && a.server != new))
-    });
-    let timeline_before = acks
-        .iter()
-        .filter(|a| a.at <= fault_at)
-        .map(|a| a.timeline)
-        .max();
-    let timeline_after = acks
-        .iter()
-        .filter(|a| a.at > fault_at)
-        .map(|a| a.timeline)
-        .max();
-    let events = key_events.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let leader_key_lost = events
-        .iter()
-        .find(|(t, v)| *t >= fault_at && v.is_none())
-        .map(|(t, _)| secs(*t - fault_at));
-    let leader_elected = events
-        .iter()
-        .find(|(t, v)| *t >= fault_at && v.as_deref().is_some_and(|h| h != old_leader))
-        .map(|(t, _)| secs(*t - fault_at));
-
-    if let Some(d) = downtime.filter(|d| *d > opts.max_downtime) {
-        problems.push(format!(
-            "write downtime {d} s is over the {} s allowed",
-            opts.max_downtime
-        ));
-    }
-    if lost as u64 > opts.max_lost {
-        problems.push(format!(
-            "{lost} acknowledged writes lost (at most {} allowed)",
-            opts.max_lost
-        ));
-    }
-    if split_brain {
-        problems.push("two members acknowledged writes after the failover (split brain)".into());
-    }
-    if new_leader.is_none() {
-        problems.push("no leader at the end".into());
-    }
-    if let Err(e) = settled(&cluster, opts.max_lag, Duration::from_secs(90)).await {
-        problems.push(format!("not healthy again within 90 s: {e}"));
-    }
-    Ok(Report {
-        mode: opts.mode,
-        old_leader,
-        new_leader,
-        write_downtime_s: downtime,
-        db_write_gap_s: db_gap,
-        leader_key_lost_s: leader_key_lost,
-        leader_elected_s: leader_elected,
-        acked_writes: acks.len(),
-        lost_acked_writes: lost,
-        duplicated_writes: duplicated,
-        timeline_before,
-        timeline_after,
-        split_brain,
-        old_leader_rejoined_s: rejoined.map(secs),
-        max_downtime_s: opts.max_downtime,
-        max_lost: opts.max_lost,
-        passed: problems.is_empty(),
-        problems,
-    })
 }
 
 /// The leader, once the cluster passes the pre-flight check (retried for up to `wait`).
@@ -385,78 +335,66 @@ async fn settled(cluster: &Cluster, max_lag: u64, wait: Duration) -> Result<Stri
         match cluster.preflight(max_lag).await {
             Ok(leader) => return Ok(leader),
             Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(_) => tokio::time::sleep(SETTLE_POLL).await,
         }
     }
 }
 
-fn single_host(cluster: &Cluster, name: &str) -> tokio_postgres::Config {
-    let mut config = tokio_postgres::Config::new();
-    let address = cluster
-        .member(name)
-        .map(|m| m.address.clone())
-        .unwrap_or_default();
-    config
-        .host(&address)
-        .port(cluster.pg_port)
-        .user("postgres")
-        .password(&cluster.pg_password)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(1));
-    config
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::Code as _;
 
-/// The report as a table.
-pub fn table(r: &Report) -> String {
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{s:.3} s"));
-    let rows = [
-        ("mode", r.mode.to_string()),
-        ("old leader", r.old_leader.clone()),
-        (
-            "new leader",
-            r.new_leader.clone().unwrap_or_else(|| "-".into()),
-        ),
-        (
-            "write downtime",
+    fn inventory(dir: &std::path::Path, yaml: &str) -> Inventory {
+        let path = dir.join("hosts.yml");
+        std::fs::write(&path, yaml).unwrap();
+        Inventory::load(&path).unwrap()
+    }
+
+    fn opts() -> Options {
+        Options {
+            mode: Mode::KillNode,
+            writers: 1,
+            rate: 1.0,
+            max_downtime: 45.0,
+            max_lost: 0,
+            max_lag: 0,
+            partition_heal_after: Duration::from_secs(90),
+            settle: Duration::from_secs(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_postgres_host_is_bad_input_and_nothing_is_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let inventory = inventory(
+            dir.path(),
+            "all:\n  children:\n    postgres_cluster:\n      hosts:\n        pg-a:\n          ansible_host: 192.0.2.1\n",
+        );
+        let power = SystemdKill {
+            inventory: &inventory,
+        };
+        let err = run(&inventory, &opts(), &power).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
             format!(
-                "{} (at most {} s)",
-                opt(r.write_downtime_s),
-                r.max_downtime_s
-            ),
-        ),
-        ("write gap in the database", opt(r.db_write_gap_s)),
-        ("leader key lost after", opt(r.leader_key_lost_s)),
-        ("new leader key after", opt(r.leader_elected_s)),
-        ("acknowledged writes", r.acked_writes.to_string()),
-        (
-            "acknowledged writes lost",
-            format!("{} (at most {})", r.lost_acked_writes, r.max_lost),
-        ),
-        ("duplicated writes", r.duplicated_writes.to_string()),
-        (
-            "timeline",
-            format!(
-                "{} -> {}",
-                r.timeline_before.map_or("-".into(), |t| t.to_string()),
-                r.timeline_after.map_or("-".into(), |t| t.to_string())
-            ),
-        ),
-        (
-            "split brain",
-            if r.split_brain { "YES" } else { "no" }.to_string(),
-        ),
-        (
-            "old leader streaming again after",
-            opt(r.old_leader_rejoined_s),
-        ),
-        (
-            "result",
-            if r.passed {
-                "PASSED".to_string()
-            } else {
-                format!("FAILED: {}", r.problems.join("; "))
-            },
-        ),
-    ];
-    rows.iter().map(|(k, v)| format!("{k:<34} {v}\n")).collect()
+                "{}: the group postgres_cluster needs at least 2 hosts for a failover",
+                dir.path().join("hosts.yml").display()
+            )
+        );
+        assert_eq!(err.exit_code(), exit::BAD_INPUT);
+    }
+
+    #[test]
+    fn an_unhealthy_cluster_fails_and_says_why() {
+        let err = FailoverError::Unhealthy(vec![
+            "ptrn-2 is on timeline 9, the leader ptrn-1 on 11".into(),
+            "etcd has no quorum: 1 of 3 members healthy".into(),
+        ]);
+        assert_eq!(
+            err.to_string(),
+            "the cluster is not healthy, nothing was done: ptrn-2 is on timeline 9, the leader ptrn-1 on 11; etcd has no quorum: 1 of 3 members healthy"
+        );
+        assert_eq!(err.exit_code(), exit::FAILURE);
+    }
 }

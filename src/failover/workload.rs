@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::cluster::Cluster;
+use super::verdict::Row;
+use crate::stack::{PgMember, Stack};
 
 /// One acknowledged insert.
 #[derive(Debug, Clone)]
@@ -26,20 +27,39 @@ pub struct Ack {
 
 pub const TABLE: &str = "hactl_failover";
 
-pub fn config(cluster: &Cluster) -> Config {
+/// A connection attempt to one member: a member that does not answer within it is down or cut
+/// off, and the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection or an insert that takes longer is dropped and made again: the member it went to
+/// may be gone, and a write waiting on a lost synchronous standby should not stall the writer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whichever member is primary (a multi-host, read-write session), as the superuser.
+pub fn config(stack: &Stack) -> Config {
     let mut config = Config::new();
-    for m in &cluster.members {
-        config.host(&m.address);
+    for m in &stack.postgres {
+        config.host(&m.address).port(m.pg_port);
     }
-    config
-        .port(cluster.pg_port)
-        .user("postgres")
-        .password(&cluster.pg_password)
-        .dbname("postgres")
+    login(&mut config, stack)
         .application_name("hactl-failover-test")
-        .connect_timeout(Duration::from_secs(1))
         .target_session_attrs(TargetSessionAttrs::ReadWrite);
     config
+}
+
+/// One member, as the superuser.
+pub fn single_host(stack: &Stack, member: &PgMember) -> Config {
+    let mut config = Config::new();
+    config.host(&member.address).port(member.pg_port);
+    login(&mut config, stack);
+    config
+}
+
+fn login<'a>(config: &'a mut Config, stack: &Stack) -> &'a mut Config {
+    config
+        .user(&stack.superuser.user)
+        .password(&stack.superuser.password)
+        .dbname("postgres")
+        .connect_timeout(CONNECT_TIMEOUT)
 }
 
 pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
@@ -93,7 +113,7 @@ pub async fn writer(
         let c = match &client {
             Some(c) if !c.is_closed() => c,
             _ => {
-                client = tokio::time::timeout(Duration::from_secs(2), connect(&config))
+                client = tokio::time::timeout(WRITE_TIMEOUT, connect(&config))
                     .await
                     .ok()
                     .and_then(Result::ok);
@@ -107,7 +127,7 @@ pub async fn writer(
         seq += 1;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&run, &writer, &seq];
         let insert = c.query_one(INSERT, &params);
-        match tokio::time::timeout(Duration::from_secs(2), insert).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, insert).await {
             Ok(Ok(row)) => {
                 let ack = Ack {
                     writer,
@@ -123,4 +143,35 @@ pub async fn writer(
             _ => client = None,
         }
     }
+}
+
+/// The run's rows that `client`'s server holds.
+pub async fn stored_rows(client: &Client, run: &str) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &format!("select writer, seq, extract(epoch from at)::float8 from {TABLE} where run = $1 order by at"),
+            &[&run],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Row {
+                writer: r.try_get(0)?,
+                seq: r.try_get(1)?,
+                at: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Whether the member at `address` streams from `client`'s server.
+pub async fn streams_from(client: &Client, address: &str) -> bool {
+    let streaming: Result<i64, _> = client
+        .query_one(
+            "select count(*) from pg_stat_replication where client_addr = $1::text::inet and state = 'streaming'",
+            &[&address],
+        )
+        .await
+        .map(|r| r.get(0));
+    matches!(streaming, Ok(n) if n > 0)
 }

@@ -18,3 +18,9 @@ pub enum InventoryError {
         message: String,
     },
 }
+
+impl crate::exit::Code for InventoryError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}

@@ -3,6 +3,7 @@
 
 mod config;
 mod machine;
+mod power;
 mod progress;
 mod proxy;
 mod rootfs;
@@ -15,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use config::{LabConfig, LabHost};
+pub use power::of_inventory;
 use progress::Progress;
 
 use crate::cli::{LabAction, LabArgs};
@@ -64,6 +66,15 @@ pub enum LabError {
     },
     #[error("{0}")]
     Timeout(String),
+}
+
+impl exit::Code for LabError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            LabError::Inventory(_) | LabError::Config(_) => exit::BAD_INPUT,
+            _ => exit::FAILURE,
+        }
+    }
 }
 
 /// Runs a `hactl lab` action.

@@ -43,10 +43,12 @@ pub enum ProbeError {
     },
 }
 
-impl ProbeError {
-    /// Bad input (config or inventory) rather than a runtime failure.
-    pub fn is_bad_input(&self) -> bool {
-        matches!(self, ProbeError::Config { .. } | ProbeError::Inventory(_))
+impl crate::exit::Code for ProbeError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ProbeError::Config { .. } | ProbeError::Inventory(_) => crate::exit::BAD_INPUT,
+            _ => crate::exit::FAILURE,
+        }
     }
 }
 

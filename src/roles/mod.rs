@@ -25,6 +25,12 @@ pub struct RoleError {
     pub message: String,
 }
 
+impl crate::exit::Code for RoleError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}
+
 impl RoleError {
     pub fn at(file: &str, line: usize, message: impl Into<String>) -> RoleError {
         RoleError {

@@ -17,6 +17,12 @@ use crate::template::{self, HostData, World};
 #[error("{0}")]
 pub struct StackError(String);
 
+impl crate::exit::Code for StackError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}
+
 /// A PostgreSQL member with its Patroni.
 #[derive(Debug, Clone)]
 pub struct PgMember {

@@ -140,7 +140,8 @@ impl Cluster {
     }
 
     fn replica_problem(&self, m: &Member, max_lag: u64) -> Option<String> {
-        let leader_tl = self.leader().and_then(|l| l.timeline);
+        let leader = self.leader();
+        let leader_tl = leader.and_then(|l| l.timeline);
         let tl = |t: Option<u64>| t.map_or("?".into(), |t| t.to_string());
         if !m.is_running() {
             return Some(format!("{} is {}", m.name, m.state.name()));
@@ -148,9 +149,10 @@ impl Cluster {
         if leader_tl.is_none() || m.timeline != leader_tl {
             // A replica left on an old timeline (a diverged former leader) never catches up.
             return Some(format!(
-                "{} is on timeline {}, the leader on {}",
+                "{} is on timeline {}, the leader {} on {}",
                 m.name,
                 tl(m.timeline),
+                leader.map_or("?", |l| l.name.as_str()),
                 tl(leader_tl)
             ));
         }
@@ -291,7 +293,7 @@ mod tests {
             p,
             vec![
                 "f is not a member of the Patroni cluster",
-                "b is on timeline 3, the leader on 4",
+                "b is on timeline 3, the leader a on 4",
                 "c reports no replication lag: not streaming",
                 "d is start failed",
                 "e lags 5000 bytes (at most 4096)",

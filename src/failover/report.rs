@@ -1,0 +1,176 @@
+//! The report of one failover test, as JSON (its field names are documented in the README and
+//! read by the lab tests) and as a table.
+
+use serde::Serialize;
+
+use super::Mode;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub old_leader: String,
+    pub new_leader: Option<String>,
+    /// Last acknowledged write before the fault to the first one after it (client clock).
+    pub write_downtime_s: Option<f64>,
+    /// The same gap, read from the rows' clock_timestamp() on the new primary.
+    pub db_write_gap_s: Option<f64>,
+    /// Fault to the leader key's loss in etcd (None for a switchover, which hands it over).
+    pub leader_key_lost_s: Option<f64>,
+    /// Fault to a new leader key in etcd.
+    pub leader_elected_s: Option<f64>,
+    pub acked_writes: usize,
+    pub lost_acked_writes: usize,
+    pub duplicated_writes: u64,
+    pub timeline_before: Option<i32>,
+    pub timeline_after: Option<i32>,
+    pub split_brain: bool,
+    /// Fault to the old leader streaming again as a replica.
+    pub old_leader_rejoined_s: Option<f64>,
+    pub max_downtime_s: f64,
+    pub max_lost: u64,
+    pub passed: bool,
+    /// Why it did not pass.
+    pub problems: Vec<String>,
+}
+
+/// The report as a table.
+pub fn table(r: &Report) -> String {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{s:.3} s"));
+    let rows = [
+        ("mode", r.mode.to_string()),
+        ("old leader", r.old_leader.clone()),
+        (
+            "new leader",
+            r.new_leader.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "write downtime",
+            format!(
+                "{} (at most {} s)",
+                opt(r.write_downtime_s),
+                r.max_downtime_s
+            ),
+        ),
+        ("write gap in the database", opt(r.db_write_gap_s)),
+        ("leader key lost after", opt(r.leader_key_lost_s)),
+        ("new leader key after", opt(r.leader_elected_s)),
+        ("acknowledged writes", r.acked_writes.to_string()),
+        (
+            "acknowledged writes lost",
+            format!("{} (at most {})", r.lost_acked_writes, r.max_lost),
+        ),
+        ("duplicated writes", r.duplicated_writes.to_string()),
+        (
+            "timeline",
+            format!(
+                "{} -> {}",
+                r.timeline_before.map_or("-".into(), |t| t.to_string()),
+                r.timeline_after.map_or("-".into(), |t| t.to_string())
+            ),
+        ),
+        (
+            "split brain",
+            if r.split_brain { "YES" } else { "no" }.to_string(),
+        ),
+        (
+            "old leader streaming again after",
+            opt(r.old_leader_rejoined_s),
+        ),
+        (
+            "result",
+            if r.passed {
+                "PASSED".to_string()
+            } else {
+                format!("FAILED: {}", r.problems.join("; "))
+            },
+        ),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<34} {v}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            mode: Mode::KillNode,
+            old_leader: "pg-a".into(),
+            new_leader: Some("pg-b".into()),
+            write_downtime_s: Some(5.05),
+            db_write_gap_s: Some(5.049),
+            leader_key_lost_s: Some(1.0),
+            leader_elected_s: None,
+            acked_writes: 15,
+            lost_acked_writes: 1,
+            duplicated_writes: 0,
+            timeline_before: Some(3),
+            timeline_after: Some(4),
+            split_brain: false,
+            old_leader_rejoined_s: Some(20.0),
+            max_downtime_s: 45.0,
+            max_lost: 0,
+            passed: false,
+            problems: vec!["1 acknowledged writes lost (at most 0 allowed)".into()],
+        }
+    }
+
+    #[test]
+    fn the_json_report_has_the_fields_the_readme_documents() {
+        let json = serde_json::to_value(report()).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "mode",
+                "old_leader",
+                "new_leader",
+                "write_downtime_s",
+                "db_write_gap_s",
+                "leader_key_lost_s",
+                "leader_elected_s",
+                "acked_writes",
+                "lost_acked_writes",
+                "duplicated_writes",
+                "timeline_before",
+                "timeline_after",
+                "split_brain",
+                "old_leader_rejoined_s",
+                "max_downtime_s",
+                "max_lost",
+                "passed",
+                "problems",
+            ]
+        );
+        assert_eq!(json["mode"], "kill-node");
+        assert_eq!(json["leader_elected_s"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_figure_and_the_result_last() {
+        assert_eq!(
+            table(&report()),
+            "\
+mode                               kill-node
+old leader                         pg-a
+new leader                         pg-b
+write downtime                     5.050 s (at most 45 s)
+write gap in the database          5.049 s
+leader key lost after              1.000 s
+new leader key after               -
+acknowledged writes                15
+acknowledged writes lost           1 (at most 0)
+duplicated writes                  0
+timeline                           3 -> 4
+split brain                        no
+old leader streaming again after   20.000 s
+result                             FAILED: 1 acknowledged writes lost (at most 0 allowed)
+"
+        );
+    }
+}

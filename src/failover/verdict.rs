@@ -1,0 +1,531 @@
+//! The verdict: what a failover test recorded, turned into its report. No I/O here, so that
+//! every rule (downtime, lost and duplicated writes, split brain, pass or fail) is unit-tested.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::report::Report;
+use super::workload::Ack;
+use super::{Options, HEALTHY_AGAIN_TIMEOUT, REJOIN_TIMEOUT, WRITES_RESUME_TIMEOUT};
+
+/// A change of Patroni's leader key in etcd: when it was seen, and the new holder (None: deleted).
+#[derive(Debug, Clone)]
+pub struct KeyEvent {
+    pub at: Instant,
+    pub holder: Option<String>,
+}
+
+/// One row of the run as the new primary holds it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub writer: i32,
+    pub seq: i64,
+    /// The row's clock_timestamp() on the server that wrote it, in seconds since the epoch.
+    pub at: f64,
+}
+
+/// What the new primary holds of the run, or why it could not be read.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    Rows(Vec<Row>),
+    Unreadable(String),
+}
+
+/// Everything a test recorded, on the control machine's monotonic clock.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub old_leader: String,
+    /// Who leads at the end (etcd's leader key, else Patroni's /cluster).
+    pub new_leader: Option<String>,
+    /// The new leader's address as the inventory gives it: writes it acknowledged carry it.
+    pub new_leader_address: Option<String>,
+    pub fault_at: Instant,
+    /// The first write acknowledged over a connection made after the fault, if one came within
+    /// [`WRITES_RESUME_TIMEOUT`].
+    pub resumed_at: Option<Instant>,
+    /// Every acknowledged write, in any order.
+    pub acks: Vec<Ack>,
+    pub stored: Stored,
+    pub key_events: Vec<KeyEvent>,
+    /// Fault to the old leader streaming again from the new one (looked for only when the
+    /// leader changed).
+    pub rejoined: Option<Duration>,
+    /// Why undoing the fault failed.
+    pub heal_error: Option<String>,
+    /// Why the cluster was not healthy again within [`HEALTHY_AGAIN_TIMEOUT`].
+    pub unhealthy_after: Option<String>,
+}
+
+/// The holder of the leader key set last since `fault_at`: who etcd says leads now (a deletion
+/// does not count, an old leader back from a partition may still think it leads).
+pub fn key_holder(events: &[KeyEvent], fault_at: Instant) -> Option<String> {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| e.holder.clone().filter(|_| e.at >= fault_at))
+}
+
+/// The report of `rec`, judged against `opts`' limits.
+pub fn verdict(rec: &Recording, opts: &Options) -> Report {
+    let old_leader = &rec.old_leader;
+    let fault_at = rec.fault_at;
+    let acks = &rec.acks;
+    let mut problems = Vec::new();
+    if let Some(e) = &rec.heal_error {
+        problems.push(format!("healing: {e}"));
+    }
+    let leader_changed = rec.new_leader.as_ref().is_some_and(|n| n != old_leader);
+    if leader_changed && rec.rejoined.is_none() {
+        problems.push(format!(
+            "{old_leader} did not come back as a streaming replica within {} s",
+            REJOIN_TIMEOUT.as_secs()
+        ));
+    }
+
+    let mut stored: HashSet<(i32, i64)> = HashSet::new();
+    let mut duplicated = 0u64;
+    let mut db_gap = None;
+    match &rec.stored {
+        Stored::Rows(rows) => {
+            let mut times: Vec<f64> = Vec::with_capacity(rows.len());
+            for row in rows {
+                if !stored.insert((row.writer, row.seq)) {
+                    duplicated += 1;
+                }
+                times.push(row.at);
+            }
+            times.sort_by(f64::total_cmp);
+            let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+            db_gap = Some((gap * 1000.0).round() / 1000.0);
+        }
+        Stored::Unreadable(e) => problems.push(format!("cannot read the rows back: {e}")),
+    }
+    let lost = acks
+        .iter()
+        .filter(|a| !stored.contains(&(a.writer, a.seq)))
+        .count();
+
+    // Write downtime: the longest time without any acknowledged write, from just before the
+    // fault on (a switchover's old primary still takes writes for a moment after the POST).
+    let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
+    times.sort();
+    let window_start = fault_at
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or(fault_at);
+    let downtime = rec.resumed_at.map(|_| {
+        let gaps = times
+            .windows(2)
+            .filter(|w| w[1] > window_start)
+            .map(|w| w[1] - w[0]);
+        secs(gaps.max().unwrap_or_default())
+    });
+    if rec.resumed_at.is_none() {
+        problems.push(format!(
+            "no write was acknowledged within {} s of the fault",
+            WRITES_RESUME_TIMEOUT.as_secs()
+        ));
+    }
+
+    // Split brain: another member still acknowledging after the new leader started to.
+    let new_address = rec.new_leader_address.as_deref().filter(|_| leader_changed);
+    let split_brain = new_address.is_some_and(|new| {
+        let first_new = acks.iter().filter(|a| a.server == new).map(|a| a.at).min();
+        first_new.is_some_and(|t| acks.iter().any(|a| a.at > t && a.server != new))
+    });
+    let timeline_before = acks
+        .iter()
+        .filter(|a| a.at <= fault_at)
+        .map(|a| a.timeline)
+        .max();
+    let timeline_after = acks
+        .iter()
+        .filter(|a| a.at > fault_at)
+        .map(|a| a.timeline)
+        .max();
+    let since_fault = |e: &KeyEvent| (e.at >= fault_at).then(|| secs(e.at - fault_at));
+    let leader_key_lost = rec
+        .key_events
+        .iter()
+        .filter(|e| e.holder.is_none())
+        .find_map(since_fault);
+    let leader_elected = rec
+        .key_events
+        .iter()
+        .filter(|e| e.holder.as_ref().is_some_and(|h| h != old_leader))
+        .find_map(since_fault);
+
+    if let Some(d) = downtime.filter(|d| *d > opts.max_downtime) {
+        problems.push(format!(
+            "write downtime {d} s is over the {} s allowed",
+            opts.max_downtime
+        ));
+    }
+    if lost as u64 > opts.max_lost {
+        problems.push(format!(
+            "{lost} acknowledged writes lost (at most {} allowed)",
+            opts.max_lost
+        ));
+    }
+    if split_brain {
+        problems.push("two members acknowledged writes after the failover (split brain)".into());
+    }
+    if rec.new_leader.is_none() {
+        problems.push("no leader at the end".into());
+    }
+    if let Some(e) = &rec.unhealthy_after {
+        problems.push(format!(
+            "not healthy again within {} s: {e}",
+            HEALTHY_AGAIN_TIMEOUT.as_secs()
+        ));
+    }
+    Report {
+        mode: opts.mode,
+        old_leader: old_leader.clone(),
+        new_leader: rec.new_leader.clone(),
+        write_downtime_s: downtime,
+        db_write_gap_s: db_gap,
+        leader_key_lost_s: leader_key_lost,
+        leader_elected_s: leader_elected,
+        acked_writes: acks.len(),
+        lost_acked_writes: lost,
+        duplicated_writes: duplicated,
+        timeline_before,
+        timeline_after,
+        split_brain,
+        old_leader_rejoined_s: rec.rejoined.map(secs),
+        max_downtime_s: opts.max_downtime,
+        max_lost: opts.max_lost,
+        passed: problems.is_empty(),
+        problems,
+    }
+}
+
+/// Seconds, rounded to the millisecond, for reports.
+pub fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::Mode;
+
+    const A: &str = "10.0.0.1";
+    const B: &str = "10.0.0.2";
+
+    /// Times in milliseconds from the fault (negative: before it).
+    struct Clock {
+        fault_at: Instant,
+    }
+
+    impl Clock {
+        fn new() -> Clock {
+            Clock {
+                fault_at: Instant::now() + Duration::from_secs(100),
+            }
+        }
+
+        fn at(&self, ms: i64) -> Instant {
+            let d = Duration::from_millis(ms.unsigned_abs());
+            if ms < 0 {
+                self.fault_at - d
+            } else {
+                self.fault_at + d
+            }
+        }
+
+        /// Writer 0's write `seq`, acknowledged by `server` at `ms` over a connection made at
+        /// `connected_ms`.
+        fn ack(&self, seq: i64, ms: i64, server: &str, timeline: i32, connected_ms: i64) -> Ack {
+            Ack {
+                writer: 0,
+                seq,
+                at: self.at(ms),
+                server: server.into(),
+                timeline,
+                connected_at: self.at(connected_ms),
+            }
+        }
+    }
+
+    fn opts() -> Options {
+        Options {
+            mode: Mode::KillNode,
+            writers: 1,
+            rate: 10.0,
+            max_downtime: 10.0,
+            max_lost: 0,
+            max_lag: 0,
+            partition_heal_after: Duration::from_secs(90),
+            settle: Duration::from_secs(30),
+        }
+    }
+
+    /// The database's clock, in seconds, as rows carry it.
+    fn row(seq: i64, at_s: f64) -> Row {
+        Row {
+            writer: 0,
+            seq,
+            at: 1_700_000_000.0 + at_s,
+        }
+    }
+
+    /// A power loss of pg-a: writes on A every 100 ms up to 50 ms before the fault, then on B
+    /// from 5 s after it over new connections, every write stored; etcd saw the key deleted
+    /// after 1 s and taken by pg-b after 2.5 s; pg-a streams again after 20 s.
+    fn failover(c: &Clock) -> Recording {
+        let mut acks: Vec<Ack> = (1..=10)
+            .map(|i| c.ack(i, -1050 + i * 100, A, 3, -60_000))
+            .collect();
+        acks.extend((11..=15).map(|i| c.ack(i, 5000 + (i - 11) * 100, B, 4, 4900)));
+        let rows = (1..=10)
+            .map(|i| row(i, (i * 100) as f64 / 1000.0))
+            .chain((11..=15).map(|i| row(i, 6.05 + ((i - 11) * 100) as f64 / 1000.0)))
+            .collect();
+        Recording {
+            old_leader: "pg-a".into(),
+            new_leader: Some("pg-b".into()),
+            new_leader_address: Some(B.into()),
+            fault_at: c.fault_at,
+            resumed_at: Some(c.at(5000)),
+            acks,
+            stored: Stored::Rows(rows),
+            key_events: vec![
+                KeyEvent {
+                    at: c.at(-5000),
+                    holder: Some("pg-a".into()),
+                },
+                KeyEvent {
+                    at: c.at(1000),
+                    holder: None,
+                },
+                KeyEvent {
+                    at: c.at(2500),
+                    holder: Some("pg-b".into()),
+                },
+            ],
+            rejoined: Some(Duration::from_millis(20_000)),
+            heal_error: None,
+            unhealthy_after: None,
+        }
+    }
+
+    #[test]
+    fn a_clean_failover_passes_and_its_downtime_straddles_the_fault() {
+        let c = Clock::new();
+        let r = verdict(&failover(&c), &opts());
+        assert!(r.passed, "{:?}", r.problems);
+        assert!(r.problems.is_empty());
+        assert_eq!(r.old_leader, "pg-a");
+        assert_eq!(r.new_leader.as_deref(), Some("pg-b"));
+        // The last write on A was 50 ms before the fault, the first on B 5 s after it.
+        assert_eq!(r.write_downtime_s, Some(5.05));
+        assert_eq!(r.db_write_gap_s, Some(5.05));
+        assert_eq!(r.leader_key_lost_s, Some(1.0));
+        assert_eq!(r.leader_elected_s, Some(2.5));
+        assert_eq!(r.acked_writes, 15);
+        assert_eq!(r.lost_acked_writes, 0);
+        assert_eq!(r.duplicated_writes, 0);
+        assert_eq!((r.timeline_before, r.timeline_after), (Some(3), Some(4)));
+        assert!(!r.split_brain);
+        assert_eq!(r.old_leader_rejoined_s, Some(20.0));
+        assert_eq!((r.max_downtime_s, r.max_lost), (10.0, 0));
+    }
+
+    #[test]
+    fn a_gap_well_before_the_fault_is_not_downtime() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        // 6 s without writes, ending 4 s before the fault: the writers' own hiccup.
+        rec.acks.push(c.ack(100, -10_000, A, 3, -60_000));
+        rec.acks.push(c.ack(101, -4_000, A, 3, -60_000));
+        if let Stored::Rows(rows) = &mut rec.stored {
+            rows.extend([row(100, -9.0), row(101, -3.0)]);
+        }
+        let r = verdict(&rec, &opts());
+        assert_eq!(r.write_downtime_s, Some(5.05));
+        assert!(r.passed, "{:?}", r.problems);
+    }
+
+    #[test]
+    fn downtime_over_the_limit_fails() {
+        let c = Clock::new();
+        let r = verdict(
+            &failover(&c),
+            &Options {
+                max_downtime: 3.0,
+                ..opts()
+            },
+        );
+        assert!(!r.passed);
+        assert_eq!(
+            r.problems,
+            ["write downtime 5.05 s is over the 3 s allowed"]
+        );
+    }
+
+    #[test]
+    fn the_old_leader_acknowledging_after_the_new_one_is_split_brain() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        // pg-a, cut off but still believing it leads, takes a write after pg-b's first.
+        rec.acks.push(c.ack(16, 5050, A, 3, -60_000));
+        if let Stored::Rows(rows) = &mut rec.stored {
+            rows.push(row(16, 6.1));
+        }
+        let r = verdict(&rec, &opts());
+        assert!(r.split_brain);
+        assert!(!r.passed);
+        assert_eq!(
+            r.problems,
+            ["two members acknowledged writes after the failover (split brain)"]
+        );
+    }
+
+    #[test]
+    fn writes_on_the_old_leader_before_the_new_ones_first_are_no_split_brain() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        // A switchover's old primary takes a last write just after the POST.
+        rec.acks.push(c.ack(16, 200, A, 3, -60_000));
+        if let Stored::Rows(rows) = &mut rec.stored {
+            rows.push(row(16, 1.2));
+        }
+        let r = verdict(&rec, &opts());
+        assert!(!r.split_brain);
+        assert!(r.passed, "{:?}", r.problems);
+    }
+
+    #[test]
+    fn a_leader_that_stays_cannot_split_the_brain() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        // kill-postgres: pg-a recovers and leads again; B's acknowledgements do not matter.
+        rec.new_leader = Some("pg-a".into());
+        rec.new_leader_address = Some(A.into());
+        rec.rejoined = None;
+        rec.acks.push(c.ack(16, 6000, A, 3, 5500));
+        let r = verdict(&rec, &opts());
+        assert!(!r.split_brain);
+        assert_eq!(r.lost_acked_writes, 1);
+        assert_eq!(
+            r.problems,
+            ["1 acknowledged writes lost (at most 0 allowed)"]
+        );
+    }
+
+    #[test]
+    fn duplicated_rows_are_counted() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        if let Stored::Rows(rows) = &mut rec.stored {
+            rows.push(row(12, 6.15));
+            rows.push(row(12, 6.16));
+        }
+        let r = verdict(&rec, &opts());
+        assert_eq!(r.duplicated_writes, 2);
+        assert_eq!(r.lost_acked_writes, 0);
+    }
+
+    #[test]
+    fn acknowledged_writes_missing_on_the_new_primary_are_lost() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        if let Stored::Rows(rows) = &mut rec.stored {
+            // The last two writes on A never reached pg-b.
+            rows.retain(|r| r.seq != 9 && r.seq != 10);
+        }
+        let r = verdict(&rec, &opts());
+        assert_eq!(r.lost_acked_writes, 2);
+        assert!(!r.passed);
+        assert_eq!(
+            r.problems,
+            ["2 acknowledged writes lost (at most 0 allowed)"]
+        );
+        let allowed = verdict(
+            &rec,
+            &Options {
+                max_lost: 2,
+                ..opts()
+            },
+        );
+        assert!(allowed.passed, "{:?}", allowed.problems);
+    }
+
+    #[test]
+    fn rows_that_cannot_be_read_back_count_every_write_as_lost() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        rec.stored = Stored::Unreadable("connection refused".into());
+        let r = verdict(&rec, &opts());
+        assert_eq!(r.db_write_gap_s, None);
+        assert_eq!(r.lost_acked_writes, 15);
+        assert_eq!(
+            r.problems,
+            [
+                "cannot read the rows back: connection refused",
+                "15 acknowledged writes lost (at most 0 allowed)"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_write_after_the_fault_has_no_downtime_and_fails() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        rec.acks.retain(|a| a.at < c.fault_at);
+        rec.resumed_at = None;
+        if let Stored::Rows(rows) = &mut rec.stored {
+            rows.retain(|r| r.seq <= 10);
+        }
+        let r = verdict(&rec, &opts());
+        assert_eq!(r.write_downtime_s, None);
+        assert_eq!(r.timeline_after, None);
+        assert!(!r.passed);
+        assert_eq!(
+            r.problems,
+            ["no write was acknowledged within 120 s of the fault"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_order() {
+        let c = Clock::new();
+        let mut rec = failover(&c);
+        rec.heal_error = Some("booting pg-a again: no".into());
+        rec.rejoined = None;
+        rec.unhealthy_after = Some("etcd has no quorum".into());
+        let r = verdict(&rec, &opts());
+        assert_eq!(
+            r.problems,
+            [
+                "healing: booting pg-a again: no",
+                "pg-a did not come back as a streaming replica within 180 s",
+                "not healthy again within 90 s: etcd has no quorum",
+            ]
+        );
+        let mut leaderless = failover(&c);
+        leaderless.new_leader = None;
+        leaderless.new_leader_address = None;
+        let r = verdict(&leaderless, &opts());
+        assert_eq!(r.problems, ["no leader at the end"]);
+    }
+
+    #[test]
+    fn the_leader_key_set_last_since_the_fault_names_the_new_leader() {
+        let c = Clock::new();
+        let event = |ms, holder: Option<&str>| KeyEvent {
+            at: c.at(ms),
+            holder: holder.map(str::to_string),
+        };
+        let events = [
+            event(-100, Some("pg-a")),
+            event(1000, None),
+            event(2000, Some("pg-b")),
+            event(9000, Some("pg-b")),
+            event(9500, None),
+        ];
+        assert_eq!(key_holder(&events, c.fault_at).as_deref(), Some("pg-b"));
+        assert_eq!(key_holder(&events[..2], c.fault_at), None);
+    }
+}
