@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::FailoverError;
 use crate::inventory::Inventory;
 use crate::stack::patroni::{self, Client};
-use crate::stack::{etcd, PgMember, Stack};
+use crate::stack::{etcd, Credentials, Login, PgMember, Stack};
 
 /// Each call to a member's Patroni REST API or to etcd: a member that takes longer is counted
 /// as not answering, and the next one is asked.
@@ -16,6 +16,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Cluster {
     pub stack: Stack,
     pub patroni: Client,
+    /// The writers' login.
+    pub superuser: Credentials,
+    /// For the switchover.
+    pub patroni_api: Credentials,
 }
 
 impl Cluster {
@@ -28,7 +32,12 @@ impl Cluster {
             });
         }
         let patroni = Client::new(API_TIMEOUT).map_err(|error| FailoverError::Http { error })?;
-        Ok(Cluster { stack, patroni })
+        Ok(Cluster {
+            superuser: stack.login(Login::Superuser)?,
+            patroni_api: stack.login(Login::PatroniApi)?,
+            stack,
+            patroni,
+        })
     }
 
     pub fn member(&self, name: &str) -> Option<&PgMember> {

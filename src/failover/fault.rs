@@ -131,7 +131,7 @@ async fn switchover(cluster: &Cluster, leader: &str) -> Result<(), FaultError> {
     let member = cluster
         .member(leader)
         .ok_or_else(|| FaultError::NoMember(leader.to_string()))?;
-    let credentials = &cluster.stack.patroni_api;
+    let credentials = &cluster.patroni_api;
     let resp = cluster
         .patroni
         .http()

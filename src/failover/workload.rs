@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::cluster::Cluster;
 use super::verdict::Row;
-use crate::stack::{PgMember, Stack};
+use crate::stack::{Credentials, PgMember};
 
 /// One acknowledged insert.
 #[derive(Debug, Clone)]
@@ -35,29 +36,29 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whichever member is primary (a multi-host, read-write session), as the superuser.
-pub fn config(stack: &Stack) -> Config {
+pub fn config(cluster: &Cluster) -> Config {
     let mut config = Config::new();
-    for m in &stack.postgres {
+    for m in &cluster.stack.postgres {
         config.host(&m.address).port(m.pg_port);
     }
-    login(&mut config, stack)
+    login(&mut config, &cluster.superuser)
         .application_name("hactl-failover-test")
         .target_session_attrs(TargetSessionAttrs::ReadWrite);
     config
 }
 
 /// One member, as the superuser.
-pub fn single_host(stack: &Stack, member: &PgMember) -> Config {
+pub fn single_host(cluster: &Cluster, member: &PgMember) -> Config {
     let mut config = Config::new();
     config.host(&member.address).port(member.pg_port);
-    login(&mut config, stack);
+    login(&mut config, &cluster.superuser);
     config
 }
 
-fn login<'a>(config: &'a mut Config, stack: &Stack) -> &'a mut Config {
+fn login<'a>(config: &'a mut Config, login: &Credentials) -> &'a mut Config {
     config
-        .user(&stack.superuser.user)
-        .password(&stack.superuser.password)
+        .user(&login.user)
+        .password(&login.password)
         .dbname("postgres")
         .connect_timeout(CONNECT_TIMEOUT)
 }

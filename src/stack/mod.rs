@@ -76,11 +76,18 @@ pub struct Stack {
     pub etcd: Vec<EtcdMember>,
     /// The monitoring hosts (the prober, Prometheus).
     pub monitoring: Vec<String>,
+    /// Every host's variables, for the logins: a secret is read (or made) only when asked for.
+    world: Arc<World>,
+}
+
+/// The logins the stack has.
+#[derive(Debug, Clone, Copy)]
+pub enum Login {
     /// Patroni's REST API, for unsafe methods.
-    pub patroni_api: Credentials,
-    pub superuser: Credentials,
+    PatroniApi,
+    Superuser,
     /// The prober's PostgreSQL login (pg_monitor, no superuser).
-    pub prober: Credentials,
+    Prober,
 }
 
 impl Stack {
@@ -123,24 +130,31 @@ impl Stack {
                 })
             })
             .collect::<Result<_, StackError>>()?;
-        let credentials = |user: &str, password: &str| -> Result<Credentials, StackError> {
-            Ok(Credentials {
-                user: read.string(&any, user)?,
-                password: read.string(&any, password)?,
-            })
-        };
         Ok(Stack {
             scope: read.string(&any, "patroni_scope")?,
             namespace: read.string(&any, "patroni_namespace")?,
             postgres,
             etcd,
             monitoring: group("monitoring_group")?,
-            patroni_api: credentials("patroni_api_username", "patroni_api_password")?,
-            superuser: credentials(
+            world,
+        })
+    }
+
+    /// A login's user and password (a password nobody gave is made once in the secret store).
+    pub fn login(&self, login: Login) -> Result<Credentials, StackError> {
+        let (user, password) = match login {
+            Login::PatroniApi => ("patroni_api_username", "patroni_api_password"),
+            Login::Superuser => (
                 "postgresql_superuser_username",
                 "postgresql_superuser_password",
-            )?,
-            prober: credentials("prober_postgresql_user", "prober_postgresql_password")?,
+            ),
+            Login::Prober => ("prober_postgresql_user", "prober_postgresql_password"),
+        };
+        let read = Reader { world: &self.world };
+        let any = self.world.hosts.keys().next().cloned().unwrap_or_default();
+        Ok(Credentials {
+            user: read.string(&any, user)?,
+            password: read.string(&any, password)?,
         })
     }
 
@@ -319,12 +333,16 @@ mod tests {
         // No ansible_host: the inventory name is the address.
         assert_eq!(stack.etcd_endpoints(), ["http://dcs-1:2379"]);
         assert_eq!(stack.monitoring, ["mon"]);
-        assert_eq!(stack.patroni_api.user, "patroni");
-        // Passwords nobody gave are made once in the inventory's secret store.
-        assert_eq!(stack.superuser.password.len(), 32);
-        let store = std::fs::read_to_string(dir.path().join("inv.secrets.yml")).unwrap();
-        assert!(store.contains(&stack.superuser.password));
-        assert!(!format!("{stack:?}").contains(&stack.superuser.password));
+        // A secret is made only when a login is asked for, then kept in the secret store.
+        let store = dir.path().join("inv.secrets.yml");
+        assert!(!store.exists());
+        assert_eq!(stack.login(Login::PatroniApi).unwrap().user, "patroni");
+        let superuser = stack.login(Login::Superuser).unwrap();
+        assert_eq!(superuser.password.len(), 32);
+        let kept = std::fs::read_to_string(&store).unwrap();
+        assert!(kept.contains(&superuser.password));
+        assert!(!kept.contains("postgresql_prober"));
+        assert!(!format!("{superuser:?}").contains(&superuser.password));
     }
 
     #[test]
@@ -341,7 +359,7 @@ mod tests {
         assert_eq!(stack.postgres.len(), 2);
         assert_eq!(stack.etcd[0].name, "c");
         assert!(stack.monitoring.is_empty());
-        assert_eq!(stack.superuser.password, "given");
+        assert_eq!(stack.login(Login::Superuser).unwrap().password, "given");
     }
 
     #[test]

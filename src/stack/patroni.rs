@@ -19,23 +19,28 @@ pub enum Role {
 }
 
 /// A member's state. Patroni 3.0.2 says `running` for a streaming replica; 3.1 and later say
-/// `streaming`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// `streaming`. States hactl does not act on keep Patroni's words, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Running,
     Streaming,
-    #[serde(rename = "in archive recovery")]
-    InArchiveRecovery,
-    Starting,
     Stopped,
-    Stopping,
-    #[serde(rename = "start failed")]
     StartFailed,
-    #[serde(rename = "crashed")]
     Crashed,
-    #[serde(other)]
-    Other,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<State, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "running" => State::Running,
+            "streaming" => State::Streaming,
+            "stopped" => State::Stopped,
+            "start failed" => State::StartFailed,
+            "crashed" => State::Crashed,
+            other => State::Other(other.to_string()),
+        })
+    }
 }
 
 /// One member as `/cluster` shows it.
@@ -59,17 +64,14 @@ fn lag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
 
 impl State {
     /// As Patroni writes it.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             State::Running => "running",
             State::Streaming => "streaming",
-            State::InArchiveRecovery => "in archive recovery",
-            State::Starting => "starting",
             State::Stopped => "stopped",
-            State::Stopping => "stopping",
             State::StartFailed => "start failed",
             State::Crashed => "crashed",
-            State::Other => "in an unknown state",
+            State::Other(words) => words,
         }
     }
 }
@@ -322,7 +324,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.members[0].role, Role::Other);
-        assert_eq!(c.members[0].state, State::Other);
+        assert_eq!(c.members[0].state, State::Other("restarting".into()));
+        assert_eq!(c.members[0].state.name(), "restarting");
         assert!(Cluster::parse("<html>").is_err());
     }
 }
