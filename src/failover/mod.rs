@@ -168,7 +168,7 @@ pub async fn run(
     let cluster = Cluster::load(inventory)?;
     let old_leader = settled(&cluster, opts.max_lag, opts.settle).await?;
     let old_address = cluster.address(&old_leader);
-    let pg = workload::config(&cluster);
+    let pg = workload::config(cluster);
     workload::prepare_table(&pg)
         .await
         .map_err(|error| FailoverError::Postgres {
@@ -302,7 +302,7 @@ async fn rejoined(
     fault_at: Instant,
 ) -> Option<Duration> {
     let deadline = Instant::now() + REJOIN_TIMEOUT;
-    let new_pg = workload::single_host(&cluster, new);
+    let new_pg = workload::single_host(cluster, new);
     while Instant::now() < deadline {
         if let Ok(client) = workload::connect(&new_pg).await {
             if workload::streams_from(&client, old_address).await {
