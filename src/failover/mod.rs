@@ -168,7 +168,7 @@ pub async fn run(
     let cluster = Cluster::load(inventory)?;
     let old_leader = settled(&cluster, opts.max_lag, opts.settle).await?;
     let old_address = cluster.address(&old_leader);
-    let pg = workload::config(cluster);
+    let pg = workload::config(&cluster);
     workload::prepare_table(&pg)
         .await
         .map_err(|error| FailoverError::Postgres {
