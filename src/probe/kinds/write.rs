@@ -1,0 +1,213 @@
+//! `write`: an acknowledged write through the read-write endpoint, every interval: the time
+//! without one, and the windows (outages) without one.
+
+use std::time::{Duration, Instant};
+
+use prometheus::{GaugeVec, IntCounterVec};
+use serde::Deserialize;
+
+use super::postgres::{connect, pg_error, Login};
+use super::{Env, Failure, Kind, Mistake, Run};
+use crate::probe::config::Probe;
+use crate::probe::metrics::{Per, Registrar};
+
+pub(crate) struct Write;
+
+/// `postgres:` of a write probe, as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Options {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// A name in the inventory's secret store (`-i`): the password is read from there.
+    #[serde(default)]
+    password_secret: Option<String>,
+    #[serde(default)]
+    dbname: Option<String>,
+    /// The table written to (created when missing).
+    #[serde(default)]
+    table: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Spec {
+    login: Login,
+    table: String,
+}
+
+/// What a write probe keeps between runs: the password, its session and the last
+/// acknowledged write.
+pub(crate) struct State {
+    password: Option<String>,
+    session: tokio::sync::Mutex<Session>,
+}
+
+#[derive(Default)]
+struct Session {
+    client: Option<tokio_postgres::Client>,
+    last_ok: Option<Instant>,
+    started: Option<Instant>,
+    longest: f64,
+}
+
+pub(crate) struct Series {
+    since_success: GaugeVec,
+    last_outage: GaugeVec,
+    longest_outage: GaugeVec,
+    outages: IntCounterVec,
+}
+
+impl Kind for Write {
+    const NAME: &'static str = "write";
+    const BLOCK: Option<&'static str> = Some("postgres");
+    // A write probe writes through the cluster, not through one member.
+    const ONE_TARGET: bool = true;
+    type Options = Options;
+    type Spec = Spec;
+    type State = State;
+    type Series = Series;
+
+    fn check(o: Options) -> Result<Spec, Mistake> {
+        let table = o.table.unwrap_or_else(|| "hactl_probe_write".into());
+        // It is written into SQL statements.
+        if !is_table_name(&table) {
+            return Err(Mistake::new(
+                "postgres.table",
+                format!("{table:?} is not a table name (letters, digits and _, optionally SCHEMA.TABLE)"),
+            ));
+        }
+        Ok(Spec {
+            login: Login::new(o.user, o.dbname, o.password, o.password_secret),
+            table,
+        })
+    }
+
+    fn state(spec: &Spec, _: &Probe, env: &Env) -> Result<State, Mistake> {
+        Ok(State {
+            password: spec.login.password(env)?,
+            session: Default::default(),
+        })
+    }
+
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            since_success: r.gauge(
+                "hactl_write_seconds_since_success",
+                "Seconds since the last acknowledged write.",
+                Per::Probe,
+            ),
+            last_outage: r.gauge(
+                "hactl_write_last_outage_seconds",
+                "The most recent window without acknowledged writes (longer than two intervals).",
+                Per::Probe,
+            ),
+            longest_outage: r.gauge(
+                "hactl_write_longest_outage_seconds",
+                "The longest window without acknowledged writes since the prober started.",
+                Per::Probe,
+            ),
+            outages: r.counter(
+                "hactl_write_outages_total",
+                "Windows without acknowledged writes longer than two intervals.",
+                Per::Probe,
+            ),
+        }
+    }
+
+    async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
+        let p = run.probe;
+        let config = run.spec.login.config(
+            run.state.password.as_deref(),
+            run.target,
+            p.timeout,
+            true,
+        )?;
+        let table = &run.spec.table;
+        let mut st = run.state.session.lock().await;
+        st.started.get_or_insert_with(Instant::now);
+        let result = async {
+            if st.client.as_ref().is_none_or(|c| c.is_closed()) {
+                st.client = Some(connect(&config).await?);
+            }
+            let client = st.client.as_ref().ok_or(Failure::new("no connection"))?;
+            let insert = format!(
+                "insert into {table} values ($1, 1, clock_timestamp())
+                 on conflict (probe) do update set writes = {table}.writes + 1, at = excluded.at"
+            );
+            match client.execute(&insert, &[&p.name]).await {
+                Ok(_) => {}
+                // The table is made on first use where the role may create it; the prober's
+                // own role (role postgresql_prober) finds it made and owns it.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    client
+                        .batch_execute(&format!(
+                            "create table if not exists {table} (probe text primary key, writes bigint not null, at timestamptz not null)"
+                        ))
+                        .await
+                        .map_err(pg_error)?;
+                    client.execute(&insert, &[&p.name]).await.map_err(pg_error)?;
+                }
+                Err(e) => return Err(pg_error(e)),
+            }
+            Ok(())
+        }
+        .await;
+        let done = Instant::now();
+        let l = [p.name.as_str()];
+        let s = run.series;
+        match &result {
+            Ok(()) => {
+                if let Some(prev) = st.last_ok {
+                    let gap = done.duration_since(prev).as_secs_f64();
+                    if gap > 2.0 * p.interval.as_secs_f64() {
+                        s.last_outage.with_label_values(&l).set(gap);
+                        s.outages.with_label_values(&l).inc();
+                        tracing::warn!(probe = %p.name, seconds = gap, "writes are acknowledged again");
+                    }
+                    if gap > st.longest {
+                        st.longest = gap;
+                        s.longest_outage.with_label_values(&l).set(gap);
+                    }
+                } else {
+                    s.last_outage.with_label_values(&l).set(0.0);
+                    s.longest_outage.with_label_values(&l).set(0.0);
+                }
+                st.last_ok = Some(done);
+                s.since_success.with_label_values(&l).set(0.0);
+            }
+            Err(_) => failed(&run, &mut st),
+        }
+        result
+    }
+
+    async fn timed_out(run: Run<'_, Self>) {
+        failed(&run, &mut *run.state.session.lock().await);
+    }
+}
+
+/// A failed or timed-out write: the session is not reused, and the time without writes grows.
+fn failed(run: &Run<'_, Write>, st: &mut Session) {
+    st.client = None;
+    let since = st
+        .last_ok
+        .or(st.started)
+        .map_or(Duration::ZERO, |t| t.elapsed());
+    run.series
+        .since_success
+        .with_label_values(&[run.probe.name.as_str()])
+        .set(since.as_secs_f64());
+}
+
+/// `name` or `schema.name`, of letters, digits and `_`, not starting with a digit.
+fn is_table_name(s: &str) -> bool {
+    let part = |p: &str| {
+        p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match s.split_once('.') {
+        Some((schema, table)) => part(schema) && part(table),
+        None => part(s),
+    }
+}
