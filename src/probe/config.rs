@@ -435,3 +435,165 @@ fn unknown_key_mark(node: &Node, message: &str) -> Option<Mark> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `text` as the file `probes.yml`.
+    pub(crate) fn parse(text: &str) -> Result<Config, ProbeError> {
+        Config::parse(Path::new("probes.yml"), text)
+    }
+
+    /// The one probe of `text`.
+    pub(crate) fn probe(text: &str) -> Probe {
+        let mut config = parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.probes.len(), 1, "{text}");
+        config.probes.remove(0)
+    }
+
+    /// The error `text` makes, as the user reads it (`probes.yml:LINE: message`).
+    pub(crate) fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(c) => panic!("no error in:\n{text}\n{c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in_what_is_not_written() {
+        let config = parse("probes:\n  - {name: a, type: tcp, targets: [\"h:1\"]}\n").unwrap();
+        assert_eq!(config.concurrency, 256);
+        assert_eq!(config.resolve_every, Duration::from_secs(60));
+        let p = &config.probes[0];
+        assert_eq!((p.name.as_str(), p.line, p.targets_line), ("a", 2, 2));
+        assert_eq!(p.interval, Duration::from_secs(10));
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        assert_eq!(p.targets, Targets::Static(vec!["h:1".into()]));
+        let p = probe("probes:\n  - {name: a, type: tcp, interval: 2s, targets: [\"h:1\"]}\n");
+        assert_eq!(p.timeout, Duration::from_secs(2), "the interval bounds it");
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        let p = probe(
+            "probes:\n  - {name: a, type: tcp, interval: 1.5, timeout: 250ms, targets: [\"h:1\"]}\n",
+        );
+        assert_eq!(p.interval, Duration::from_millis(1500));
+        assert_eq!(p.timeout, Duration::from_millis(250));
+        for (text, secs) in [
+            ("2m", 120.0),
+            ("1h", 3600.0),
+            ("1d", 86400.0),
+            (" 5s ", 5.0),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Some(Duration::from_secs_f64(secs)),
+                "{text}"
+            );
+        }
+        for text in ["1x", "s", "0s", "-1s", ""] {
+            assert_eq!(parse_duration(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn group_targets_are_a_group_and_a_port() {
+        let p =
+            probe("probes:\n  - name: a\n    type: tcp\n    targets: {group: etcd, port: 2379}\n");
+        assert_eq!(
+            p.targets,
+            Targets::Group(GroupTargets {
+                group: "etcd".into(),
+                port: 2379
+            })
+        );
+        assert_eq!(p.targets_line, 4);
+    }
+
+    #[test]
+    fn mistakes_in_the_common_keys_name_line_and_key() {
+        let cases = [
+            (
+                "probes:\n  - name: a\n    type: tcp\n    intervall: 1s\n",
+                "probes.yml:4: probes[0]: intervall: unknown field `intervall`, expected one of `name`, `type`, `interval`, `timeout`, `targets`, `http`, `postgres`, `patroni`, `external`",
+            ),
+            (
+                "probes:\n  - name: a\n    type: tcp\n    interval: 1x\n    targets: [\"h:1\"]\n",
+                "probes.yml:4: probes[0]: interval: \"1x\" is not a duration (examples: 500ms, 5s, 2m, 1h)",
+            ),
+            (
+                "probes:\n  - name: a\n    type: tcp\n    interval: 1s\n    timeout: 2s\n    targets: [\"h:1\"]\n",
+                "probes.yml:5: timeout: 2 s is longer than the interval (1 s)",
+            ),
+            (
+                "probes:\n  - {name: a, type: tcp, targets: [\"h:1\"]}\n  - {name: a, type: tcp, targets: [\"h:2\"]}\n",
+                "probes.yml:3: name: the probe \"a\" is defined twice (first at line 2)",
+            ),
+            (
+                "probes:\n  - name: \"a b\"\n    type: tcp\n",
+                "probes.yml:2: name: \"a b\" must be letters, digits, _ or - ",
+            ),
+            (
+                "probes:\n  - name: a\n    type: icmp\n",
+                "probes.yml:3: probes[0]: type: unknown variant `icmp`, expected one of `http`, `tcp`, `postgres`, `etcd`, `patroni`, `write`, `external`",
+            ),
+            (
+                "probes:\n  - name: a\n    targets: [\"h:1\"]\n",
+                "probes.yml:2: probes[0]: missing field `type`",
+            ),
+            (
+                "probes:\n  - name: a\n    type: tcp\n",
+                "probes.yml:2: probes[0] (a): targets: missing",
+            ),
+            (
+                "probes:\n  - name: a\n    type: tcp\n    targets: []\n",
+                "probes.yml:4: targets: the list is empty",
+            ),
+            (
+                "probes:\n  - name: a\n    type: tcp\n    targets:\n      - h:1\n      - h:1\n",
+                "probes.yml:6: targets[1]: \"h:1\" is listed twice",
+            ),
+            (
+                "probes:\n  - name: a\n    type: tcp\n    targets: {group: g, port: 1, x: 2}\n",
+                "probes.yml:4: probes[0]: targets: data did not match any variant of untagged enum Targets",
+            ),
+            ("concurrency: 3\n", "probes.yml:1: probes: at least one probe is needed"),
+            ("- a\n", "probes.yml:1: the file must be a mapping, not a list"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(error(text), want, "\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_options_block_of_another_kind_is_named() {
+        let cases = [
+            (
+                "http: {status: [200]}",
+                "http: only for probes of type http",
+            ),
+            (
+                "postgres: {user: x}",
+                "postgres: only for probes of type postgres or write",
+            ),
+            (
+                "patroni: {max_lag_bytes: 1}",
+                "patroni: only for probes of type patroni",
+            ),
+            (
+                "external: {command: [x]}",
+                "external: only for probes of type external",
+            ),
+        ];
+        for (block, want) in cases {
+            let text = format!(
+                "probes:\n  - name: a\n    type: tcp\n    targets: [\"h:1\"]\n    {block}\n"
+            );
+            assert_eq!(error(&text), format!("probes.yml:5: {want}"), "\n{text}");
+        }
+        // An empty block is no options.
+        probe("probes:\n  - name: a\n    type: tcp\n    targets: [\"h:1\"]\n    http:\n");
+    }
+}

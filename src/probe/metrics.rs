@@ -47,11 +47,37 @@ struct Family {
     remove: Box<dyn Fn(&[&str]) + Send + Sync>,
 }
 
+/// Every registered family, to remove the series of what goes.
+#[derive(Default)]
+struct Families(Vec<Family>);
+
+impl Families {
+    fn forget_target(&self, probe: &str, dst: &str, kind: &str) {
+        for f in &self.0 {
+            match f.per {
+                Per::Run => (f.remove)(&[probe, dst, kind]),
+                Per::Target if f.kind == Some(kind) => (f.remove)(&[probe, dst]),
+                _ => {}
+            }
+        }
+    }
+
+    fn forget_probe(&self, probe: &str, kind: &str) {
+        for f in &self.0 {
+            match f.per {
+                Per::ProbeKind => (f.remove)(&[probe, kind]),
+                Per::Probe if f.kind == Some(kind) => (f.remove)(&[probe]),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Registers families in the prober's registry, for every run (`kind` None) or for a kind.
 pub(crate) struct Registrar<'a> {
     registry: &'a Registry,
     kind: Option<&'static str>,
-    families: &'a mut Vec<Family>,
+    families: &'a mut Families,
 }
 
 impl Registrar<'_> {
@@ -91,7 +117,7 @@ impl Registrar<'_> {
             .register(Box::new(vec.clone()))
             .expect("registered once");
         let v = vec.clone();
-        self.families.push(Family {
+        self.families.0.push(Family {
             kind: self.kind,
             per,
             remove: Box::new(move |labels| {
@@ -104,7 +130,7 @@ impl Registrar<'_> {
 
 pub(crate) struct Metrics {
     registry: Registry,
-    families: Vec<Family>,
+    families: Families,
     // cloudprober-compatible
     pub total: IntCounterVec,
     pub success: IntCounterVec,
@@ -122,7 +148,7 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let mut families = Vec::new();
+        let mut families = Families::default();
         let mut r = Registrar {
             registry: &registry,
             kind: None,
@@ -192,25 +218,99 @@ impl Metrics {
 
     /// Removes every series of a target of a probe of `kind` that is no longer probed.
     pub fn forget_target(&self, probe: &str, dst: &str, kind: &str) {
-        for f in &self.families {
-            match f.per {
-                Per::Run => (f.remove)(&[probe, dst, kind]),
-                Per::Target if f.kind == Some(kind) => (f.remove)(&[probe, dst]),
-                _ => {}
-            }
-        }
+        self.families.forget_target(probe, dst, kind);
         self.kinds.forget_target(kind, probe, dst);
     }
 
     /// Removes the per-probe series of a probe of `kind` that is gone (or now of another kind).
     pub fn forget_probe(&self, probe: &str, kind: &str) {
-        for f in &self.families {
-            match f.per {
-                Per::ProbeKind => (f.remove)(&[probe, kind]),
-                Per::Probe if f.kind == Some(kind) => (f.remove)(&[probe]),
-                _ => {}
-            }
-        }
+        self.families.forget_probe(probe, kind);
         self.kinds.forget_probe(kind, probe);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The series on a registry's page, one `name{labels}` a line.
+    fn series(registry: &Registry) -> Vec<String> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn what_goes_takes_its_series_and_only_those() {
+        let registry = Registry::new();
+        let mut families = Families::default();
+        let mut r = Registrar {
+            registry: &registry,
+            kind: None,
+            families: &mut families,
+        };
+        let runs = r.counter("total", "runs", Per::Run);
+        let hist = r.histogram(HistogramOpts::new("took", "took"), Per::ProbeKind);
+        let (a_target, a_probe, a_member) = {
+            let mut a = r.kind("a");
+            (
+                a.gauge("a_target", "x", Per::Target),
+                a.int_gauge("a_probe", "x", Per::Probe),
+                a.gauge("a_member", "x", Per::Member),
+            )
+        };
+        let b_target = r.kind("b").gauge("b_target", "x", Per::Target);
+        for (probe, dst) in [("p", "d1"), ("p", "d2"), ("q", "d1")] {
+            runs.with_label_values(&[probe, dst, "a"]).inc();
+            a_target.with_label_values(&[probe, dst]).set(1.0);
+            b_target.with_label_values(&[probe, dst]).set(1.0);
+        }
+        for probe in ["p", "q"] {
+            hist.with_label_values(&[probe, "a"]).observe(1.0);
+            a_probe.with_label_values(&[probe]).set(1);
+            a_member.with_label_values(&[probe, "m1"]).set(1.0);
+        }
+
+        families.forget_target("p", "d1", "a");
+        let left = series(&registry);
+        let gone = |s: &&String| s.contains(r#"dst="d1",probe="p""#) && !s.starts_with("b_");
+        assert_eq!(left.iter().filter(gone).count(), 0, "{left:#?}");
+        assert!(
+            left.contains(&r#"b_target{dst="d1",probe="p"}"#.to_string()),
+            "another kind's: {left:#?}"
+        );
+        assert!(
+            left.contains(&r#"a_target{dst="d2",probe="p"}"#.to_string()),
+            "{left:#?}"
+        );
+        assert!(
+            left.contains(&r#"total{dst="d1",probe="q",ptype="a"}"#.to_string()),
+            "{left:#?}"
+        );
+
+        families.forget_probe("p", "a");
+        let left = series(&registry);
+        assert!(
+            !left
+                .iter()
+                .any(|s| s.starts_with("a_probe{probe=\"p\"")
+                    || s.starts_with("took_count{probe=\"p\"")),
+            "{left:#?}"
+        );
+        assert!(
+            left.contains(&r#"a_probe{probe="q"}"#.to_string()),
+            "{left:#?}"
+        );
+        assert!(
+            left.contains(&r#"a_member{member="m1",probe="p"}"#.to_string()),
+            "the kind's to remove: {left:#?}"
+        );
     }
 }

@@ -108,3 +108,24 @@ impl Kind for Etcd {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::probe::config::tests::{error, probe};
+    use crate::probe::kinds::Spec;
+
+    #[test]
+    fn takes_member_targets_and_no_options() {
+        let p = probe("probes:\n  - name: e\n    type: etcd\n    targets: {group: etcd_cluster, port: 2379}\n");
+        assert!(matches!(p.spec, Spec::Etcd(())));
+        assert_eq!(p.spec.group_target("10.0.0.1:2379".into()), "10.0.0.1:2379");
+        assert_eq!(
+            error("probes:\n  - name: e\n    type: etcd\n    targets: [\"h:2379\"]\n    patroni: {}\n"),
+            "probes.yml:5: patroni: only for probes of type patroni"
+        );
+        assert_eq!(
+            error("probes:\n  - name: e\n    type: etcd\n"),
+            "probes.yml:2: probes[0] (e): targets: missing"
+        );
+    }
+}

@@ -215,7 +215,36 @@ fn escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::*;
+    use crate::probe::config::tests::{error, probe};
+    use crate::probe::kinds::Spec as AnySpec;
+
+    #[test]
+    fn the_command_is_required_and_the_target_defaults_to_local() {
+        let p = probe("probes:\n  - {name: x, type: external, external: {command: [sh, -c, \"exit 0\"]}}\n");
+        assert_eq!(p.targets, crate::probe::config::Targets::Static(vec!["local".into()]));
+        let AnySpec::External(s) = p.spec else {
+            panic!("not an external spec: {:?}", p.spec)
+        };
+        assert_eq!((s.program.as_str(), s.args.as_slice()), ("sh", &["-c".to_string(), "exit 0".into()][..]));
+        let cases = [
+            ("", "probes.yml:2: probes[0] (x): external.command: missing"),
+            ("    external: {}\n", "probes.yml:4: probes[0] (x): external.command: missing"),
+            ("    external: {command: []}\n", "probes.yml:4: external.command: the list is empty"),
+            (
+                "    external: {command: \"true\"}\n",
+                "probes.yml:4: probes[0]: external.command: invalid type: string \"true\", expected a sequence",
+            ),
+            (
+                "    external: {cmd: [x]}\n",
+                "probes.yml:4: probes[0]: external.cmd: unknown field `cmd`, expected `command`",
+            ),
+        ];
+        for (block, want) in cases {
+            let text = format!("probes:\n  - name: x\n    type: external\n{block}");
+            assert_eq!(error(&text), want, "\n{text}");
+        }
+    }
 
     #[test]
     fn prometheus_text_lines_become_samples_and_junk_is_skipped() {

@@ -289,7 +289,100 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::days_from_civil;
+    use super::*;
+    use crate::probe::config::tests::{error, probe};
+    use crate::probe::kinds::Spec as AnySpec;
+
+    fn spec(text: &str) -> (Spec, AnySpec) {
+        let any = probe(text).spec;
+        match &any {
+            AnySpec::Http(s) => (s.clone(), any),
+            other => panic!("not an http spec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_are_read_with_their_defaults() {
+        let (s, any) = spec("probes:\n  - {name: w, type: http, targets: [\"http://h:1/\"]}\n");
+        assert_eq!(s.method, reqwest::Method::GET);
+        assert!(s.status.is_empty() && s.headers.is_empty() && s.body.is_none());
+        assert_eq!((s.cert_expiry_min, s.keep_alive), (None, false));
+        assert_eq!(any.group_target("10.0.0.1:8008".into()), "http://10.0.0.1:8008/");
+        let (s, any) = spec(
+            "probes:
+  - name: w
+    type: http
+    targets: [\"https://h:1/\"]
+    http:
+      scheme: https
+      path: /health
+      method: POST
+      headers: {X-A: b}
+      status: [200, 204]
+      body: \"ok|fine\"
+      cert_expiry_min: 7d
+      ca_file: /etc/ca.pem
+      keep_alive: true
+",
+        );
+        assert_eq!(s.method, reqwest::Method::POST);
+        assert_eq!(s.status, vec![200, 204]);
+        assert_eq!(s.headers.get("X-A").map(String::as_str), Some("b"));
+        assert!(s.body.as_ref().is_some_and(|re| re.is_match("all fine")));
+        assert_eq!(s.cert_expiry_min, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!((s.ca_file.as_deref(), s.keep_alive), (Some("/etc/ca.pem"), true));
+        assert_eq!(any.group_target("h:1".into()), "https://h:1/health");
+    }
+
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let head = "probes:\n  - name: w\n    type: http\n    targets: [\"http://h:1/\"]\n    http:\n";
+        let cases = [
+            (
+                "      body: \"([a-z\"\n",
+                "probes.yml:6: http.body: not a regular expression: regex parse error:",
+            ),
+            ("      method: \"GE T\"\n", "probes.yml:6: http.method: \"GE T\" is not an HTTP method"),
+            (
+                "      statuss: [200]\n",
+                "probes.yml:6: probes[0]: http.statuss: unknown field `statuss`, expected one of `scheme`, `path`, `method`, `headers`, `status`, `body`, `cert_expiry_min`, `ca_file`, `keep_alive`",
+            ),
+            (
+                "      status: [abc]\n",
+                "probes.yml:6: probes[0]: http.status[0]: invalid type: string \"abc\", expected u16",
+            ),
+            (
+                "      cert_expiry_min: soon\n",
+                "probes.yml:6: probes[0]: http.cert_expiry_min: \"soon\" is not a duration (examples: 500ms, 5s, 2m, 1h)",
+            ),
+        ];
+        for (block, want) in cases {
+            let text = format!("{head}{block}");
+            let got = error(&text);
+            assert!(got.starts_with(want), "got {got:?}, want {want:?}\n{text}");
+        }
+    }
+
+    #[test]
+    fn listed_targets_must_be_urls() {
+        assert_eq!(
+            error("probes:\n  - name: w\n    type: http\n    targets:\n      - \"http://h:1/\"\n      - \"h:80\"\n"),
+            "probes.yml:6: targets[1]: \"h:80\" is not an http:// or https:// URL"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named_when_the_client_is_made() {
+        let p = probe(
+            "probes:\n  - {name: w, type: http, targets: [\"https://h/\"], http: {ca_file: /nonexistent.pem}}\n",
+        );
+        let env = Env { inventory: None };
+        let err = crate::probe::kinds::Kit::new(&p, &env).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("http.ca_file: /nonexistent.pem: No such file or directory (os error 2)")
+        );
+    }
 
     #[test]
     fn civil_days() {

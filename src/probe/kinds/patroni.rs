@@ -197,3 +197,45 @@ impl Kind for Patroni {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::config::tests::{error, probe};
+    use crate::probe::kinds::Spec as AnySpec;
+
+    fn spec(text: &str) -> Spec {
+        match probe(text).spec {
+            AnySpec::Patroni(s) => s,
+            other => panic!("not a patroni spec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_lag_bound_defaults_to_16_mib() {
+        let head = "probes:\n  - name: p\n    type: patroni\n    targets: [\"h:8008\"]\n";
+        assert_eq!(spec(head).max_lag_bytes, 16 << 20);
+        assert_eq!(spec(&format!("{head}    patroni:\n")).max_lag_bytes, 16 << 20);
+        assert_eq!(spec(&format!("{head}    patroni: {{max_lag_bytes: 4096}}\n")).max_lag_bytes, 4096);
+    }
+
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let head = "probes:\n  - name: p\n    type: patroni\n    targets: [\"h:8008\"]\n    patroni:\n";
+        let cases = [
+            (
+                "      max_lag_bytes: -1\n",
+                "probes.yml:6: probes[0]: patroni.max_lag_bytes: invalid value: integer `-1`, expected u64",
+            ),
+            // The cluster is the probe's name (its `probe` label): there is no option for it.
+            (
+                "      cluster: main\n",
+                "probes.yml:6: probes[0]: patroni.cluster: unknown field `cluster`, expected `max_lag_bytes`",
+            ),
+        ];
+        for (block, want) in cases {
+            let text = format!("{head}{block}");
+            assert_eq!(error(&text), want, "\n{text}");
+        }
+    }
+}

@@ -256,3 +256,82 @@ impl Kind for Postgres {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::config::tests::{error, probe};
+    use crate::probe::kinds::{Kit, Spec as AnySpec};
+
+    fn spec(text: &str) -> Spec {
+        match probe(text).spec {
+            AnySpec::Postgres(s) => s,
+            other => panic!("not a postgres spec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_are_read_with_their_defaults() {
+        let s = spec("probes:\n  - {name: pg, type: postgres, targets: [\"h:5432\"]}\n");
+        assert_eq!(s.login, Login::new(None, None, None, None));
+        assert_eq!((s.login.user.as_str(), s.login.dbname.as_str()), ("postgres", "postgres"));
+        assert_eq!((s.query, s.expect, s.max_lag_bytes), (None, Role::Any, None));
+        let s = spec(
+            "probes:
+  - name: pg
+    type: postgres
+    targets: [\"h:5432\"]
+    postgres: {user: u, password: p, dbname: d, query: select 1, expect: replica, max_lag_bytes: 5}
+",
+        );
+        assert_eq!(
+            s.login,
+            Login::new(Some("u".into()), Some("d".into()), Some("p".into()), None)
+        );
+        assert_eq!(s.query.as_deref(), Some("select 1"));
+        assert_eq!((s.expect, s.max_lag_bytes), (Role::Replica, Some(5)));
+    }
+
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let head = "probes:\n  - name: pg\n    type: postgres\n    targets: [\"h:5432\"]\n    postgres:\n";
+        let cases = [
+            (
+                "      expect: leader\n",
+                "probes.yml:6: probes[0]: postgres.expect: unknown variant `leader`, expected one of `any`, `primary`, `replica`",
+            ),
+            // `table` is a write probe's.
+            (
+                "      table: t\n",
+                "probes.yml:6: probes[0]: postgres.table: unknown field `table`, expected one of `user`, `password`, `password_secret`, `dbname`, `query`, `expect`, `max_lag_bytes`",
+            ),
+        ];
+        for (block, want) in cases {
+            let text = format!("{head}{block}");
+            assert_eq!(error(&text), want, "\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_password_from_the_secret_store_needs_an_inventory() {
+        let p = probe(
+            "probes:\n  - {name: pg, type: postgres, targets: [\"h:5432\"], postgres: {password_secret: prober}}\n",
+        );
+        let err = Kit::new(&p, &Env { inventory: None }).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("postgres.password_secret: \"prober\" needs an inventory (-i INVENTORY)")
+        );
+    }
+
+    #[test]
+    fn a_target_is_host_port_and_the_port_a_number() {
+        let login = Login::new(None, None, None, None);
+        let timeout = Duration::from_secs(2);
+        let c = login.config(None, "10.0.0.1:6432", timeout, false).unwrap();
+        assert_eq!(c.get_ports(), [6432]);
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        let err = login.config(None, "h:x", timeout, false).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("h:x: the port is not a number"));
+    }
+}

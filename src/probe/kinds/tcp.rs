@@ -31,3 +31,21 @@ impl Kind for Tcp {
             .map_err(|e| Failure(format!("connect: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::probe::config::tests::{error, probe};
+    use crate::probe::kinds::Spec;
+
+    #[test]
+    fn takes_host_port_targets_and_no_options() {
+        let p = probe("probes:\n  - {name: t, type: tcp, targets: [\"h:1\", \"h:2\"]}\n");
+        assert!(matches!(p.spec, Spec::Tcp(())));
+        assert_eq!(p.spec.group_target("10.0.0.1:9100".into()), "10.0.0.1:9100");
+        assert!(!p.spec.one_target());
+        assert_eq!(
+            error("probes:\n  - {name: t, type: tcp, targets: [\"h:1\"], http: {path: /}}\n"),
+            "probes.yml:2: http: only for probes of type http"
+        );
+    }
+}

@@ -211,3 +211,57 @@ fn is_table_name(s: &str) -> bool {
         None => part(s),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::config::tests::{error, probe};
+    use crate::probe::kinds::Spec as AnySpec;
+
+    #[test]
+    fn reads_postgres_options_and_probes_the_members_as_one_target() {
+        let p = probe(
+            "probes:\n  - {name: w, type: write, targets: [\"a:5432\", \"b:5432\"], postgres: {user: u, password_secret: s}}\n",
+        );
+        assert!(p.spec.one_target());
+        let AnySpec::Write(s) = p.spec else {
+            panic!("not a write spec: {:?}", p.spec)
+        };
+        assert_eq!(s.login, Login::new(Some("u".into()), None, None, Some("s".into())));
+        assert_eq!(s.table, "hactl_probe_write");
+        let p = probe(
+            "probes:\n  - {name: w, type: write, targets: [\"a:5432\"], postgres: {table: probes.writes}}\n",
+        );
+        assert!(matches!(p.spec, AnySpec::Write(Spec { table, .. }) if table == "probes.writes"));
+    }
+
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let head = "probes:\n  - name: w\n    type: write\n    targets: [\"h:5432\"]\n    postgres:\n";
+        let cases = [
+            (
+                "      table: \"t; drop table x\"\n",
+                "probes.yml:6: postgres.table: \"t; drop table x\" is not a table name (letters, digits and _, optionally SCHEMA.TABLE)",
+            ),
+            // `expect` is a postgres probe's.
+            (
+                "      expect: primary\n",
+                "probes.yml:6: probes[0]: postgres.expect: unknown field `expect`, expected one of `user`, `password`, `password_secret`, `dbname`, `table`",
+            ),
+        ];
+        for (block, want) in cases {
+            let text = format!("{head}{block}");
+            assert_eq!(error(&text), want, "\n{text}");
+        }
+    }
+
+    #[test]
+    fn table_names_are_identifiers() {
+        for ok in ["t", "_t1", "s.t", "hactl_probe_write"] {
+            assert!(is_table_name(ok), "{ok}");
+        }
+        for bad in ["", "1t", "s.t.u", "t-1", "t t", ".t", "\"T\""] {
+            assert!(!is_table_name(bad), "{bad}");
+        }
+    }
+}
