@@ -2,13 +2,51 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
 use clap::Parser;
 
 use hactl::cli::{ApplyArgs, Cli, Command, FailoverArgs, InventoryAction, Output, ProbeArgs};
 use hactl::engine::{self, ApplyError};
-use hactl::inventory::{self, Inventory};
-use hactl::{exit, lab, roles};
+use hactl::exit::{self, Code};
+use hactl::inventory::{self, Inventory, InventoryError};
+use hactl::{lab, roles};
+
+/// What a command can fail with. Each error knows its exit code (README: Exit codes).
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Role(#[from] roles::RoleError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Failover(#[from] hactl::failover::FailoverError),
+    #[error(transparent)]
+    Probe(#[from] hactl::probe::ProbeError),
+    #[error(transparent)]
+    Lab(#[from] lab::LabError),
+    /// The machine itself: no terminal for a password, no runtime, a closed stdout.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl Code for Error {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Error::Inventory(e) => e.exit_code(),
+            Error::Role(e) => e.exit_code(),
+            Error::Apply(e) => e.exit_code(),
+            Error::Failover(e) => e.exit_code(),
+            Error::Probe(e) => e.exit_code(),
+            Error::Lab(e) => e.exit_code(),
+            Error::Io(_) | Error::Json(_) => exit::FAILURE,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,24 +54,14 @@ fn main() -> ExitCode {
         Command::Apply(args) => apply(args),
         Command::FailoverTest(args) => failover_test(args),
         Command::Probe(args) => probe(args),
-        Command::Lab(args) => lab::run(&args),
+        Command::Lab(args) => lab::run(&args).map_err(Error::from),
         Command::Inventory(args) => inventory_command(args.action),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("hactl: {err:#}");
-            let bad_input = err.downcast_ref::<inventory::InventoryError>().is_some()
-                || err.downcast_ref::<ApplyError>().is_some()
-                || err.downcast_ref::<roles::RoleError>().is_some()
-                || err
-                    .downcast_ref::<hactl::probe::ProbeError>()
-                    .is_some_and(|e| e.is_bad_input());
-            ExitCode::from(if bad_input {
-                exit::BAD_INPUT
-            } else {
-                exit::FAILURE
-            })
+            eprintln!("hactl: {err}");
+            ExitCode::from(err.exit_code())
         }
     }
 }

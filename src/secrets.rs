@@ -3,7 +3,7 @@
 //! for the same variable wins; the store only fills in what nobody gave.
 
 use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -12,6 +12,11 @@ use indexmap::IndexMap;
 /// Characters of generated secrets: safe in YAML, URLs, connection strings and shells.
 const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
 const DEFAULT_LENGTH: usize = 32;
+
+/// A secret that cannot be read, made or kept, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SecretError(String);
 
 #[derive(Debug)]
 pub struct SecretStore {
@@ -56,12 +61,8 @@ impl SecretStore {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The secret `name`, generated (`length` characters) and saved the first time.
-    pub fn get_or_create(&self, name: &str, length: Option<usize>) -> Result<String, String> {
+    pub fn get_or_create(&self, name: &str, length: Option<usize>) -> Result<String, SecretError> {
         let mut guard = self.values.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(self.read()?);
@@ -71,9 +72,9 @@ impl SecretStore {
             return Ok(v.clone());
         }
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
-            return Err(format!(
+            return Err(SecretError(format!(
                 "secret names are letters, digits and _ (got `{name}`)"
-            ));
+            )));
         }
         let value = generate(length.unwrap_or(DEFAULT_LENGTH))?;
         values.insert(name.to_string(), value.clone());
@@ -87,14 +88,15 @@ impl SecretStore {
         guard.iter().flat_map(|m| m.values().cloned()).collect()
     }
 
-    fn read(&self) -> Result<IndexMap<String, String>, String> {
+    fn read(&self) -> Result<IndexMap<String, String>, SecretError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IndexMap::new()),
-            Err(e) => return Err(format!("{}: {e}", self.path.display())),
+            Err(e) => return Err(SecretError(format!("{}: {e}", self.path.display()))),
         };
-        let node = crate::yaml::parse(&text)
-            .map_err(|e| format!("{}:{}: {}", self.path.display(), e.mark, e.message))?;
+        let node = crate::yaml::parse(&text).map_err(|e| {
+            SecretError(format!("{}:{}: {}", self.path.display(), e.mark, e.message))
+        })?;
         let mut out = IndexMap::new();
         if let serde_json::Value::Object(map) = node.to_json() {
             for (k, v) in map {
@@ -106,28 +108,43 @@ impl SecretStore {
         Ok(out)
     }
 
-    fn write(&self, values: &IndexMap<String, String>) -> Result<(), String> {
+    fn write(&self, values: &IndexMap<String, String>) -> Result<(), SecretError> {
         let mut text =
             String::from("# Secrets hactl generated for this inventory. Keep this file private.\n");
         for (k, v) in values {
             text.push_str(&format!("{k}: \"{v}\"\n"));
         }
         let tmp = self.path.with_extension("yml.tmp");
+        // Created 0600 and exclusively (a file or symlink left at the temporary path is an
+        // error, not something to write through), then renamed over the store.
         let write = || -> std::io::Result<()> {
-            std::fs::write(&tmp, "")?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-            std::fs::write(&tmp, &text)?;
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+            file.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
-        write().map_err(|e| format!("cannot save secrets to {}: {e}", self.path.display()))
+        write().map_err(|e| {
+            SecretError(format!(
+                "cannot save secrets to {}: {e}",
+                self.path.display()
+            ))
+        })
     }
 }
 
-fn generate(length: usize) -> Result<String, String> {
+fn generate(length: usize) -> Result<String, SecretError> {
     let mut bytes = vec![0u8; length * 2];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
+        .map_err(|e| SecretError(format!("/dev/urandom: {e}")))?;
     // Rejection sampling keeps every character equally likely.
     let limit = 256 - 256 % ALPHABET.len();
     let chosen: String = bytes
@@ -145,6 +162,7 @@ fn generate(length: usize) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn a_secret_is_made_once_kept_private_and_read_back() {

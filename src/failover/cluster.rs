@@ -63,7 +63,7 @@ impl Cluster {
                 Some(v) => Ok(v),
                 None => secrets
                     .get_or_create(store_name, None)
-                    .map_err(FailoverError::Input),
+                    .map_err(|e| FailoverError::Input(e.to_string())),
             }
         };
         let port = |name: &str, default: u16| {

@@ -417,9 +417,9 @@ fn read_vars_for(dir: &Path, name: &str) -> Result<Vars, InventoryError> {
 }
 
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>, InventoryError> {
-    let read_err = |source| InventoryError::Read {
+    let read_err = |error| InventoryError::Read {
         path: dir.to_path_buf(),
-        source,
+        error,
     };
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(read_err)?
@@ -497,9 +497,9 @@ fn read_vars_file(path: &Path) -> Result<Vars, InventoryError> {
 }
 
 fn read_yaml(file: &Arc<PathBuf>) -> Result<Node, InventoryError> {
-    let text = fs::read_to_string(file.as_ref()).map_err(|source| InventoryError::Read {
+    let text = fs::read_to_string(file.as_ref()).map_err(|error| InventoryError::Read {
         path: file.as_ref().clone(),
-        source,
+        error,
     })?;
     yaml::parse(&text).map_err(|e| InventoryError::At {
         path: file.as_ref().clone(),

@@ -199,7 +199,7 @@ pub fn kill_and_wait(pid: u32, grace: Duration) -> Result<(), LabError> {
 }
 
 fn signal(pid: u32, sig: Signal) -> Result<(), LabError> {
-    let raw = i32::try_from(pid).map_err(|_| LabError::Config(format!("bad pid {pid}")))?;
+    let raw = i32::try_from(pid).map_err(|_| LabError::State(format!("bad pid {pid}")))?;
     match kill(Pid::from_raw(raw), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(LabError::Io {

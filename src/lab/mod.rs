@@ -14,8 +14,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-
 pub use config::{LabConfig, LabHost};
 use progress::Progress;
 
@@ -40,8 +38,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 pub enum LabError {
     #[error(transparent)]
     Inventory(#[from] InventoryError),
+    /// The lab's settings in the inventory cannot be used: nothing was done.
     #[error("{0}")]
     Config(String),
+    /// The lab is not in a state to do what was asked (down, a machine stopped, ...).
+    #[error("{0}")]
+    State(String),
     #[error("the lab needs root (it makes a bridge, mounts and containers) — run it with sudo")]
     NotRoot,
     #[error("cannot run {program}: {source}")]
@@ -65,14 +67,14 @@ pub enum LabError {
 }
 
 /// Runs a `hactl lab` action.
-pub fn run(args: &LabArgs) -> Result<u8> {
+pub fn run(args: &LabArgs) -> Result<u8, LabError> {
     let inventory = Inventory::load(&args.inventory)?;
     let config = LabConfig::from_inventory(&inventory)?;
     match &args.action {
         LabAction::Up => up(&config)?,
         LabAction::Down => down(&config)?,
         LabAction::Status => return Ok(status(&config)),
-        LabAction::Ssh { host, command } => return Ok(ssh(&config, host, command)?),
+        LabAction::Ssh { host, command } => return ssh(&config, host, command),
         LabAction::Kill { host } => kill(&config, host)?,
         LabAction::Cut { host } => set_link(&config, host, false)?,
         LabAction::Heal { host } => set_link(&config, host, true)?,
@@ -133,7 +135,7 @@ pub fn up(config: &LabConfig) -> Result<(), LabError> {
             .map(|(name, handle)| {
                 let result = handle
                     .join()
-                    .unwrap_or_else(|_| Err(LabError::Config("a boot watcher panicked".into())));
+                    .unwrap_or_else(|_| Err(LabError::State("a boot watcher panicked".into())));
                 (name, result)
             })
             .collect()
@@ -233,7 +235,7 @@ fn ssh(config: &LabConfig, host: &str, command: &[String]) -> Result<u8, LabErro
     let host = config.host(host)?;
     // Without the bridge the lab's addresses would be routed off this machine.
     if !sys::link_exists(&config.bridge) {
-        return Err(LabError::Config(format!(
+        return Err(LabError::State(format!(
             "the lab is down (no bridge {}) — `hactl lab up` first",
             config.bridge
         )));
@@ -269,7 +271,7 @@ fn set_link(config: &LabConfig, host: &str, up: bool) -> Result<(), LabError> {
     let host = config.host(host)?;
     let link = machine::link_name(&host.name);
     if !sys::link_exists(&link) {
-        return Err(LabError::Config(format!(
+        return Err(LabError::State(format!(
             "{} is not running (no link {link}) — `hactl lab up` boots it",
             host.name
         )));
@@ -432,7 +434,7 @@ fn write_known_hosts(config: &LabConfig) -> Result<(), LabError> {
         let public = read(&rootfs::public_key_path(&key))?;
         let mut words = public.split_whitespace();
         let (Some(kind), Some(blob)) = (words.next(), words.next()) else {
-            return Err(LabError::Config(format!(
+            return Err(LabError::State(format!(
                 "{}: not an SSH public key",
                 key.display()
             )));
@@ -508,7 +510,7 @@ fn wait_booted(config: &LabConfig, host: &LabHost, nspawn: u32) -> Result<String
     while Instant::now() < deadline {
         if !sys::alive(nspawn) {
             let log = config.machine_dir(&host.name).join("console.log");
-            return Err(LabError::Config(format!(
+            return Err(LabError::State(format!(
                 "the machine stopped while booting — see {}",
                 log.display()
             )));
@@ -528,7 +530,7 @@ fn wait_booted(config: &LabConfig, host: &LabHost, nspawn: u32) -> Result<String
                     5,
                 )
                 .unwrap_or_default();
-                return Err(LabError::Config(format!(
+                return Err(LabError::State(format!(
                     "booted degraded; failed units: {failed}"
                 )));
             }

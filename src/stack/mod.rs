@@ -64,6 +64,8 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, Clone)]
 pub struct Stack {
     pub scope: String,
+    /// Patroni's key prefix in etcd (`/service/`).
+    pub namespace: String,
     pub postgres: Vec<PgMember>,
     pub etcd: Vec<EtcdMember>,
     /// The monitoring hosts (the prober, Prometheus).
@@ -123,6 +125,7 @@ impl Stack {
         };
         Ok(Stack {
             scope: read.string(&any, "patroni_scope")?,
+            namespace: read.string(&any, "patroni_namespace")?,
             postgres,
             etcd,
             monitoring: group("monitoring_group")?,
@@ -145,7 +148,11 @@ impl Stack {
 
     /// Patroni's leader key in etcd.
     pub fn leader_key(&self) -> String {
-        format!("/service/{}/leader", self.scope)
+        format!(
+            "{}/{}/leader",
+            self.namespace.trim_end_matches('/'),
+            self.scope
+        )
     }
 }
 
@@ -162,9 +169,13 @@ impl Reader<'_> {
             line: 1,
         };
         let raw = serde_json::Value::String(format!("{{{{ {var} }}}}"));
-        let value = scope
-            .render_json(&raw, &source)
-            .map_err(|e| StackError(format!("{host}: {var}: {}", e.message)))?;
+        let value = scope.render_json(&raw, &source).map_err(|e| {
+            StackError(format!(
+                "{}{host}: {var}: {}",
+                self.origin(host, var),
+                e.message
+            ))
+        })?;
         Ok(template::to_json(&value))
     }
 
@@ -179,9 +190,20 @@ impl Reader<'_> {
         let text = self.string(host, var)?;
         text.trim().parse().map_err(|_| {
             StackError(format!(
-                "{host}: {var}: expected a port number, got `{text}`"
+                "{}{host}: {var}: expected a port number, got `{text}`",
+                self.origin(host, var)
             ))
         })
+    }
+
+    /// `file:line: ` where `var` of `host` was set.
+    fn origin(&self, host: &str, var: &str) -> String {
+        self.world
+            .hosts
+            .get(host)
+            .and_then(|d| d.vars.get(var))
+            .map(|(_, file, line)| format!("{file}:{line}: "))
+            .unwrap_or_default()
     }
 }
 
@@ -248,3 +270,86 @@ pub(crate) fn world(
 
 /// Where a variable given with `-e` is said to come from.
 pub(crate) const EXTRA_VARS: &str = "-e (command line)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(inventory: &str) -> (tempfile::TempDir, Result<Stack, StackError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.yml");
+        std::fs::write(&path, inventory).unwrap();
+        let inv = Inventory::load(&path).unwrap();
+        let stack = Stack::load(&inv, &IndexMap::new());
+        (dir, stack)
+    }
+
+    #[test]
+    fn the_model_follows_the_inventory_with_the_stack_role_under_it() {
+        let (dir, stack) = load(
+            "all:
+  vars: {patroni_scope: main, patroni_api_port: 8443}
+  children:
+    postgres_cluster:
+      hosts:
+        db-a: {ansible_host: 10.0.0.1}
+        db-b: {ansible_host: 10.0.0.2, postgresql_port: 6432}
+    etcd_cluster:
+      hosts:
+        dcs-1: {}
+    monitoring:
+      hosts:
+        mon: {}
+",
+        );
+        let stack = stack.unwrap();
+        assert_eq!(stack.scope, "main");
+        assert_eq!(stack.leader_key(), "/service/main/leader");
+        let names: Vec<&str> = stack.postgres.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["db-a", "db-b"]);
+        assert_eq!(stack.postgres[0].api_url(), "http://10.0.0.1:8443");
+        assert_eq!(stack.postgres[0].pg_port, 5432);
+        assert_eq!(stack.postgres[1].pg_port, 6432);
+        // No ansible_host: the inventory name is the address.
+        assert_eq!(stack.etcd_endpoints(), ["http://dcs-1:2379"]);
+        assert_eq!(stack.monitoring, ["mon"]);
+        assert_eq!(stack.patroni_api.user, "patroni");
+        // Passwords nobody gave are made once in the inventory's secret store.
+        assert_eq!(stack.superuser.password.len(), 32);
+        let store = std::fs::read_to_string(dir.path().join("inv.secrets.yml")).unwrap();
+        assert!(store.contains(&stack.superuser.password));
+        assert!(!format!("{stack:?}").contains(&stack.superuser.password));
+    }
+
+    #[test]
+    fn other_group_names_are_followed() {
+        let (_dir, stack) = load(
+            "all:
+  vars: {patroni_group: pg, etcd_group: dcs, postgresql_superuser_password: given}
+  children:
+    pg: {hosts: {a: {}, b: {}}}
+    dcs: {hosts: {c: {}}}
+",
+        );
+        let stack = stack.unwrap();
+        assert_eq!(stack.postgres.len(), 2);
+        assert_eq!(stack.etcd[0].name, "c");
+        assert!(stack.monitoring.is_empty());
+        assert_eq!(stack.superuser.password, "given");
+    }
+
+    #[test]
+    fn a_port_that_is_not_a_number_is_named() {
+        let (_dir, stack) = load(
+            "all:
+  children:
+    postgres_cluster: {hosts: {a: {patroni_api_port: http}}}
+",
+        );
+        let err = stack.unwrap_err().to_string();
+        assert!(
+            err.ends_with("inv.yml:3: a: patroni_api_port: expected a port number, got `http`"),
+            "{err}"
+        );
+    }
+}

@@ -394,7 +394,7 @@ fn lookup(kind: String, arg: String, secrets: Option<&SecretStore>) -> Result<Va
             store
                 .get_or_create(name, length)
                 .map(Value::from)
-                .map_err(bad)
+                .map_err(|e| bad(e.to_string()))
         }
         other => Err(bad(format!(
             "lookup: unsupported plugin {other} (env, file, password)"
