@@ -87,7 +87,7 @@ impl Login {
         crate::secrets::SecretStore::of(inv)
             .get_or_create(name, None)
             .map(Some)
-            .map_err(|e| Mistake::new(key, e))
+            .map_err(|e| Mistake::new(key, e.to_string()))
     }
 
     /// A connection configuration for one target: `HOST:PORT`, or for `write` a
