@@ -40,11 +40,22 @@ impl Per {
     }
 }
 
-/// A registered family: whose it is, what it is per, and how to remove one of its series.
+/// A registered family: whose it is, what it is per, and the family itself.
 struct Family {
     kind: Option<&'static str>,
     per: Per,
-    remove: Box<dyn Fn(&[&str]) + Send + Sync>,
+    vec: Box<dyn Remove>,
+}
+
+/// A family whose series can be removed by their label values.
+trait Remove: Send + Sync {
+    fn remove(&self, labels: &[&str]);
+}
+
+impl<T: MetricVecBuilder + 'static> Remove for MetricVec<T> {
+    fn remove(&self, labels: &[&str]) {
+        let _ = self.remove_label_values(labels);
+    }
 }
 
 /// Every registered family, to remove the series of what goes.
@@ -55,8 +66,8 @@ impl Families {
     fn forget_target(&self, probe: &str, dst: &str, kind: &str) {
         for f in &self.0 {
             match f.per {
-                Per::Run => (f.remove)(&[probe, dst, kind]),
-                Per::Target if f.kind == Some(kind) => (f.remove)(&[probe, dst]),
+                Per::Run => f.vec.remove(&[probe, dst, kind]),
+                Per::Target if f.kind == Some(kind) => f.vec.remove(&[probe, dst]),
                 _ => {}
             }
         }
@@ -65,8 +76,8 @@ impl Families {
     fn forget_probe(&self, probe: &str, kind: &str) {
         for f in &self.0 {
             match f.per {
-                Per::ProbeKind => (f.remove)(&[probe, kind]),
-                Per::Probe if f.kind == Some(kind) => (f.remove)(&[probe]),
+                Per::ProbeKind => f.vec.remove(&[probe, kind]),
+                Per::Probe if f.kind == Some(kind) => f.vec.remove(&[probe]),
                 _ => {}
             }
         }
@@ -116,13 +127,10 @@ impl Registrar<'_> {
         self.registry
             .register(Box::new(vec.clone()))
             .expect("registered once");
-        let v = vec.clone();
         self.families.0.push(Family {
             kind: self.kind,
             per,
-            remove: Box::new(move |labels| {
-                let _ = v.remove_label_values(labels);
-            }),
+            vec: Box::new(vec.clone()),
         });
         vec
     }
