@@ -460,6 +460,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// Asserts the error of each `(lines, error)` case written after `head`.
+    #[track_caller]
+    pub(crate) fn assert_errors(head: &str, cases: &[(&str, &str)]) {
+        for (lines, want) in cases {
+            let text = format!("{head}{lines}");
+            assert_eq!(error(&text), *want, "\n{text}");
+        }
+    }
+
     #[test]
     fn defaults_fill_in_what_is_not_written() {
         let config = parse("probes:\n  - {name: a, type: tcp, targets: [\"h:1\"]}\n").unwrap();
@@ -569,30 +578,28 @@ pub(crate) mod tests {
 
     #[test]
     fn an_options_block_of_another_kind_is_named() {
-        let cases = [
-            (
-                "http: {status: [200]}",
-                "http: only for probes of type http",
-            ),
-            (
-                "postgres: {user: x}",
-                "postgres: only for probes of type postgres or write",
-            ),
-            (
-                "patroni: {max_lag_bytes: 1}",
-                "patroni: only for probes of type patroni",
-            ),
-            (
-                "external: {command: [x]}",
-                "external: only for probes of type external",
-            ),
-        ];
-        for (block, want) in cases {
-            let text = format!(
-                "probes:\n  - name: a\n    type: tcp\n    targets: [\"h:1\"]\n    {block}\n"
-            );
-            assert_eq!(error(&text), format!("probes.yml:5: {want}"), "\n{text}");
-        }
+        let head = "probes:\n  - name: a\n    type: tcp\n    targets: [\"h:1\"]\n";
+        assert_errors(
+            head,
+            &[
+                (
+                    "    http: {status: [200]}\n",
+                    "probes.yml:5: http: only for probes of type http",
+                ),
+                (
+                    "    postgres: {user: x}\n",
+                    "probes.yml:5: postgres: only for probes of type postgres or write",
+                ),
+                (
+                    "    patroni: {max_lag_bytes: 1}\n",
+                    "probes.yml:5: patroni: only for probes of type patroni",
+                ),
+                (
+                    "    external: {command: [x]}\n",
+                    "probes.yml:5: external: only for probes of type external",
+                ),
+            ],
+        );
         // An empty block is no options.
         probe("probes:\n  - name: a\n    type: tcp\n    targets: [\"h:1\"]\n    http:\n");
     }

@@ -63,21 +63,15 @@ impl<T: MetricVecBuilder + 'static> Remove for MetricVec<T> {
 struct Families(Vec<Family>);
 
 impl Families {
-    fn forget_target(&self, probe: &str, dst: &str, kind: &str) {
+    /// Removes the series of a target (`dst`) or, without one, of a probe of `kind` that goes.
+    fn forget(&self, probe: &str, dst: Option<&str>, kind: &str) {
         for f in &self.0 {
-            match f.per {
-                Per::Run => f.vec.remove(&[probe, dst, kind]),
-                Per::Target if f.kind == Some(kind) => f.vec.remove(&[probe, dst]),
-                _ => {}
-            }
-        }
-    }
-
-    fn forget_probe(&self, probe: &str, kind: &str) {
-        for f in &self.0 {
-            match f.per {
-                Per::ProbeKind => f.vec.remove(&[probe, kind]),
-                Per::Probe if f.kind == Some(kind) => f.vec.remove(&[probe]),
+            let own = f.kind == Some(kind);
+            match (f.per, dst) {
+                (Per::Run, Some(dst)) => f.vec.remove(&[probe, dst, kind]),
+                (Per::Target, Some(dst)) if own => f.vec.remove(&[probe, dst]),
+                (Per::ProbeKind, None) => f.vec.remove(&[probe, kind]),
+                (Per::Probe, None) if own => f.vec.remove(&[probe]),
                 _ => {}
             }
         }
@@ -92,6 +86,15 @@ pub(crate) struct Registrar<'a> {
 }
 
 impl Registrar<'_> {
+    /// The registrar of the runs' families, and then of each kind's.
+    fn new<'a>(registry: &'a Registry, families: &'a mut Families) -> Registrar<'a> {
+        Registrar {
+            registry,
+            kind: None,
+            families,
+        }
+    }
+
     /// The registrar of one kind's families.
     pub fn kind(&mut self, name: &'static str) -> Registrar<'_> {
         Registrar {
@@ -157,11 +160,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let mut families = Families::default();
-        let mut r = Registrar {
-            registry: &registry,
-            kind: None,
-            families: &mut families,
-        };
+        let mut r = Registrar::new(&registry, &mut families);
         let duration = r.histogram(
             HistogramOpts::new(
                 "hactl_probe_duration_seconds",
@@ -175,18 +174,16 @@ impl Metrics {
             // of /metrics and of the prober's memory.
             Per::ProbeKind,
         );
-        let total = r.counter("total", "Probe runs (cloudprober).", Per::Run);
-        let success = r.counter("success", "Successful probe runs (cloudprober).", Per::Run);
-        let latency = r.counter(
-            "latency",
-            "Microseconds spent in successful probe runs (cloudprober).",
-            Per::Run,
-        );
-        let timeouts = r.counter(
-            "timeouts",
-            "Probe runs that timed out (cloudprober).",
-            Per::Run,
-        );
+        let [total, success, latency, timeouts] = [
+            ("total", "Probe runs (cloudprober)."),
+            ("success", "Successful probe runs (cloudprober)."),
+            (
+                "latency",
+                "Microseconds spent in successful probe runs (cloudprober).",
+            ),
+            ("timeouts", "Probe runs that timed out (cloudprober)."),
+        ]
+        .map(|(name, help)| r.counter(name, help, Per::Run));
         let probe_success = r.int_gauge(
             "probe_success",
             "1 if the last run succeeded (blackbox_exporter).",
@@ -226,13 +223,13 @@ impl Metrics {
 
     /// Removes every series of a target of a probe of `kind` that is no longer probed.
     pub fn forget_target(&self, probe: &str, dst: &str, kind: &str) {
-        self.families.forget_target(probe, dst, kind);
+        self.families.forget(probe, Some(dst), kind);
         self.kinds.forget_target(kind, probe, dst);
     }
 
     /// Removes the per-probe series of a probe of `kind` that is gone (or now of another kind).
     pub fn forget_probe(&self, probe: &str, kind: &str) {
-        self.families.forget_probe(probe, kind);
+        self.families.forget(probe, None, kind);
         self.kinds.forget_probe(kind, probe);
     }
 }
@@ -259,11 +256,7 @@ mod tests {
     fn what_goes_takes_its_series_and_only_those() {
         let registry = Registry::new();
         let mut families = Families::default();
-        let mut r = Registrar {
-            registry: &registry,
-            kind: None,
-            families: &mut families,
-        };
+        let mut r = Registrar::new(&registry, &mut families);
         let runs = r.counter("total", "runs", Per::Run);
         let hist = r.histogram(HistogramOpts::new("took", "took"), Per::ProbeKind);
         let (a_target, a_probe, a_member) = {
@@ -286,7 +279,7 @@ mod tests {
             a_member.with_label_values(&[probe, "m1"]).set(1.0);
         }
 
-        families.forget_target("p", "d1", "a");
+        families.forget("p", Some("d1"), "a");
         let left = series(&registry);
         let gone = |s: &&String| s.contains(r#"dst="d1",probe="p""#) && !s.starts_with("b_");
         assert_eq!(left.iter().filter(gone).count(), 0, "{left:#?}");
@@ -303,7 +296,7 @@ mod tests {
             "{left:#?}"
         );
 
-        families.forget_probe("p", "a");
+        families.forget("p", None, "a");
         let left = series(&registry);
         assert!(
             !left

@@ -9,6 +9,7 @@ use crate::probe::metrics::{Per, Registrar};
 
 pub(crate) struct Etcd;
 
+/// Per target (member): its view of the leader, its raft state, its size, the alarms.
 pub(crate) struct Series {
     has_leader: IntGaugeVec,
     leader_id: GaugeVec,
@@ -32,25 +33,6 @@ impl Kind for Etcd {
 
     fn state((): &(), _: &Probe, _: &Env) -> Result<(), Mistake> {
         Ok(())
-    }
-
-    fn series(r: &mut Registrar) -> Series {
-        Series {
-            has_leader: r.int_gauge("hactl_etcd_has_leader", "1 if the member knows a leader.", Per::Target),
-            leader_id: r.gauge(
-                "hactl_etcd_leader_id",
-                "The leader's member id, as the member sees it.",
-                Per::Target,
-            ),
-            raft_term: r.gauge("hactl_etcd_raft_term", "The member's raft term.", Per::Target),
-            raft_index: r.gauge("hactl_etcd_raft_index", "The member's raft index.", Per::Target),
-            db_size: r.gauge("hactl_etcd_db_size_bytes", "The member's database size.", Per::Target),
-            alarms: r.int_gauge(
-                "hactl_etcd_alarms",
-                "Active alarms (NOSPACE, CORRUPT) in the cluster.",
-                Per::Target,
-            ),
-        }
     }
 
     async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
@@ -106,6 +88,25 @@ impl Kind for Etcd {
             )));
         }
         Ok(())
+    }
+
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            has_leader: r.int_gauge("hactl_etcd_has_leader", "1 if the member knows a leader.", Per::Target),
+            leader_id: r.gauge(
+                "hactl_etcd_leader_id",
+                "The leader's member id, as the member sees it.",
+                Per::Target,
+            ),
+            raft_term: r.gauge("hactl_etcd_raft_term", "The member's raft term.", Per::Target),
+            raft_index: r.gauge("hactl_etcd_raft_index", "The member's raft index.", Per::Target),
+            db_size: r.gauge("hactl_etcd_db_size_bytes", "The member's database size.", Per::Target),
+            alarms: r.int_gauge(
+                "hactl_etcd_alarms",
+                "Active alarms (NOSPACE, CORRUPT) in the cluster.",
+                Per::Target,
+            ),
+        }
     }
 }
 

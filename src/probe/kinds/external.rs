@@ -70,10 +70,6 @@ impl Kind for External {
         Ok(())
     }
 
-    fn series(_: &mut Registrar) -> Series {
-        Series::default()
-    }
-
     async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
         let spec = run.spec;
         let program = spec.program.replace("{target}", run.target);
@@ -108,6 +104,10 @@ impl Kind for External {
                 None => "killed by a signal".into(),
             }))
         }
+    }
+
+    fn series(_: &mut Registrar) -> Series {
+        Series::default()
     }
 
     fn forget_target(series: &Series, probe: &str, dst: &str) {
@@ -216,7 +216,7 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::config::tests::{error, probe};
+    use crate::probe::config::tests::{assert_errors, probe};
     use crate::probe::kinds::Spec as AnySpec;
 
     #[test]
@@ -227,7 +227,8 @@ mod tests {
             panic!("not an external spec: {:?}", p.spec)
         };
         assert_eq!((s.program.as_str(), s.args.as_slice()), ("sh", &["-c".to_string(), "exit 0".into()][..]));
-        let cases = [
+        let head = "probes:\n  - name: x\n    type: external\n";
+        assert_errors(head, &[
             ("", "probes.yml:2: probes[0] (x): external.command: missing"),
             ("    external: {}\n", "probes.yml:4: probes[0] (x): external.command: missing"),
             ("    external: {command: []}\n", "probes.yml:4: external.command: the list is empty"),
@@ -239,11 +240,7 @@ mod tests {
                 "    external: {cmd: [x]}\n",
                 "probes.yml:4: probes[0]: external.cmd: unknown field `cmd`, expected `command`",
             ),
-        ];
-        for (block, want) in cases {
-            let text = format!("probes:\n  - name: x\n    type: external\n{block}");
-            assert_eq!(error(&text), want, "\n{text}");
-        }
+        ]);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! 1. `src/probe/kinds/foo.rs`: a unit struct `Foo` that implements [`Kind`]: `NAME` (`type:
 //!    foo`), `BLOCK` (its options key, usually `Some("foo")`), `Options` (the block as written,
 //!    `#[serde(deny_unknown_fields)]`), `check` (options → `Spec`, a [`Mistake`] names the key),
-//!    `state` (clients or sessions its runs share), `series` (registered with a `metrics::Per`, which
-//!    says when they go), and `run`; the other items have defaults. Unit tests of its
-//!    configuration go in that file (`config::tests::parse`).
+//!    `state` (clients or sessions its runs share), `run`, and `series` (registered with a
+//!    `metrics::Per`, which says when they go); the other items have defaults. Unit tests of its
+//!    configuration go in that file (helpers: `config::tests::{probe, assert_errors}`).
 //! 2. One line in the registry, the `kinds!` list at the end of this file: `foo::Foo,`.
 //!
 //! Then document it in the README's `probe` section (the type table, its metrics).
@@ -59,15 +59,15 @@ pub(crate) trait Kind: Sized + 'static {
     /// Built when the configuration is loaded (at start and on each reload).
     fn state(spec: &Self::Spec, probe: &Probe, env: &Env) -> Result<Self::State, Mistake>;
 
-    /// Registers its series, once per prober. Those per `Target` and per `Probe` are removed
-    /// when their target or probe goes; others are the kind's to remove in `forget_*`.
-    fn series(r: &mut Registrar) -> Self::Series;
-
     /// One run against one target.
     async fn run(run: Run<'_, Self>) -> Result<(), Failure>;
 
     /// A run that timed out was dropped midway: what it would have recorded on failure.
     async fn timed_out(_run: Run<'_, Self>) {}
+
+    /// Registers its series, once per prober. Those per `Target` and per `Probe` are removed
+    /// when their target or probe goes; others are the kind's to remove in `forget_*`.
+    fn series(r: &mut Registrar) -> Self::Series;
 
     /// Removes what it keeps for a target that is no longer probed (beyond its `Per::Target`
     /// series).
@@ -131,6 +131,19 @@ impl Failure {
 pub(crate) struct Armed<K: Kind> {
     spec: K::Spec,
     state: K::State,
+}
+
+impl<K: Kind> Armed<K> {
+    /// What a run against `target` sees.
+    fn at<'a>(&'a self, probe: &'a Probe, target: &'a str, series: &'a K::Series) -> Run<'a, K> {
+        Run {
+            probe,
+            spec: &self.spec,
+            state: &self.state,
+            series,
+            target,
+        }
+    }
 }
 
 /// Declares every kind: its module, the tagged enums of specs and kits, the struct of their series, and
@@ -211,25 +224,17 @@ macro_rules! kinds {
 
             pub async fn run(&self, probe: &Probe, target: &str, metrics: &Metrics) -> Result<(), Failure> {
                 match self {
-                    $(Kit::$kind(a) => <$module::$kind as Kind>::run(Run {
-                        probe,
-                        spec: &a.spec,
-                        state: &a.state,
-                        series: &metrics.kinds.$module,
-                        target,
-                    }).await,)*
+                    $(Kit::$kind(a) => {
+                        <$module::$kind as Kind>::run(a.at(probe, target, &metrics.kinds.$module)).await
+                    })*
                 }
             }
 
             pub async fn timed_out(&self, probe: &Probe, target: &str, metrics: &Metrics) {
                 match self {
-                    $(Kit::$kind(a) => <$module::$kind as Kind>::timed_out(Run {
-                        probe,
-                        spec: &a.spec,
-                        state: &a.state,
-                        series: &metrics.kinds.$module,
-                        target,
-                    }).await,)*
+                    $(Kit::$kind(a) => {
+                        <$module::$kind as Kind>::timed_out(a.at(probe, target, &metrics.kinds.$module)).await
+                    })*
                 }
             }
         }

@@ -82,36 +82,6 @@ impl Kind for Patroni {
         })
     }
 
-    fn series(r: &mut Registrar) -> Series {
-        Series {
-            leaders: r.int_gauge("hactl_patroni_leaders", "Leaders in the cluster (should be 1).", Per::Probe),
-            leader: r.int_gauge("hactl_patroni_leader", "1 for the current leader.", Per::Member),
-            members: r.int_gauge("hactl_patroni_members", "Members the cluster lists.", Per::Probe),
-            running: r.int_gauge(
-                "hactl_patroni_members_running",
-                "Members whose PostgreSQL runs.",
-                Per::Probe,
-            ),
-            streaming: r.int_gauge(
-                "hactl_patroni_replicas_streaming",
-                "Replicas on the leader's timeline with a known lag under the bound.",
-                Per::Probe,
-            ),
-            lag: r.gauge(
-                "hactl_patroni_replica_lag_bytes",
-                "A replica's lag, as Patroni reports it.",
-                Per::Member,
-            ),
-            timeline: r.int_gauge("hactl_patroni_timeline", "The leader's timeline.", Per::Probe),
-            leader_changes: r.counter(
-                "hactl_patroni_leader_changes_total",
-                "Leader changes the prober has seen.",
-                Per::Probe,
-            ),
-            members_of: Mutex::new(BTreeMap::new()),
-        }
-    }
-
     async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
         let base = if run.target.contains("://") {
             run.target.trim_end_matches('/').to_string()
@@ -186,6 +156,36 @@ impl Kind for Patroni {
         }
     }
 
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            leaders: r.int_gauge("hactl_patroni_leaders", "Leaders in the cluster (should be 1).", Per::Probe),
+            leader: r.int_gauge("hactl_patroni_leader", "1 for the current leader.", Per::Member),
+            members: r.int_gauge("hactl_patroni_members", "Members the cluster lists.", Per::Probe),
+            running: r.int_gauge(
+                "hactl_patroni_members_running",
+                "Members whose PostgreSQL runs.",
+                Per::Probe,
+            ),
+            streaming: r.int_gauge(
+                "hactl_patroni_replicas_streaming",
+                "Replicas on the leader's timeline with a known lag under the bound.",
+                Per::Probe,
+            ),
+            lag: r.gauge(
+                "hactl_patroni_replica_lag_bytes",
+                "A replica's lag, as Patroni reports it.",
+                Per::Member,
+            ),
+            timeline: r.int_gauge("hactl_patroni_timeline", "The leader's timeline.", Per::Probe),
+            leader_changes: r.counter(
+                "hactl_patroni_leader_changes_total",
+                "Leader changes the prober has seen.",
+                Per::Probe,
+            ),
+            members_of: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     fn forget_probe(series: &Series, probe: &str) {
         let members = series
             .members_of
@@ -201,7 +201,7 @@ impl Kind for Patroni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::config::tests::{error, probe};
+    use crate::probe::config::tests::{assert_errors, probe};
     use crate::probe::kinds::Spec as AnySpec;
 
     fn spec(text: &str) -> Spec {
@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn mistakes_name_line_and_key() {
         let head = "probes:\n  - name: p\n    type: patroni\n    targets: [\"h:8008\"]\n    patroni:\n";
-        let cases = [
+        assert_errors(head, &[
             (
                 "      max_lag_bytes: -1\n",
                 "probes.yml:6: probes[0]: patroni.max_lag_bytes: invalid value: integer `-1`, expected u64",
@@ -232,10 +232,6 @@ mod tests {
                 "      cluster: main\n",
                 "probes.yml:6: probes[0]: patroni.cluster: unknown field `cluster`, expected `max_lag_bytes`",
             ),
-        ];
-        for (block, want) in cases {
-            let text = format!("{head}{block}");
-            assert_eq!(error(&text), want, "\n{text}");
-        }
+        ]);
     }
 }

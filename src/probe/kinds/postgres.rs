@@ -1,5 +1,5 @@
 //! `postgres`: connect, run a query, check primary or replica, read the replication lag. The
-//! login and connection helpers here serve `write` too.
+//! `postgres:` block, the login and the connection helpers here serve `write` too.
 
 use std::time::Duration;
 
@@ -7,13 +7,15 @@ use prometheus::{GaugeVec, IntGaugeVec};
 use serde::Deserialize;
 use tokio_postgres::{Client, NoTls};
 
+use super::write::Write;
 use super::{Env, Failure, Kind, Mistake, Run};
 use crate::probe::config::Probe;
 use crate::probe::metrics::{Per, Registrar};
 
 pub(crate) struct Postgres;
 
-/// `postgres:` of a postgres probe, as written.
+/// `postgres:` as written, for a postgres or a write probe: each takes the login and its own
+/// keys.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Options {
@@ -26,13 +28,37 @@ pub(crate) struct Options {
     password_secret: Option<String>,
     #[serde(default)]
     dbname: Option<String>,
+    /// postgres: a query to run.
     #[serde(default)]
-    query: Option<String>,
+    pub(super) query: Option<String>,
+    /// postgres: what the server must be (default any).
     #[serde(default)]
-    expect: Role,
-    /// Replicas lagging more bytes than this fail the probe.
+    pub(super) expect: Option<Role>,
+    /// postgres: replicas lagging more bytes than this fail the probe.
     #[serde(default)]
-    max_lag_bytes: Option<u64>,
+    pub(super) max_lag_bytes: Option<u64>,
+    /// write: the table written to (created when missing).
+    #[serde(default)]
+    pub(super) table: Option<String>,
+}
+
+impl Options {
+    /// The login; `others`, the keys of probes of type `owner` (and whether each is given),
+    /// must not be given.
+    pub(super) fn login(&self, others: &[(&str, bool)], owner: &str) -> Result<Login, Mistake> {
+        if let Some((key, _)) = others.iter().find(|(_, given)| *given) {
+            return Err(Mistake::new(
+                &format!("postgres.{key}"),
+                format!("only for probes of type {owner}"),
+            ));
+        }
+        Ok(Login::new(
+            self.user.clone(),
+            self.dbname.clone(),
+            self.password.clone(),
+            self.password_secret.clone(),
+        ))
+    }
 }
 
 /// What a postgres probe expects the server to be.
@@ -163,6 +189,7 @@ pub(crate) struct Spec {
     max_lag_bytes: Option<u64>,
 }
 
+/// Per target: primary or not, and a replica's replay lag.
 pub(crate) struct Series {
     is_primary: IntGaugeVec,
     lag_bytes: GaugeVec,
@@ -180,35 +207,15 @@ impl Kind for Postgres {
 
     fn check(o: Options) -> Result<Spec, Mistake> {
         Ok(Spec {
-            login: Login::new(o.user, o.dbname, o.password, o.password_secret),
+            login: o.login(&[("table", o.table.is_some())], Write::NAME)?,
             query: o.query,
-            expect: o.expect,
+            expect: o.expect.unwrap_or_default(),
             max_lag_bytes: o.max_lag_bytes,
         })
     }
 
     fn state(spec: &Spec, _: &Probe, env: &Env) -> Result<Option<String>, Mistake> {
         spec.login.password(env)
-    }
-
-    fn series(r: &mut Registrar) -> Series {
-        Series {
-            is_primary: r.int_gauge(
-                "hactl_postgres_is_primary",
-                "1 if the server accepts writes, 0 if it is in recovery.",
-                Per::Target,
-            ),
-            lag_bytes: r.gauge(
-                "hactl_postgres_replication_lag_bytes",
-                "WAL received but not yet replayed by a replica.",
-                Per::Target,
-            ),
-            lag_seconds: r.gauge(
-                "hactl_postgres_replication_lag_seconds",
-                "Age of the last replayed transaction while WAL waits to be replayed (0 when caught up).",
-                Per::Target,
-            ),
-        }
     }
 
     async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
@@ -255,12 +262,32 @@ impl Kind for Postgres {
         }
         Ok(())
     }
+
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            is_primary: r.int_gauge(
+                "hactl_postgres_is_primary",
+                "1 if the server accepts writes, 0 if it is in recovery.",
+                Per::Target,
+            ),
+            lag_bytes: r.gauge(
+                "hactl_postgres_replication_lag_bytes",
+                "WAL received but not yet replayed by a replica.",
+                Per::Target,
+            ),
+            lag_seconds: r.gauge(
+                "hactl_postgres_replication_lag_seconds",
+                "Age of the last replayed transaction while WAL waits to be replayed (0 when caught up).",
+                Per::Target,
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::config::tests::{error, probe};
+    use crate::probe::config::tests::{assert_errors, probe};
     use crate::probe::kinds::{Kit, Spec as AnySpec};
 
     fn spec(text: &str) -> Spec {
@@ -295,21 +322,20 @@ mod tests {
     #[test]
     fn mistakes_name_line_and_key() {
         let head = "probes:\n  - name: pg\n    type: postgres\n    targets: [\"h:5432\"]\n    postgres:\n";
-        let cases = [
+        assert_errors(head, &[
             (
                 "      expect: leader\n",
                 "probes.yml:6: probes[0]: postgres.expect: unknown variant `leader`, expected one of `any`, `primary`, `replica`",
             ),
-            // `table` is a write probe's.
             (
                 "      table: t\n",
-                "probes.yml:6: probes[0]: postgres.table: unknown field `table`, expected one of `user`, `password`, `password_secret`, `dbname`, `query`, `expect`, `max_lag_bytes`",
+                "probes.yml:6: postgres.table: only for probes of type write",
             ),
-        ];
-        for (block, want) in cases {
-            let text = format!("{head}{block}");
-            assert_eq!(error(&text), want, "\n{text}");
-        }
+            (
+                "      users: x\n",
+                "probes.yml:6: probes[0]: postgres.users: unknown field `users`, expected one of `user`, `password`, `password_secret`, `dbname`, `query`, `expect`, `max_lag_bytes`, `table`",
+            ),
+        ]);
     }
 
     #[test]

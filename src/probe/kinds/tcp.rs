@@ -22,14 +22,14 @@ impl Kind for Tcp {
         Ok(())
     }
 
-    fn series(_: &mut Registrar) {}
-
     async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
         tokio::net::TcpStream::connect(run.target)
             .await
             .map(drop)
             .map_err(|e| Failure(format!("connect: {e}")))
     }
+
+    fn series(_: &mut Registrar) {}
 }
 
 #[cfg(test)]

@@ -4,32 +4,13 @@
 use std::time::{Duration, Instant};
 
 use prometheus::{GaugeVec, IntCounterVec};
-use serde::Deserialize;
 
-use super::postgres::{connect, pg_error, Login};
+use super::postgres::{connect, pg_error, Login, Options, Postgres};
 use super::{Env, Failure, Kind, Mistake, Run};
 use crate::probe::config::Probe;
 use crate::probe::metrics::{Per, Registrar};
 
 pub(crate) struct Write;
-
-/// `postgres:` of a write probe, as written.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Options {
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    /// A name in the inventory's secret store (`-i`): the password is read from there.
-    #[serde(default)]
-    password_secret: Option<String>,
-    #[serde(default)]
-    dbname: Option<String>,
-    /// The table written to (created when missing).
-    #[serde(default)]
-    table: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Spec {
@@ -52,6 +33,7 @@ struct Session {
     longest: f64,
 }
 
+/// Per probe: the time without an acknowledged write, and the windows without one.
 pub(crate) struct Series {
     since_success: GaugeVec,
     last_outage: GaugeVec,
@@ -70,6 +52,14 @@ impl Kind for Write {
     type Series = Series;
 
     fn check(o: Options) -> Result<Spec, Mistake> {
+        let login = o.login(
+            &[
+                ("query", o.query.is_some()),
+                ("expect", o.expect.is_some()),
+                ("max_lag_bytes", o.max_lag_bytes.is_some()),
+            ],
+            Postgres::NAME,
+        )?;
         let table = o.table.unwrap_or_else(|| "hactl_probe_write".into());
         // It is written into SQL statements.
         if !is_table_name(&table) {
@@ -78,10 +68,7 @@ impl Kind for Write {
                 format!("{table:?} is not a table name (letters, digits and _, optionally SCHEMA.TABLE)"),
             ));
         }
-        Ok(Spec {
-            login: Login::new(o.user, o.dbname, o.password, o.password_secret),
-            table,
-        })
+        Ok(Spec { login, table })
     }
 
     fn state(spec: &Spec, _: &Probe, env: &Env) -> Result<State, Mistake> {
@@ -89,31 +76,6 @@ impl Kind for Write {
             password: spec.login.password(env)?,
             session: Default::default(),
         })
-    }
-
-    fn series(r: &mut Registrar) -> Series {
-        Series {
-            since_success: r.gauge(
-                "hactl_write_seconds_since_success",
-                "Seconds since the last acknowledged write.",
-                Per::Probe,
-            ),
-            last_outage: r.gauge(
-                "hactl_write_last_outage_seconds",
-                "The most recent window without acknowledged writes (longer than two intervals).",
-                Per::Probe,
-            ),
-            longest_outage: r.gauge(
-                "hactl_write_longest_outage_seconds",
-                "The longest window without acknowledged writes since the prober started.",
-                Per::Probe,
-            ),
-            outages: r.counter(
-                "hactl_write_outages_total",
-                "Windows without acknowledged writes longer than two intervals.",
-                Per::Probe,
-            ),
-        }
     }
 
     async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
@@ -185,6 +147,31 @@ impl Kind for Write {
     async fn timed_out(run: Run<'_, Self>) {
         failed(&run, &mut *run.state.session.lock().await);
     }
+
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            since_success: r.gauge(
+                "hactl_write_seconds_since_success",
+                "Seconds since the last acknowledged write.",
+                Per::Probe,
+            ),
+            last_outage: r.gauge(
+                "hactl_write_last_outage_seconds",
+                "The most recent window without acknowledged writes (longer than two intervals).",
+                Per::Probe,
+            ),
+            longest_outage: r.gauge(
+                "hactl_write_longest_outage_seconds",
+                "The longest window without acknowledged writes since the prober started.",
+                Per::Probe,
+            ),
+            outages: r.counter(
+                "hactl_write_outages_total",
+                "Windows without acknowledged writes longer than two intervals.",
+                Per::Probe,
+            ),
+        }
+    }
 }
 
 /// A failed or timed-out write: the session is not reused, and the time without writes grows.
@@ -215,7 +202,7 @@ fn is_table_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::config::tests::{error, probe};
+    use crate::probe::config::tests::{assert_errors, probe};
     use crate::probe::kinds::Spec as AnySpec;
 
     #[test]
@@ -238,21 +225,20 @@ mod tests {
     #[test]
     fn mistakes_name_line_and_key() {
         let head = "probes:\n  - name: w\n    type: write\n    targets: [\"h:5432\"]\n    postgres:\n";
-        let cases = [
+        assert_errors(head, &[
             (
                 "      table: \"t; drop table x\"\n",
                 "probes.yml:6: postgres.table: \"t; drop table x\" is not a table name (letters, digits and _, optionally SCHEMA.TABLE)",
             ),
-            // `expect` is a postgres probe's.
             (
                 "      expect: primary\n",
-                "probes.yml:6: probes[0]: postgres.expect: unknown field `expect`, expected one of `user`, `password`, `password_secret`, `dbname`, `table`",
+                "probes.yml:6: postgres.expect: only for probes of type postgres",
             ),
-        ];
-        for (block, want) in cases {
-            let text = format!("{head}{block}");
-            assert_eq!(error(&text), want, "\n{text}");
-        }
+            (
+                "      max_lag_bytes: 1\n",
+                "probes.yml:6: postgres.max_lag_bytes: only for probes of type postgres",
+            ),
+        ]);
     }
 
     #[test]
