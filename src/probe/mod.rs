@@ -3,7 +3,8 @@
 //!
 //! Scheduling follows cloudprober: one timer per probe and target, first runs staggered across
 //! the interval, a timeout per run, missed ticks skipped, group targets resolved again now and
-//! then, and a bound on the runs in flight.
+//! then, and a bound on the runs in flight. What a run does, and which options and series it
+//! has, is its kind's (`kinds/`, one file each).
 
 mod config;
 mod kinds;
@@ -41,6 +42,7 @@ pub enum ProbeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The signal handlers could not be set up: the system's failure, not bad input.
     #[error("handling signals: {0}")]
     Signal(std::io::Error),
 }

@@ -39,6 +39,7 @@ pub(crate) trait Kind: Sized + 'static {
     /// Its series on /metrics.
     type Series: Send + Sync;
 
+    /// The options, checked; a mistake names its key (`http.body`).
     fn check(options: Self::Options) -> Result<Self::Spec, Mistake>;
 
     /// The targets of a probe that lists none; None: `targets:` is required.
