@@ -1,7 +1,8 @@
 //! `hactl probe` end to end, on this machine only: local HTTP, TCP and command targets, the real
 //! binary as a child process, and what a user reads on /metrics and /healthz.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -10,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::probe::{eventually, http_get, Metrics};
 use tempfile::TempDir;
 
 /// How long a test waits for the prober to get somewhere.
@@ -196,13 +198,12 @@ impl Prober {
 
     /// Polls /metrics until `done` holds; panics with the metrics and stderr after PATIENCE.
     fn wait_for(&mut self, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
-        let start = Instant::now();
         let mut last = String::new();
-        loop {
+        eventually(what, PATIENCE, || {
             if let Some(text) = self.metrics_text() {
                 let m = Metrics::parse(&text);
                 if done(&m) {
-                    return m;
+                    return Ok(m);
                 }
                 last = text;
             }
@@ -213,14 +214,23 @@ impl Prober {
                     self.stderr()
                 );
             }
-            if start.elapsed() > PATIENCE {
-                panic!(
-                    "waited {PATIENCE:?} for {what}\n--- /metrics ---\n{last}\n--- stderr ---\n{}",
-                    self.stderr()
-                );
+            Err(format!(
+                "--- /metrics ---\n{last}\n--- stderr ---\n{}",
+                self.stderr()
+            ))
+        })
+    }
+
+    /// Waits for `needle` on the prober's stderr (a log line); returns all of stderr.
+    fn wait_for_log(&self, needle: &str) -> String {
+        eventually(&format!("{needle:?} on stderr"), PATIENCE, || {
+            let stderr = self.stderr();
+            if stderr.contains(needle) {
+                Ok(stderr)
+            } else {
+                Err(stderr)
             }
-            thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -234,182 +244,6 @@ impl Drop for Prober {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A GET with std only: (status, body), or None when the connection fails.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// One sample of the text format: name, labels, value.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// A /metrics page, parsed.
-struct Metrics {
-    text: String,
-    samples: Vec<Sample>,
-}
-
-impl Metrics {
-    fn parse(text: &str) -> Metrics {
-        let samples = text
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| parse_sample(l).unwrap_or_else(|| panic!("not a sample: {l:?}\n{text}")))
-            .collect();
-        Metrics {
-            text: text.to_string(),
-            samples,
-        }
-    }
-
-    /// The value of the one sample called `name` that has all of `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let found: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .collect();
-        assert!(
-            found.len() <= 1,
-            "{name}{labels:?} matches {} samples:\n{}",
-            found.len(),
-            self.text
-        );
-        found.first().map(|s| s.value)
-    }
-
-    /// A per-target series of a probe (labels probe and dst).
-    fn of(&self, name: &str, probe: &str, dst: &str) -> Option<f64> {
-        self.get(name, &[("probe", probe), ("dst", dst)])
-    }
-
-    /// A counter that does not exist yet counts 0.
-    fn count(&self, name: &str, probe: &str, dst: &str) -> f64 {
-        self.of(name, probe, dst).unwrap_or(0.0)
-    }
-
-    /// Asserts the value of a per-target series (None: absent), showing the page otherwise.
-    #[track_caller]
-    fn assert_is(&self, name: &str, probe: &str, dst: &str, want: Option<f64>) {
-        let got = self.of(name, probe, dst);
-        assert_eq!(
-            got, want,
-            "{name}{{probe={probe:?},dst={dst:?}}}:\n{}",
-            self.text
-        );
-    }
-
-    /// Asserts a counter's value (absent counts 0), showing the page otherwise.
-    #[track_caller]
-    fn assert_count(&self, name: &str, probe: &str, dst: &str, want: f64) {
-        let got = self.count(name, probe, dst);
-        assert_eq!(
-            got, want,
-            "{name}{{probe={probe:?},dst={dst:?}}}:\n{}",
-            self.text
-        );
-    }
-
-    /// Whether every run so far counts in `counter` (`success`, `timeouts`), and there was one.
-    /// To wait for, not to assert on one page: the registry gathers one family after another,
-    /// so a page can catch a run between its `total` and `success` increments.
-    fn every_run(&self, counter: &str, probe: &str, dst: &str) -> bool {
-        let total = self.count("total", probe, dst);
-        total > 0.0 && self.count(counter, probe, dst) == total
-    }
-
-    /// The samples that carry all of `labels`, one per line (for messages that list them).
-    fn series_with(&self, labels: &[(&str, &str)]) -> Vec<String> {
-        self.samples
-            .iter()
-            .filter(|s| {
-                labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
-            .collect()
-    }
-
-    /// Whether any series carries probe="probe".
-    fn mentions(&self, probe: &str) -> bool {
-        self.samples
-            .iter()
-            .any(|s| s.labels.get("probe").map(String::as_str) == Some(probe))
-    }
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let end = line.find(['{', ' '])?;
-    let name = line[..end].to_string();
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[end..];
-    if let Some(inner) = rest.strip_prefix('{') {
-        let mut chars = inner.char_indices();
-        let mut key = String::new();
-        loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '}' => {
-                    rest = &inner[i + 1..];
-                    break;
-                }
-                ',' | ' ' => {}
-                '=' => {
-                    if chars.next()?.1 != '"' {
-                        return None;
-                    }
-                    let mut value = String::new();
-                    loop {
-                        match chars.next()?.1 {
-                            '"' => break,
-                            '\\' => match chars.next()?.1 {
-                                'n' => value.push('\n'),
-                                other => value.push(other),
-                            },
-                            other => value.push(other),
-                        }
-                    }
-                    labels.insert(std::mem::take(&mut key), value);
-                }
-                other => key.push(other),
-            }
-        }
-    }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,21 +348,24 @@ fn http_probes_check_status_and_body_and_time_out_without_delaying_others() {
         m.text
     );
 
-    // The hanging target does not hold the healthy probe back: it keeps its 200 ms pace.
+    // The hanging target does not hold the healthy probe back: it keeps its 200 ms pace (8
+    // runs take 1.6 s), while each run of web_hang waits 1.5 s of every 2.
     let before = m.count("total", "web_ok", &ok);
-    thread::sleep(Duration::from_secs(3));
-    let m = prober.metrics();
-    let after = m.count("total", "web_ok", &ok);
+    let start = Instant::now();
+    let m = prober.wait_for("web_ok to run 8 more times", |m| {
+        m.count("total", "web_ok", &ok) >= before + 8.0
+    });
+    let took = start.elapsed();
     assert!(
-        after - before >= 8.0,
-        "web_ok ran {} times in 3 s at a 200 ms interval:\n{}",
-        after - before,
+        took < Duration::from_secs(3),
+        "web_ok took {took:?} for 8 runs at a 200 ms interval:\n{}",
         m.text
     );
-    prober.wait_for("every web_ok run to succeed", |m| {
-        m.every_run("success", "web_ok", &ok)
-    });
-    assert!(m.count("total", "web_hang", &hang) >= 2.0, "{}", m.text);
+    // And the hanging target is probed again, every web_ok run a success meanwhile.
+    prober.wait_for(
+        "web_hang to run again, and every web_ok run to succeed",
+        |m| m.count("total", "web_hang", &hang) >= 2.0 && m.every_run("success", "web_ok", &ok),
+    );
 }
 
 /// A run that times out counts in `timeouts`, as it does for tcp and external probes.
@@ -645,14 +482,11 @@ fn tls_server(days: u32) -> TlsServer {
         .spawn()
         .expect("openssl s_server");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "openssl s_server does not listen"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    eventually("openssl s_server to listen", PATIENCE, || {
+        TcpStream::connect(addr)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
     TlsServer {
         child,
         addr,
@@ -886,14 +720,13 @@ fn external_probes_export_metrics_fail_on_exit_codes_and_are_killed_on_timeout()
         .trim()
         .parse()
         .expect("a pid");
-    let start = Instant::now();
-    while pid_exists(pid) && start.elapsed() < Duration::from_secs(2) {
-        thread::sleep(Duration::from_millis(50));
-    }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(
-        !pid_exists(pid),
-        "`sleep 5` (pid {pid}) still exists 2 s after its run timed out: {stat}"
+    eventually(
+        &format!("`sleep 5` (pid {pid}) to be killed after its run timed out"),
+        Duration::from_secs(2),
+        || match pid_exists(pid) {
+            false => Ok(()),
+            true => Err(fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()),
+        },
     );
 }
 
@@ -919,42 +752,52 @@ fn a_timed_out_external_commands_own_children_are_killed_too() {
 
     // The background `sleep 7` of a run (the file is rewritten by every run: retry a read that
     // catches it empty).
-    let start = Instant::now();
-    let pid: i32 = loop {
-        let text = fs::read_to_string(&pidfile).unwrap_or_default();
-        if let Ok(pid) = text.trim().parse() {
-            break pid;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "the command never wrote its child's pid to {}: {text:?}\nstderr:\n{}",
-            pidfile.display(),
-            prober.stderr()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let pid: i32 = eventually(
+        &format!(
+            "the command to write its child's pid to {}",
+            pidfile.display()
+        ),
+        PATIENCE,
+        || {
+            let text = fs::read_to_string(&pidfile).unwrap_or_default();
+            text.trim()
+                .parse()
+                .map_err(|_| format!("{text:?}\nstderr:\n{}", prober.stderr()))
+        },
+    );
     let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .unwrap_or_default();
+    // Do not leave it behind if it outlives its run.
+    let _guard = KillOnPanic(pid);
     // Gone, or a zombie waiting for init to reap it: either way no longer running.
-    let dead = |state: Option<char>| matches!(state, None | Some('Z' | 'X'));
-    let start = Instant::now();
-    while !dead(process_state(pid)) && start.elapsed() < Duration::from_secs(2) {
-        thread::sleep(Duration::from_millis(50));
-    }
-    let state = process_state(pid);
-    if !dead(state) {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Do not leave it behind.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        panic!(
-            "the timed-out command's background child `{cmdline}` (pid {pid}) is still alive \
-             (state {state:?}) 2 s later: only the command itself was killed, not its process \
-             group\n/proc/{pid}/stat: {stat}"
-        );
+    eventually(
+        &format!(
+            "the timed-out command's background child `{cmdline}` (pid {pid}) to be killed with \
+             the command's process group"
+        ),
+        Duration::from_secs(2),
+        || match process_state(pid) {
+            None | Some('Z' | 'X') => Ok(()),
+            state => Err(format!(
+                "state {state:?}\n/proc/{pid}/stat: {}",
+                fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
+            )),
+        },
+    );
+}
+
+/// SIGKILLs a process if the test fails while it may still run.
+struct KillOnPanic(i32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -965,33 +808,41 @@ fn a_timed_out_external_commands_own_children_are_killed_too() {
 fn run_hactl(args: &[&str], dir: &Path) -> (ExitStatus, String, String) {
     let out = dir.join("out.log");
     let err = dir.join("err.log");
-    let mut child = hactl()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).expect("create out.log"))
-        .stderr(File::create(&err).expect("create err.log"))
-        .spawn()
-        .expect("run hactl");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > PATIENCE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "hactl {args:?} still runs after {PATIENCE:?}\nstderr:\n{}",
-                fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let mut child = Reaped(
+        hactl()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).expect("create out.log"))
+            .stderr(File::create(&err).expect("create err.log"))
+            .spawn()
+            .expect("run hactl"),
+    );
+    let status = eventually(&format!("hactl {args:?} to exit"), PATIENCE, || match child
+        .0
+        .try_wait()
+        .expect("try_wait")
+    {
+        Some(status) => Ok(status),
+        None => Err(format!(
+            "stderr:\n{}",
+            fs::read_to_string(&err).unwrap_or_default()
+        )),
+    });
     (
         status,
         fs::read_to_string(&out).unwrap_or_default(),
         fs::read_to_string(&err).unwrap_or_default(),
     )
+}
+
+/// A child process, killed and reaped when dropped (also when a test panics).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The 1-based line of the first line of `text` that contains `needle` (after `after` lines).
@@ -1179,31 +1030,18 @@ fn sighup_reloads_and_a_bad_config_keeps_the_running_one() {
     let broken = "probes:\n  - name: gamma\n    type: tcp\n    intervall: 1s\n    targets: [\"127.0.0.1:1\"]\n";
     fs::write(&prober.config, broken).expect("break the config");
     prober.signal(Signal::SIGHUP);
-    let at = format!("{}:4:", prober.config.display());
-    let start = Instant::now();
-    while !prober.stderr().contains(&at) {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "no {at:?} on stderr after a bad reload:\n{}",
-            prober.stderr()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    let stderr = prober.stderr();
+    let stderr = prober.wait_for_log(&format!("{}:4:", prober.config.display()));
     assert!(stderr.contains("intervall"), "{stderr}");
     assert!(
         prober.running(),
         "a bad reload stopped the prober:\n{stderr}"
     );
 
+    // beta goes on: runs after the bad reload was logged.
     let before = prober.metrics().count("total", "beta", &dst);
-    thread::sleep(Duration::from_secs(1));
-    let m = prober.metrics();
-    assert!(
-        m.count("total", "beta", &dst) > before,
-        "beta stopped after a bad reload:\n{}",
-        m.text
-    );
+    let m = prober.wait_for("beta to run on after a bad reload", |m| {
+        m.count("total", "beta", &dst) >= before + 2.0
+    });
     assert!(!m.mentions("gamma"), "{}", m.text);
     m.assert_is("probe_success", "beta", &dst, Some(1.0));
     assert!(prober.running());
@@ -1332,21 +1170,10 @@ fn sighup_removing_write_and_patroni_probes_removes_their_series() {
         left.extend(m.series_with(&[("probe", "p")]));
         left
     };
-    let start = Instant::now();
-    loop {
-        let m = prober.metrics();
-        let left = left(&m);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{PATIENCE:?} after w and p were removed (SIGHUP), their series remain:\n{}\n--- stderr ---\n{}",
-            left.join("\n"),
-            prober.stderr()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    prober.wait_for(
+        "the series of w and p to go after their removal (SIGHUP)",
+        |m| left(m).is_empty(),
+    );
 
     // They do not come back, and the probe that stays goes on.
     let before = prober.metrics().count("total", "keep", &keep);

@@ -1,18 +1,147 @@
-//! What the prober exposes on /metrics. Every name here is documented in the README.
+//! What the prober exposes on /metrics: every run's series (cloudprober's and
+//! blackbox_exporter's names) and each kind's own. Every name is documented in the README.
+//!
+//! Each family is registered with what its labels are ([`Per`]), so that the series of a
+//! target or a probe that goes are removed without a list to keep in step.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
-/// Labels of the per-target series, as cloudprober names them.
-pub const LABELS: [&str; 3] = ["probe", "dst", "ptype"];
+use super::kinds;
 
-pub struct Metrics {
+/// What a family's series are per, which says when they go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Per {
+    /// Labels `probe`, `dst`, `ptype` (cloudprober's): every run's series.
+    Run,
+    /// Labels `probe`, `ptype`: the duration histogram.
+    ProbeKind,
+    /// Labels `probe`, `dst`: a kind's series per target, removed with the target.
+    Target,
+    /// Label `probe`: a kind's series per probe, removed with the probe.
+    Probe,
+    /// Labels `probe`, `member`: per cluster member; the kind removes them (it knows the
+    /// members).
+    Member,
+}
+
+impl Per {
+    fn labels(self) -> &'static [&'static str] {
+        match self {
+            Per::Run => &["probe", "dst", "ptype"],
+            Per::ProbeKind => &["probe", "ptype"],
+            Per::Target => &["probe", "dst"],
+            Per::Probe => &["probe"],
+            Per::Member => &["probe", "member"],
+        }
+    }
+}
+
+/// A registered family: whose it is, what it is per, and the family itself.
+struct Family {
+    kind: Option<&'static str>,
+    per: Per,
+    vec: Box<dyn Remove>,
+}
+
+/// A family whose series can be removed by their label values.
+trait Remove: Send + Sync {
+    fn remove(&self, labels: &[&str]);
+}
+
+impl<T: MetricVecBuilder + 'static> Remove for MetricVec<T> {
+    fn remove(&self, labels: &[&str]) {
+        let _ = self.remove_label_values(labels);
+    }
+}
+
+/// Every registered family, to remove the series of what goes.
+#[derive(Default)]
+struct Families(Vec<Family>);
+
+impl Families {
+    /// Removes the series of a target (`dst`) or, without one, of a probe of `kind` that goes.
+    fn forget(&self, probe: &str, dst: Option<&str>, kind: &str) {
+        for f in &self.0 {
+            let own = f.kind == Some(kind);
+            match (f.per, dst) {
+                (Per::Run, Some(dst)) => f.vec.remove(&[probe, dst, kind]),
+                (Per::Target, Some(dst)) if own => f.vec.remove(&[probe, dst]),
+                (Per::ProbeKind, None) => f.vec.remove(&[probe, kind]),
+                (Per::Probe, None) if own => f.vec.remove(&[probe]),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Registers families in the prober's registry, for every run (`kind` None) or for a kind.
+pub(crate) struct Registrar<'a> {
+    registry: &'a Registry,
+    kind: Option<&'static str>,
+    families: &'a mut Families,
+}
+
+impl Registrar<'_> {
+    /// The registrar of the runs' families, and then of each kind's.
+    fn new<'a>(registry: &'a Registry, families: &'a mut Families) -> Registrar<'a> {
+        Registrar {
+            registry,
+            kind: None,
+            families,
+        }
+    }
+
+    /// The registrar of one kind's families.
+    pub fn kind(&mut self, name: &'static str) -> Registrar<'_> {
+        Registrar {
+            registry: self.registry,
+            kind: Some(name),
+            families: self.families,
+        }
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, per: Per) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), per.labels()), per)
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, per: Per) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), per.labels()), per)
+    }
+
+    pub fn int_gauge(&mut self, name: &str, help: &str, per: Per) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), per.labels()), per)
+    }
+
+    fn histogram(&mut self, opts: HistogramOpts, per: Per) -> HistogramVec {
+        self.add(HistogramVec::new(opts, per.labels()), per)
+    }
+
+    fn add<T: MetricVecBuilder + 'static>(
+        &mut self,
+        vec: prometheus::Result<MetricVec<T>>,
+        per: Per,
+    ) -> MetricVec<T> {
+        // Names and labels are constants of this program: an error here is a bug.
+        let vec = vec.expect("a valid metric");
+        self.registry
+            .register(Box::new(vec.clone()))
+            .expect("registered once");
+        self.families.0.push(Family {
+            kind: self.kind,
+            per,
+            vec: Box::new(vec.clone()),
+        });
+        vec
+    }
+}
+
+pub(crate) struct Metrics {
     registry: Registry,
+    families: Families,
     // cloudprober-compatible
     pub total: IntCounterVec,
     pub success: IntCounterVec,
@@ -23,72 +152,16 @@ pub struct Metrics {
     // blackbox_exporter-compatible
     pub probe_success: IntGaugeVec,
     pub probe_duration: GaugeVec,
-    // domain gauges
-    pub http_status: IntGaugeVec,
-    pub cert_expiry: GaugeVec,
-    pub pg_is_primary: IntGaugeVec,
-    pub pg_lag_bytes: GaugeVec,
-    pub pg_lag_seconds: GaugeVec,
-    pub etcd_has_leader: IntGaugeVec,
-    pub etcd_leader_id: GaugeVec,
-    pub etcd_raft_term: GaugeVec,
-    pub etcd_raft_index: GaugeVec,
-    pub etcd_db_size: GaugeVec,
-    pub etcd_alarms: IntGaugeVec,
-    pub patroni_leaders: IntGaugeVec,
-    pub patroni_leader: IntGaugeVec,
-    pub patroni_members: IntGaugeVec,
-    pub patroni_running: IntGaugeVec,
-    pub patroni_streaming: IntGaugeVec,
-    pub patroni_lag: GaugeVec,
-    pub patroni_timeline: IntGaugeVec,
-    pub patroni_leader_changes: IntCounterVec,
-    pub write_since_success: GaugeVec,
-    pub write_last_outage: GaugeVec,
-    pub write_longest_outage: GaugeVec,
-    pub write_outages: IntCounterVec,
-    /// `external` probes' own metrics, by (probe, dst): the lines to append as they came.
-    pub external: Mutex<BTreeMap<(String, String), Vec<ExternalSample>>>,
-    /// The members each patroni probe has series for.
-    pub patroni_members_of: Mutex<BTreeMap<String, Vec<String>>>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExternalSample {
-    pub name: String,
-    /// `k="v"` pairs, already escaped.
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
-    r.register(Box::new(c.clone())).expect("registered once");
-    c
-}
-
-fn igauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
-    r.register(Box::new(g.clone())).expect("registered once");
-    g
-}
-
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
-    r.register(Box::new(g.clone())).expect("registered once");
-    g
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Each kind's own.
+    pub kinds: kinds::Series,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let r = Registry::new();
-        let duration = HistogramVec::new(
+        let registry = Registry::new();
+        let mut families = Families::default();
+        let mut r = Registrar::new(&registry, &mut families);
+        let duration = r.histogram(
             HistogramOpts::new(
                 "hactl_probe_duration_seconds",
                 "Time a probe's runs took, over all its targets.",
@@ -99,116 +172,44 @@ impl Metrics {
             ]),
             // Per probe, not per target: 14 buckets for each of 10,000 targets would make most
             // of /metrics and of the prober's memory.
-            &["probe", "ptype"],
-        )
-        .expect("a valid metric");
-        r.register(Box::new(duration.clone()))
-            .expect("registered once");
-        let probe = ["probe"];
-        let member = ["probe", "member"];
-        Metrics {
-            total: counter(&r, "total", "Probe runs (cloudprober).", &LABELS),
-            success: counter(&r, "success", "Successful probe runs (cloudprober).", &LABELS),
-            latency: counter(
-                &r,
+            Per::ProbeKind,
+        );
+        let [total, success, latency, timeouts] = [
+            ("total", "Probe runs (cloudprober)."),
+            ("success", "Successful probe runs (cloudprober)."),
+            (
                 "latency",
                 "Microseconds spent in successful probe runs (cloudprober).",
-                &LABELS,
             ),
-            timeouts: counter(&r, "timeouts", "Probe runs that timed out (cloudprober).", &LABELS),
+            ("timeouts", "Probe runs that timed out (cloudprober)."),
+        ]
+        .map(|(name, help)| r.counter(name, help, Per::Run));
+        let probe_success = r.int_gauge(
+            "probe_success",
+            "1 if the last run succeeded (blackbox_exporter).",
+            Per::Run,
+        );
+        let probe_duration = r.gauge(
+            "probe_duration_seconds",
+            "How long the last run took (blackbox_exporter).",
+            Per::Run,
+        );
+        let kinds = kinds::Series::register(&mut r);
+        Metrics {
+            registry,
+            families,
+            total,
+            success,
+            latency,
+            timeouts,
             duration,
-            probe_success: igauge(
-                &r,
-                "probe_success",
-                "1 if the last run succeeded (blackbox_exporter).",
-                &LABELS,
-            ),
-            probe_duration: gauge(
-                &r,
-                "probe_duration_seconds",
-                "How long the last run took (blackbox_exporter).",
-                &LABELS,
-            ),
-            http_status: igauge(&r, "hactl_http_status_code", "The last HTTP status code.", &["probe", "dst"]),
-            cert_expiry: gauge(
-                &r,
-                "hactl_tls_cert_expiry_seconds",
-                "Seconds until the server certificate expires.",
-                &["probe", "dst"],
-            ),
-            pg_is_primary: igauge(
-                &r,
-                "hactl_postgres_is_primary",
-                "1 if the server accepts writes, 0 if it is in recovery.",
-                &["probe", "dst"],
-            ),
-            pg_lag_bytes: gauge(
-                &r,
-                "hactl_postgres_replication_lag_bytes",
-                "WAL received but not yet replayed by a replica.",
-                &["probe", "dst"],
-            ),
-            pg_lag_seconds: gauge(
-                &r,
-                "hactl_postgres_replication_lag_seconds",
-                "Age of the last replayed transaction while WAL waits to be replayed (0 when caught up).",
-                &["probe", "dst"],
-            ),
-            etcd_has_leader: igauge(&r, "hactl_etcd_has_leader", "1 if the member knows a leader.", &["probe", "dst"]),
-            etcd_leader_id: gauge(&r, "hactl_etcd_leader_id", "The leader's member id, as the member sees it.", &["probe", "dst"]),
-            etcd_raft_term: gauge(&r, "hactl_etcd_raft_term", "The member's raft term.", &["probe", "dst"]),
-            etcd_raft_index: gauge(&r, "hactl_etcd_raft_index", "The member's raft index.", &["probe", "dst"]),
-            etcd_db_size: gauge(&r, "hactl_etcd_db_size_bytes", "The member's database size.", &["probe", "dst"]),
-            etcd_alarms: igauge(&r, "hactl_etcd_alarms", "Active alarms (NOSPACE, CORRUPT) in the cluster.", &["probe", "dst"]),
-            patroni_leaders: igauge(&r, "hactl_patroni_leaders", "Leaders in the cluster (should be 1).", &probe),
-            patroni_leader: igauge(&r, "hactl_patroni_leader", "1 for the current leader.", &member),
-            patroni_members: igauge(&r, "hactl_patroni_members", "Members the cluster lists.", &probe),
-            patroni_running: igauge(&r, "hactl_patroni_members_running", "Members whose PostgreSQL runs.", &probe),
-            patroni_streaming: igauge(
-                &r,
-                "hactl_patroni_replicas_streaming",
-                "Replicas on the leader's timeline with a known lag under the bound.",
-                &probe,
-            ),
-            patroni_lag: gauge(&r, "hactl_patroni_replica_lag_bytes", "A replica's lag, as Patroni reports it.", &member),
-            patroni_timeline: igauge(&r, "hactl_patroni_timeline", "The leader's timeline.", &probe),
-            patroni_leader_changes: counter(
-                &r,
-                "hactl_patroni_leader_changes_total",
-                "Leader changes the prober has seen.",
-                &probe,
-            ),
-            write_since_success: gauge(
-                &r,
-                "hactl_write_seconds_since_success",
-                "Seconds since the last acknowledged write.",
-                &probe,
-            ),
-            write_last_outage: gauge(
-                &r,
-                "hactl_write_last_outage_seconds",
-                "The most recent window without acknowledged writes (longer than two intervals).",
-                &probe,
-            ),
-            write_longest_outage: gauge(
-                &r,
-                "hactl_write_longest_outage_seconds",
-                "The longest window without acknowledged writes since the prober started.",
-                &probe,
-            ),
-            write_outages: counter(
-                &r,
-                "hactl_write_outages_total",
-                "Windows without acknowledged writes longer than two intervals.",
-                &probe,
-            ),
-            external: Mutex::new(BTreeMap::new()),
-            patroni_members_of: Mutex::new(BTreeMap::new()),
-            registry: r,
+            probe_success,
+            probe_duration,
+            kinds,
         }
     }
 
-    /// The text exposition format, external probes' metrics last.
+    /// The text exposition format; what kinds keep outside the registry comes last.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let families = self.registry.gather();
@@ -216,100 +217,101 @@ impl Metrics {
             buf.clear();
         }
         let mut out = String::from_utf8(buf).unwrap_or_default();
-        let external = self.external.lock().unwrap_or_else(|e| e.into_inner());
-        let mut typed = std::collections::BTreeSet::new();
-        for ((probe, dst), samples) in external.iter() {
-            for s in samples {
-                if typed.insert(s.name.clone()) {
-                    out.push_str(&format!("# TYPE {} untyped\n", s.name));
-                }
-                let mut labels = vec![
-                    format!("probe=\"{}\"", escape(probe)),
-                    format!("dst=\"{}\"", escape(dst)),
-                ];
-                labels.extend(s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")));
-                out.push_str(&format!("{}{{{}}} {}\n", s.name, labels.join(","), s.value));
-            }
-        }
+        self.kinds.render(&mut out);
         out
     }
 
-    /// Forgets the per-probe series (Patroni topology, write availability, the histogram) of a
-    /// probe that is no longer configured.
-    pub fn forget_probe(&self, probe: &str) {
-        for g in [
-            &self.patroni_leaders,
-            &self.patroni_members,
-            &self.patroni_running,
-            &self.patroni_streaming,
-            &self.patroni_timeline,
-        ] {
-            let _ = g.remove_label_values(&[probe]);
-        }
-        for g in [
-            &self.write_since_success,
-            &self.write_last_outage,
-            &self.write_longest_outage,
-        ] {
-            let _ = g.remove_label_values(&[probe]);
-        }
-        let _ = self.patroni_leader_changes.remove_label_values(&[probe]);
-        let _ = self.write_outages.remove_label_values(&[probe]);
-        for ptype in [
-            "http", "tcp", "postgres", "etcd", "patroni", "write", "external",
-        ] {
-            let _ = self.duration.remove_label_values(&[probe, ptype]);
-        }
-        self.patroni_members_of
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(probe)
-            .into_iter()
-            .flatten()
-            .for_each(|m| {
-                let _ = self.patroni_leader.remove_label_values(&[probe, &m]);
-                let _ = self.patroni_lag.remove_label_values(&[probe, &m]);
-            });
+    /// Removes every series of a target of a probe of `kind` that is no longer probed.
+    pub fn forget_target(&self, probe: &str, dst: &str, kind: &str) {
+        self.families.forget(probe, Some(dst), kind);
+        self.kinds.forget_target(kind, probe, dst);
     }
 
-    /// Forgets every series of a target that is no longer probed.
-    pub fn forget(&self, probe: &str, dst: &str, ptype: &str) {
-        let l = [probe, dst, ptype];
-        let _ = self.total.remove_label_values(&l);
-        let _ = self.success.remove_label_values(&l);
-        let _ = self.latency.remove_label_values(&l);
-        let _ = self.timeouts.remove_label_values(&l);
-        let _ = self.probe_success.remove_label_values(&l);
-        let _ = self.probe_duration.remove_label_values(&l);
-        let pd = [probe, dst];
-        for g in [
-            &self.cert_expiry,
-            &self.pg_lag_bytes,
-            &self.pg_lag_seconds,
-            &self.etcd_leader_id,
-            &self.etcd_raft_term,
-            &self.etcd_raft_index,
-            &self.etcd_db_size,
-        ] {
-            let _ = g.remove_label_values(&pd);
-        }
-        for g in [
-            &self.http_status,
-            &self.pg_is_primary,
-            &self.etcd_has_leader,
-            &self.etcd_alarms,
-        ] {
-            let _ = g.remove_label_values(&pd);
-        }
-        self.external
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(probe.to_string(), dst.to_string()));
+    /// Removes the per-probe series of a probe of `kind` that is gone (or now of another kind).
+    pub fn forget_probe(&self, probe: &str, kind: &str) {
+        self.families.forget(probe, None, kind);
+        self.kinds.forget_probe(kind, probe);
     }
 }
 
-pub fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The series on a registry's page, one `name{labels}` a line.
+    fn series(registry: &Registry) -> Vec<String> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn what_goes_takes_its_series_and_only_those() {
+        let registry = Registry::new();
+        let mut families = Families::default();
+        let mut r = Registrar::new(&registry, &mut families);
+        let runs = r.counter("total", "runs", Per::Run);
+        let hist = r.histogram(HistogramOpts::new("took", "took"), Per::ProbeKind);
+        let (a_target, a_probe, a_member) = {
+            let mut a = r.kind("a");
+            (
+                a.gauge("a_target", "x", Per::Target),
+                a.int_gauge("a_probe", "x", Per::Probe),
+                a.gauge("a_member", "x", Per::Member),
+            )
+        };
+        let b_target = r.kind("b").gauge("b_target", "x", Per::Target);
+        for (probe, dst) in [("p", "d1"), ("p", "d2"), ("q", "d1")] {
+            runs.with_label_values(&[probe, dst, "a"]).inc();
+            a_target.with_label_values(&[probe, dst]).set(1.0);
+            b_target.with_label_values(&[probe, dst]).set(1.0);
+        }
+        for probe in ["p", "q"] {
+            hist.with_label_values(&[probe, "a"]).observe(1.0);
+            a_probe.with_label_values(&[probe]).set(1);
+            a_member.with_label_values(&[probe, "m1"]).set(1.0);
+        }
+
+        families.forget("p", Some("d1"), "a");
+        let left = series(&registry);
+        let gone = |s: &&String| s.contains(r#"dst="d1",probe="p""#) && !s.starts_with("b_");
+        assert_eq!(left.iter().filter(gone).count(), 0, "{left:#?}");
+        assert!(
+            left.contains(&r#"b_target{dst="d1",probe="p"}"#.to_string()),
+            "another kind's: {left:#?}"
+        );
+        assert!(
+            left.contains(&r#"a_target{dst="d2",probe="p"}"#.to_string()),
+            "{left:#?}"
+        );
+        assert!(
+            left.contains(&r#"total{dst="d1",probe="q",ptype="a"}"#.to_string()),
+            "{left:#?}"
+        );
+
+        families.forget("p", None, "a");
+        let left = series(&registry);
+        assert!(
+            !left
+                .iter()
+                .any(|s| s.starts_with("a_probe{probe=\"p\"")
+                    || s.starts_with("took_count{probe=\"p\"")),
+            "{left:#?}"
+        );
+        assert!(
+            left.contains(&r#"a_probe{probe="q"}"#.to_string()),
+            "{left:#?}"
+        );
+        assert!(
+            left.contains(&r#"a_member{member="m1",probe="p"}"#.to_string()),
+            "the kind's to remove: {left:#?}"
+        );
+    }
 }

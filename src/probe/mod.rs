@@ -3,11 +3,12 @@
 //!
 //! Scheduling follows cloudprober: one timer per probe and target, first runs staggered across
 //! the interval, a timeout per run, missed ticks skipped, group targets resolved again now and
-//! then, and a bound on the runs in flight.
+//! then, and a bound on the runs in flight. What a run does, and which options and series it
+//! has, is its kind's (`kinds/`, one file each).
 
-pub mod config;
-pub mod kinds;
-pub mod metrics;
+mod config;
+mod kinds;
+mod metrics;
 mod server;
 
 use std::collections::HashMap;
@@ -19,8 +20,8 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use config::{Config, Probe, Targets, Type};
-use kinds::{Ctx, Kit};
+use config::{Config, Probe, Targets};
+use kinds::{Env, Failure, Kit};
 use metrics::Metrics;
 
 use crate::inventory::Inventory;
@@ -41,6 +42,9 @@ pub enum ProbeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The signal handlers could not be set up: the system's failure, not bad input.
+    #[error("handling signals: {0}")]
+    Signal(std::io::Error),
 }
 
 impl crate::exit::Code for ProbeError {
@@ -72,11 +76,13 @@ fn plan(opts: &Options) -> Result<(Config, Vec<Planned>), ProbeError> {
         Some(p) => Some(Inventory::load(p)?),
         None => None,
     };
+    let env = Env {
+        inventory: inventory.as_ref(),
+    };
     let mut out = Vec::new();
     for probe in &config.probes {
         let targets = resolve(&config, probe, inventory.as_ref())?;
-        let password = password(&config, probe, inventory.as_ref())?;
-        let kit = Kit::new(probe, password).map_err(|e| bad(&config, probe, e))?;
+        let kit = Kit::new(probe, &env).map_err(|e| bad(&config, probe, probe.line, e))?;
         out.push(Planned {
             probe: Arc::new(probe.clone()),
             kit: Arc::new(kit),
@@ -86,13 +92,7 @@ fn plan(opts: &Options) -> Result<(Config, Vec<Planned>), ProbeError> {
     Ok((config, out))
 }
 
-fn bad(config: &Config, probe: &Probe, message: String) -> ProbeError {
-    // Most such errors are about the targets: point there.
-    let line = if message.starts_with("targets") {
-        probe.targets_line
-    } else {
-        probe.line
-    };
+fn bad(config: &Config, probe: &Probe, line: usize, message: impl std::fmt::Display) -> ProbeError {
     ProbeError::Config {
         file: config.file.display().to_string(),
         line,
@@ -106,25 +106,22 @@ fn resolve(
     probe: &Probe,
     inventory: Option<&Inventory>,
 ) -> Result<Vec<String>, ProbeError> {
+    let bad = |message: String| bad(config, probe, probe.targets_line, message);
     let mut targets = match &probe.targets {
         Targets::Static(list) => list.clone(),
         Targets::Group(g) => {
             let Some(inv) = inventory else {
-                return Err(bad(
-                    config,
-                    probe,
-                    format!(
-                        "targets: the group {:?} needs an inventory (-i INVENTORY)",
-                        g.group
-                    ),
-                ));
+                return Err(bad(format!(
+                    "targets: the group {:?} needs an inventory (-i INVENTORY)",
+                    g.group
+                )));
             };
             if !inv.groups.contains_key(&g.group) {
-                return Err(bad(
-                    config,
-                    probe,
-                    format!("targets: no group {:?} in {}", g.group, inv.path.display()),
-                ));
+                return Err(bad(format!(
+                    "targets: no group {:?} in {}",
+                    g.group,
+                    inv.path.display()
+                )));
             }
             let hosts: Vec<String> = inv
                 .hosts_in(&g.group)
@@ -135,57 +132,22 @@ fn resolve(
                         .get("ansible_host")
                         .and_then(|v| v.value.as_str().map(str::to_string))
                         .unwrap_or_else(|| h.clone());
-                    let hp = format!("{addr}:{}", g.port);
-                    match probe.ptype {
-                        Type::Http => format!(
-                            "{}://{hp}{}",
-                            probe.http.scheme.as_deref().unwrap_or("http"),
-                            probe.http.path.as_deref().unwrap_or("/")
-                        ),
-                        _ => hp,
-                    }
+                    probe.spec.group_target(format!("{addr}:{}", g.port))
                 })
                 .collect();
             if hosts.is_empty() {
-                return Err(bad(
-                    config,
-                    probe,
-                    format!("targets: the group {:?} has no hosts", g.group),
-                ));
+                return Err(bad(format!(
+                    "targets: the group {:?} has no hosts",
+                    g.group
+                )));
             }
             hosts
         }
     };
-    // A write probe writes through the cluster, not through one member.
-    if probe.ptype == Type::Write && targets.len() > 1 {
+    if probe.spec.one_target() && targets.len() > 1 {
         targets = vec![targets.join(",")];
     }
     Ok(targets)
-}
-
-fn password(
-    config: &Config,
-    probe: &Probe,
-    inventory: Option<&Inventory>,
-) -> Result<Option<String>, ProbeError> {
-    let o = &probe.postgres;
-    if let Some(p) = &o.password {
-        return Ok(Some(p.clone()));
-    }
-    let Some(name) = &o.password_secret else {
-        return Ok(None);
-    };
-    let Some(inv) = inventory else {
-        return Err(bad(
-            config,
-            probe,
-            format!("postgres.password_secret {name:?} needs an inventory (-i INVENTORY)"),
-        ));
-    };
-    crate::secrets::SecretStore::of(inv)
-        .get_or_create(name, None)
-        .map(Some)
-        .map_err(|e| bad(config, probe, format!("postgres.password_secret: {e}")))
 }
 
 /// Checks the configuration and resolves its targets: (probes, targets).
@@ -201,9 +163,10 @@ type Wanted = (Arc<Probe>, Arc<Kit>, usize, usize);
 struct Scheduler {
     metrics: Arc<Metrics>,
     limit: Arc<Semaphore>,
-    tasks: HashMap<(String, String), (Type, JoinHandle<()>)>,
-    /// The probes configured now, to forget the series of one that goes.
-    probes: Vec<String>,
+    /// By (probe, target): the probe's kind and the task.
+    tasks: HashMap<(String, String), (&'static str, JoinHandle<()>)>,
+    /// The probes configured now and their kinds, to forget the series of one that goes.
+    probes: HashMap<String, &'static str>,
 }
 
 impl Scheduler {
@@ -212,7 +175,7 @@ impl Scheduler {
             metrics,
             limit: Arc::new(Semaphore::new(concurrency)),
             tasks: HashMap::new(),
-            probes: Vec::new(),
+            probes: HashMap::new(),
         }
     }
 
@@ -233,46 +196,38 @@ impl Scheduler {
         for key in keys {
             let (forget, stop) = match (wanted.get(&key), self.tasks.get(&key)) {
                 (None, _) => (true, true),
-                (Some((probe, ..)), Some((t, _))) if *t != probe.ptype => (true, true),
+                (Some((_, kit, ..)), Some((kind, _))) if *kind != kit.name() => (true, true),
                 _ => (false, restart),
             };
             if stop {
-                if let Some((ptype, handle)) = self.tasks.remove(&key) {
+                if let Some((kind, handle)) = self.tasks.remove(&key) {
                     handle.abort();
-                    stopped.push((key, ptype, handle, forget));
+                    stopped.push((key, kind, handle, forget));
                 }
             }
         }
         // Series are removed only once their task has stopped, so that none comes back.
-        for (key, ptype, handle, forget) in stopped {
+        for (key, kind, handle, forget) in stopped {
             let _ = handle.await;
             if forget {
-                self.metrics.forget(&key.0, &key.1, ptype.name());
-                // A probe that changed its type: its histogram of the old type goes too.
-                if plan
-                    .iter()
-                    .any(|p| p.probe.name == key.0 && p.probe.ptype != ptype)
-                {
-                    let _ = self
-                        .metrics
-                        .duration
-                        .remove_label_values(&[&key.0, ptype.name()]);
-                }
+                self.metrics.forget_target(&key.0, &key.1, kind);
             }
         }
-        let live: std::collections::HashSet<&str> =
-            plan.iter().map(|p| p.probe.name.as_str()).collect();
-        for name in std::mem::take(&mut self.probes) {
-            if !live.contains(name.as_str()) {
-                self.metrics.forget_probe(&name);
+        let live: HashMap<String, &'static str> = plan
+            .iter()
+            .map(|p| (p.probe.name.clone(), p.kit.name()))
+            .collect();
+        // A probe that is gone, or now of another kind: its per-probe series of that kind go.
+        for (name, kind) in std::mem::replace(&mut self.probes, live) {
+            if self.probes.get(&name) != Some(&kind) {
+                self.metrics.forget_probe(&name, kind);
             }
         }
-        self.probes = live.iter().map(|s| s.to_string()).collect();
         for (key, (probe, kit, i, n)) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let ptype = probe.ptype;
+            let kind = kit.name();
             let handle = tokio::spawn(timer(
                 probe,
                 kit,
@@ -282,7 +237,7 @@ impl Scheduler {
                 i,
                 n,
             ));
-            self.tasks.insert(key, (ptype, handle));
+            self.tasks.insert(key, (kind, handle));
         }
     }
 
@@ -304,32 +259,32 @@ async fn timer(
     let stagger = probe.interval.mul_f64(index as f64 / count.max(1) as f64);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + stagger, probe.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let labels = [probe.name.as_str(), target.as_str(), probe.ptype.name()];
+    let kind = kit.name();
+    let labels = [probe.name.as_str(), target.as_str(), kind];
     let mut last_ok: Option<bool> = None;
     loop {
         tick.tick().await;
         let Ok(_permit) = limit.acquire().await else {
             return;
         };
-        let ctx = Ctx {
-            probe: &probe,
-            target: &target,
-            metrics: &metrics,
-        };
         let start = Instant::now();
-        let result = match tokio::time::timeout(probe.timeout, kit.run(&ctx)).await {
-            Ok(r) => r,
-            Err(_) => {
-                kit.timed_out(&ctx).await;
-                metrics.timeouts.with_label_values(&labels).inc();
-                Err(format!("timed out after {} s", probe.timeout.as_secs_f64()))
-            }
-        };
+        let result =
+            match tokio::time::timeout(probe.timeout, kit.run(&probe, &target, &metrics)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    kit.timed_out(&probe, &target, &metrics).await;
+                    metrics.timeouts.with_label_values(&labels).inc();
+                    Err(Failure(format!(
+                        "timed out after {} s",
+                        probe.timeout.as_secs_f64()
+                    )))
+                }
+            };
         let took = start.elapsed();
         metrics.total.with_label_values(&labels).inc();
         metrics
             .duration
-            .with_label_values(&[probe.name.as_str(), probe.ptype.name()])
+            .with_label_values(&[probe.name.as_str(), kind])
             .observe(took.as_secs_f64());
         metrics
             .probe_duration
@@ -350,10 +305,10 @@ async fn timer(
         // Logs tell of changes, not of every run.
         match (&result, last_ok) {
             (Err(e), Some(true) | None) => {
-                tracing::warn!(probe = %probe.name, dst = %target, ptype = probe.ptype.name(), error = %e, "probe failing")
+                tracing::warn!(probe = %probe.name, dst = %target, ptype = kind, error = %e, "probe failing")
             }
             (Ok(()), Some(false)) => {
-                tracing::info!(probe = %probe.name, dst = %target, ptype = probe.ptype.name(), "probe succeeding again")
+                tracing::info!(probe = %probe.name, dst = %target, ptype = kind, "probe succeeding again")
             }
             _ => {}
         }
@@ -363,7 +318,7 @@ async fn timer(
 
 /// Whether the prober runs a configuration: `/healthz` answers 200 only then.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     pub probes: std::sync::atomic::AtomicUsize,
 }
 
@@ -372,13 +327,7 @@ pub struct Health {
 pub async fn run(opts: Options) -> Result<(), ProbeError> {
     let (config, planned) = plan(&opts)?;
     use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| {
-        signal(k).map_err(|e| ProbeError::Config {
-            file: "signal".into(),
-            line: 0,
-            message: e.to_string(),
-        })
-    };
+    let sig = |k| signal(k).map_err(ProbeError::Signal);
     let mut hup = sig(SignalKind::hangup())?;
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod probe;
 pub mod release;
 
 use std::path::{Path, PathBuf};

@@ -1,96 +1,205 @@
 //! `http`: a request whose status, body and (HTTPS) certificate expiry are checked.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::Ctx;
-use crate::probe::config::Probe;
+use prometheus::{GaugeVec, IntGaugeVec};
+use serde::Deserialize;
 
-/// The client a probe uses for all its targets.
-pub fn client(probe: &Probe) -> Result<reqwest::Client, String> {
-    // No client timeout: the scheduler's timeout ends a run, and counts it in `timeouts`.
-    let mut b = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_info(true)
-        .user_agent(concat!("hactl-probe/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &probe.http.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("http.ca_file {path}: {e}"))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("http.ca_file {path}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("http.ca_file {path}: no PEM certificate in it"));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if !probe.http.keep_alive {
-        // A new connection per run, as blackbox_exporter and cloudprober do by default: the
-        // connect is part of what is measured.
-        b = b.pool_max_idle_per_host(0);
-    }
-    b.build().map_err(|e| e.to_string())
+use super::{BadTarget, Env, Failure, Kind, Mistake, Run};
+use crate::probe::config::{Dur, Probe};
+use crate::probe::metrics::{Per, Registrar};
+
+pub(crate) struct Http;
+
+/// `http:` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Options {
+    /// For group targets: the URL is `SCHEME://HOST:PORT PATH`.
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Status codes that count as success (default: any 2xx).
+    #[serde(default)]
+    status: Vec<u16>,
+    /// A regular expression the body must match.
+    #[serde(default)]
+    body: Option<String>,
+    /// HTTPS: fail when the server's certificate expires sooner than this.
+    #[serde(default)]
+    cert_expiry_min: Option<Dur>,
+    /// HTTPS: a PEM file of CA certificates trusted besides the system's (an internal CA).
+    #[serde(default)]
+    ca_file: Option<String>,
+    /// Reuse connections between runs (default: a new connection per run, so the connect is
+    /// measured, as blackbox_exporter and cloudprober do).
+    #[serde(default)]
+    keep_alive: bool,
 }
 
-pub async fn run(ctx: &Ctx<'_>, client: &reqwest::Client) -> Result<(), String> {
-    let p = ctx.probe;
-    let method = p
-        .http
-        .method
-        .as_deref()
-        .and_then(|m| reqwest::Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(reqwest::Method::GET);
-    let mut req = client.request(method, ctx.target);
-    for (k, v) in &p.http.headers {
-        req = req.header(k, v);
+/// Per target: the last status, and how long the server's certificate has to live.
+pub(crate) struct Series {
+    status: IntGaugeVec,
+    cert_expiry: GaugeVec,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    scheme: String,
+    path: String,
+    method: reqwest::Method,
+    headers: BTreeMap<String, String>,
+    status: Vec<u16>,
+    body: Option<regex::Regex>,
+    cert_expiry_min: Option<Duration>,
+    ca_file: Option<String>,
+    keep_alive: bool,
+}
+
+impl Kind for Http {
+    const NAME: &'static str = "http";
+    const BLOCK: Option<&'static str> = Some("http");
+    type Options = Options;
+    type Spec = Spec;
+    type State = reqwest::Client;
+    type Series = Series;
+
+    fn check(o: Options) -> Result<Spec, Mistake> {
+        let body = match &o.body {
+            Some(b) => Some(regex::Regex::new(b).map_err(|e| {
+                Mistake::new("http.body", format!("not a regular expression: {e}"))
+            })?),
+            None => None,
+        };
+        let method = match &o.method {
+            Some(m) => reqwest::Method::from_bytes(m.as_bytes())
+                .map_err(|_| Mistake::new("http.method", format!("{m:?} is not an HTTP method")))?,
+            None => reqwest::Method::GET,
+        };
+        Ok(Spec {
+            scheme: o.scheme.unwrap_or_else(|| "http".into()),
+            path: o.path.unwrap_or_else(|| "/".into()),
+            method,
+            headers: o.headers,
+            status: o.status,
+            body,
+            cert_expiry_min: o.cert_expiry_min.map(|d| d.0),
+            ca_file: o.ca_file,
+            keep_alive: o.keep_alive,
+        })
     }
-    let resp = req.send().await.map_err(|e| error_chain(&e))?;
-    let status = resp.status().as_u16();
-    ctx.metrics
-        .http_status
-        .with_label_values(&[&p.name, ctx.target])
-        .set(i64::from(status));
-    let expiry = resp
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|i| i.peer_certificate())
-        .and_then(not_after);
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?;
-    let status_ok = if p.http.status.is_empty() {
-        (200..300).contains(&status)
-    } else {
-        p.http.status.contains(&status)
-    };
-    if !status_ok {
-        return Err(format!("status {status}"));
-    }
-    if let Some(re) = &p.body {
-        if !re.is_match(&body) {
-            return Err(format!("the body does not match {:?}", re.as_str()));
+
+    fn check_target(_: &Spec, target: &str) -> Result<(), BadTarget> {
+        if target.starts_with("http://") || target.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(BadTarget("is not an http:// or https:// URL"))
         }
     }
-    if let Some(expiry) = expiry {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let left = expiry - now;
-        ctx.metrics
-            .cert_expiry
-            .with_label_values(&[&p.name, ctx.target])
-            .set(left as f64);
-        if let Some(min) = p.http.cert_expiry_min {
-            if left < min.0.as_secs() as i64 {
-                return Err(format!(
-                    "the certificate expires in {}",
-                    human(Duration::from_secs(left.max(0) as u64))
-                ));
+
+    fn group_target(spec: &Spec, host_port: String) -> String {
+        format!("{}://{host_port}{}", spec.scheme, spec.path)
+    }
+
+    /// The client a probe uses for all its targets.
+    fn state(spec: &Spec, _: &Probe, _: &Env) -> Result<reqwest::Client, Mistake> {
+        // No client timeout: the scheduler's timeout ends a run, and counts it in `timeouts`.
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_info(true)
+            .user_agent(concat!("hactl-probe/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &spec.ca_file {
+            let bad = |e: &dyn std::fmt::Display| Mistake::new("http.ca_file", format!("{path}: {e}"));
+            let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&e))?;
+            if certs.is_empty() {
+                return Err(bad(&"no PEM certificate in it"));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
             }
         }
+        if !spec.keep_alive {
+            // A new connection per run, as blackbox_exporter and cloudprober do by default: the
+            // connect is part of what is measured.
+            b = b.pool_max_idle_per_host(0);
+        }
+        b.build().map_err(|e| Mistake::new("http", e.to_string()))
     }
-    Ok(())
+
+    async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
+        let (spec, series) = (run.spec, run.series);
+        let labels = [run.probe.name.as_str(), run.target];
+        let mut req = run.state.request(spec.method.clone(), run.target);
+        for (k, v) in &spec.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| Failure(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        series
+            .status
+            .with_label_values(&labels)
+            .set(i64::from(status));
+        let expiry = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .and_then(not_after);
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| Failure(format!("reading the body: {e}")))?;
+        let status_ok = if spec.status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            spec.status.contains(&status)
+        };
+        if !status_ok {
+            return Err(Failure(format!("status {status}")));
+        }
+        if let Some(re) = &spec.body {
+            if !re.is_match(&body) {
+                return Err(Failure(format!("the body does not match {:?}", re.as_str())));
+            }
+        }
+        if let Some(expiry) = expiry {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default();
+            let left = expiry - now;
+            series
+                .cert_expiry
+                .with_label_values(&labels)
+                .set(left as f64);
+            if let Some(min) = spec.cert_expiry_min {
+                if left < min.as_secs() as i64 {
+                    return Err(Failure(format!(
+                        "the certificate expires in {}",
+                        human(Duration::from_secs(left.max(0) as u64))
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            status: r.int_gauge("hactl_http_status_code", "The last HTTP status code.", Per::Target),
+            cert_expiry: r.gauge(
+                "hactl_tls_cert_expiry_seconds",
+                "Seconds until the server certificate expires.",
+                Per::Target,
+            ),
+        }
+    }
 }
 
 fn human(d: Duration) -> String {
@@ -140,7 +249,7 @@ fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// The certificate's notAfter, in seconds since the epoch.
-pub fn not_after(der: &[u8]) -> Option<i64> {
+fn not_after(der: &[u8]) -> Option<i64> {
     let (_, cert, _) = tlv(der)?;
     let (_, tbs, _) = tlv(cert)?;
     let mut rest = tbs;
@@ -181,7 +290,95 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::days_from_civil;
+    use super::*;
+    use crate::probe::config::tests::{assert_errors, error, probe};
+    use crate::probe::kinds::Spec as AnySpec;
+
+    fn spec(text: &str) -> (Spec, AnySpec) {
+        let any = probe(text).spec;
+        match &any {
+            AnySpec::Http(s) => (s.clone(), any),
+            other => panic!("not an http spec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_are_read_with_their_defaults() {
+        let (s, any) = spec("probes:\n  - {name: w, type: http, targets: [\"http://h:1/\"]}\n");
+        assert_eq!(s.method, reqwest::Method::GET);
+        assert!(s.status.is_empty() && s.headers.is_empty() && s.body.is_none());
+        assert_eq!((s.cert_expiry_min, s.keep_alive), (None, false));
+        assert_eq!(any.group_target("10.0.0.1:8008".into()), "http://10.0.0.1:8008/");
+        let (s, any) = spec(
+            "probes:
+  - name: w
+    type: http
+    targets: [\"https://h:1/\"]
+    http:
+      scheme: https
+      path: /health
+      method: POST
+      headers: {X-A: b}
+      status: [200, 204]
+      body: \"ok|fine\"
+      cert_expiry_min: 7d
+      ca_file: /etc/ca.pem
+      keep_alive: true
+",
+        );
+        assert_eq!(s.method, reqwest::Method::POST);
+        assert_eq!(s.status, vec![200, 204]);
+        assert_eq!(s.headers.get("X-A").map(String::as_str), Some("b"));
+        assert!(s.body.as_ref().is_some_and(|re| re.is_match("all fine")));
+        assert_eq!(s.cert_expiry_min, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!((s.ca_file.as_deref(), s.keep_alive), (Some("/etc/ca.pem"), true));
+        assert_eq!(any.group_target("h:1".into()), "https://h:1/health");
+    }
+
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let head = "probes:\n  - name: w\n    type: http\n    targets: [\"http://h:1/\"]\n    http:\n";
+        assert_errors(head, &[
+            (
+                "      body: \"([a-z\"\n",
+                "probes.yml:6: http.body: not a regular expression: regex parse error:\n    ([a-z\n     ^\nerror: unclosed character class",
+            ),
+            ("      method: \"GE T\"\n", "probes.yml:6: http.method: \"GE T\" is not an HTTP method"),
+            (
+                "      statuss: [200]\n",
+                "probes.yml:6: probes[0]: http.statuss: unknown field `statuss`, expected one of `scheme`, `path`, `method`, `headers`, `status`, `body`, `cert_expiry_min`, `ca_file`, `keep_alive`",
+            ),
+            (
+                "      status: [abc]\n",
+                "probes.yml:6: probes[0]: http.status[0]: invalid type: string \"abc\", expected u16",
+            ),
+            (
+                "      cert_expiry_min: soon\n",
+                "probes.yml:6: probes[0]: http.cert_expiry_min: \"soon\" is not a duration (examples: 500ms, 5s, 2m, 1h)",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn listed_targets_must_be_urls() {
+        assert_eq!(
+            error("probes:\n  - name: w\n    type: http\n    targets:\n      - \"http://h:1/\"\n      - \"h:80\"\n"),
+            "probes.yml:6: targets[1]: \"h:80\" is not an http:// or https:// URL"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named_when_the_client_is_made() {
+        let p = probe(
+            "probes:\n  - {name: w, type: http, targets: [\"https://h/\"], http: {ca_file: /nonexistent.pem}}\n",
+        );
+        let env = Env { inventory: None };
+        let err = crate::probe::kinds::Kit::new(&p, &env).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("http.ca_file: /nonexistent.pem: No such file or directory (os error 2)")
+        );
+    }
 
     #[test]
     fn civil_days() {

@@ -1,144 +1,237 @@
-//! `patroni`: the topology from a member's `/cluster`: exactly one leader, every member
-//! running, every replica on the leader's timeline with a known lag under the bound.
+//! `patroni`: the topology from a member's `/cluster`, as the stack model reads it: exactly one
+//! leader, every member running, every replica streaming (on the leader's timeline, with a lag
+//! under the bound).
 
-use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use super::Ctx;
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec};
+use serde::Deserialize;
 
-/// What a patroni probe remembers across runs and targets: the last leader it saw. (The
-/// members it has series for are in `Metrics::patroni_members_of`.)
-#[derive(Default)]
-pub struct PatroniState {
-    pub leader: Option<String>,
+use super::{Env, Failure, Kind, Mistake, Run};
+use crate::probe::config::Probe;
+use crate::probe::metrics::{Per, Registrar};
+use crate::stack::patroni::Client;
+
+pub(crate) struct Patroni;
+
+/// `patroni:` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Options {
+    /// Replicas lagging more bytes than this fail the probe (default 16 MiB).
+    #[serde(default)]
+    max_lag_bytes: Option<u64>,
 }
 
-pub async fn run(
-    ctx: &Ctx<'_>,
-    client: &reqwest::Client,
-    state: &std::sync::Mutex<PatroniState>,
-) -> Result<(), String> {
-    let p = ctx.probe;
-    let url = if ctx.target.contains("://") {
-        format!("{}/cluster", ctx.target.trim_end_matches('/'))
-    } else {
-        format!("http://{}/cluster", ctx.target)
-    };
-    let resp = client.get(url).send().await.map_err(|e| {
-        if e.is_timeout() {
-            "timed out".to_string()
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Spec {
+    max_lag_bytes: u64,
+}
+
+/// What a patroni probe keeps across runs and targets: its client and the last leader it saw.
+pub(crate) struct State {
+    client: Client,
+    leader: Mutex<Option<String>>,
+}
+
+/// The cluster's series carry the probe's name: one patroni probe per cluster, named after it.
+pub(crate) struct Series {
+    leaders: IntGaugeVec,
+    leader: IntGaugeVec,
+    members: IntGaugeVec,
+    running: IntGaugeVec,
+    streaming: IntGaugeVec,
+    lag: GaugeVec,
+    timeline: IntGaugeVec,
+    leader_changes: IntCounterVec,
+    /// The members each probe has series for (`leader`, `lag`), to remove those of a member
+    /// that leaves and of a probe that goes.
+    members_of: Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+impl Series {
+    fn forget_member(&self, probe: &str, member: &str) {
+        let _ = self.leader.remove_label_values(&[probe, member]);
+        let _ = self.lag.remove_label_values(&[probe, member]);
+    }
+}
+
+impl Kind for Patroni {
+    const NAME: &'static str = "patroni";
+    const BLOCK: Option<&'static str> = Some("patroni");
+    type Options = Options;
+    type Spec = Spec;
+    type State = State;
+    type Series = Series;
+
+    fn check(o: Options) -> Result<Spec, Mistake> {
+        Ok(Spec {
+            max_lag_bytes: o.max_lag_bytes.unwrap_or(16 << 20),
+        })
+    }
+
+    fn state(_: &Spec, probe: &Probe, _: &Env) -> Result<State, Mistake> {
+        // A second beyond the run's timeout: the scheduler's timeout is the one that counts.
+        let client = Client::new(probe.timeout + Duration::from_secs(1))
+            .map_err(|e| Mistake::new("patroni", e.to_string()))?;
+        Ok(State {
+            client,
+            leader: Mutex::new(None),
+        })
+    }
+
+    async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
+        let base = if run.target.contains("://") {
+            run.target.trim_end_matches('/').to_string()
         } else {
-            format!("GET /cluster: {e}")
+            format!("http://{}", run.target)
+        };
+        let cluster = run
+            .state
+            .client
+            .cluster(&base)
+            .await
+            .map_err(|e| Failure(e.to_string()))?;
+        let max_lag = run.spec.max_lag_bytes;
+        let probe = run.probe.name.as_str();
+        let s = run.series;
+        let leaders = cluster.leaders();
+        for m in cluster.replicas() {
+            if let Some(lag) = m.lag {
+                s.lag.with_label_values(&[probe, &m.name]).set(lag as f64);
+            }
         }
-    })?;
-    if !resp.status().is_success() {
-        return Err(format!("GET /cluster: status {}", resp.status().as_u16()));
-    }
-    let body: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("GET /cluster: {e}"))?;
-    let members = body["members"].as_array().cloned().unwrap_or_default();
-    let name = |m: &Value| m["name"].as_str().unwrap_or_default().to_string();
-    let leaders: Vec<&Value> = members
-        .iter()
-        .filter(|m| matches!(m["role"].as_str(), Some("leader" | "standby_leader")))
-        .collect();
-    let running = members
-        .iter()
-        .filter(|m| matches!(m["state"].as_str(), Some("running" | "streaming")))
-        .count();
-    let max_lag = p.patroni.max_lag_bytes.unwrap_or(16 << 20);
-    let leader_tl = leaders.first().and_then(|l| l["timeline"].as_u64());
-    let mut streaming = 0;
-    let mut problems = Vec::new();
-    let cluster = p.name.as_str();
-    let m = ctx.metrics;
-    for member in &members {
-        if leaders.iter().any(|l| name(l) == name(member)) {
-            continue;
+        let streaming = cluster
+            .replicas()
+            .filter(|m| cluster.is_streaming(m, max_lag))
+            .count();
+        let running = cluster.members.iter().filter(|m| m.is_running()).count();
+        s.leaders
+            .with_label_values(&[probe])
+            .set(leaders.len() as i64);
+        s.members
+            .with_label_values(&[probe])
+            .set(cluster.members.len() as i64);
+        s.running.with_label_values(&[probe]).set(running as i64);
+        s.streaming
+            .with_label_values(&[probe])
+            .set(streaming as i64);
+        if let Some(tl) = leaders.first().and_then(|l| l.timeline) {
+            s.timeline.with_label_values(&[probe]).set(tl as i64);
         }
-        let lag = member["lag"].as_u64();
-        if let Some(lag) = lag {
-            m.patroni_lag
-                .with_label_values(&[cluster, &name(member)])
-                .set(lag as f64);
-        }
-        let on_timeline = leader_tl.is_some() && member["timeline"].as_u64() == leader_tl;
-        match lag {
-            Some(lag) if on_timeline && lag <= max_lag => streaming += 1,
-            Some(lag) if on_timeline => problems.push(format!("{} lags {lag} bytes", name(member))),
-            _ if !on_timeline => problems.push(format!(
-                "{} is on timeline {}, the leader on {}",
-                name(member),
-                member["timeline"]
-                    .as_u64()
-                    .map_or("?".into(), |t| t.to_string()),
-                leader_tl.map_or("?".into(), |t| t.to_string())
-            )),
-            _ => problems.push(format!("{} is not streaming", name(member))),
-        }
-    }
-    m.patroni_leaders
-        .with_label_values(&[cluster])
-        .set(leaders.len() as i64);
-    m.patroni_members
-        .with_label_values(&[cluster])
-        .set(members.len() as i64);
-    m.patroni_running
-        .with_label_values(&[cluster])
-        .set(running as i64);
-    m.patroni_streaming
-        .with_label_values(&[cluster])
-        .set(streaming);
-    if let Some(tl) = leader_tl {
-        m.patroni_timeline
-            .with_label_values(&[cluster])
-            .set(tl as i64);
-    }
-    {
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        let now: Vec<String> = members.iter().map(name).collect();
-        let before = m
-            .patroni_members_of
+        let now: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+        let mut last_leader = run.state.leader.lock().unwrap_or_else(|e| e.into_inner());
+        let before = s
+            .members_of
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(cluster.to_string(), now.clone())
+            .insert(probe.to_string(), now.clone())
             .unwrap_or_default();
         for gone in before.iter().filter(|g| !now.contains(g)) {
-            let _ = m.patroni_lag.remove_label_values(&[cluster, gone]);
-            let _ = m.patroni_leader.remove_label_values(&[cluster, gone]);
+            s.forget_member(probe, gone);
         }
-        if leaders.len() == 1 {
-            let leader = name(leaders[0]);
-            if st.leader.as_deref() != Some(leader.as_str()) {
-                if let Some(old) = &st.leader {
-                    m.patroni_leader_changes.with_label_values(&[cluster]).inc();
-                    tracing::warn!(probe = %p.name, from = %old, to = %leader, "leader changed");
+        if let [leader] = leaders.as_slice() {
+            let leader = &leader.name;
+            if last_leader.as_ref() != Some(leader) {
+                if let Some(old) = &*last_leader {
+                    s.leader_changes.with_label_values(&[probe]).inc();
+                    tracing::warn!(probe = %probe, from = %old, to = %leader, "leader changed");
                 }
-                st.leader = Some(leader.clone());
+                *last_leader = Some(leader.clone());
             }
-            let _ = m.patroni_lag.remove_label_values(&[cluster, &leader]);
+            let _ = s.lag.remove_label_values(&[probe, leader]);
             for member in &now {
-                m.patroni_leader
-                    .with_label_values(&[cluster, member])
-                    .set(i64::from(*member == leader));
+                s.leader
+                    .with_label_values(&[probe, member])
+                    .set(i64::from(member == leader));
             }
         }
+        let problems = cluster.problems(&[], max_lag);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure(problems.join("; ")))
+        }
     }
-    if leaders.len() != 1 {
-        return Err(format!("{} leaders", leaders.len()));
+
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            leaders: r.int_gauge("hactl_patroni_leaders", "Leaders in the cluster (should be 1).", Per::Probe),
+            leader: r.int_gauge("hactl_patroni_leader", "1 for the current leader.", Per::Member),
+            members: r.int_gauge("hactl_patroni_members", "Members the cluster lists.", Per::Probe),
+            running: r.int_gauge(
+                "hactl_patroni_members_running",
+                "Members whose PostgreSQL runs.",
+                Per::Probe,
+            ),
+            streaming: r.int_gauge(
+                "hactl_patroni_replicas_streaming",
+                "Replicas on the leader's timeline with a known lag under the bound.",
+                Per::Probe,
+            ),
+            lag: r.gauge(
+                "hactl_patroni_replica_lag_bytes",
+                "A replica's lag, as Patroni reports it.",
+                Per::Member,
+            ),
+            timeline: r.int_gauge("hactl_patroni_timeline", "The leader's timeline.", Per::Probe),
+            leader_changes: r.counter(
+                "hactl_patroni_leader_changes_total",
+                "Leader changes the prober has seen.",
+                Per::Probe,
+            ),
+            members_of: Mutex::new(BTreeMap::new()),
+        }
     }
-    if running < members.len() {
-        let down: Vec<String> = members
-            .iter()
-            .filter(|m| !matches!(m["state"].as_str(), Some("running" | "streaming")))
-            .map(|m| format!("{} is {}", name(m), m["state"].as_str().unwrap_or("?")))
-            .collect();
-        problems.extend(down);
+
+    fn forget_probe(series: &Series, probe: &str) {
+        let members = series
+            .members_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(probe);
+        for m in members.into_iter().flatten() {
+            series.forget_member(probe, &m);
+        }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::config::tests::{assert_errors, probe};
+    use crate::probe::kinds::Spec as AnySpec;
+
+    fn spec(text: &str) -> Spec {
+        match probe(text).spec {
+            AnySpec::Patroni(s) => s,
+            other => panic!("not a patroni spec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_lag_bound_defaults_to_16_mib() {
+        let head = "probes:\n  - name: p\n    type: patroni\n    targets: [\"h:8008\"]\n";
+        assert_eq!(spec(head).max_lag_bytes, 16 << 20);
+        assert_eq!(spec(&format!("{head}    patroni:\n")).max_lag_bytes, 16 << 20);
+        assert_eq!(spec(&format!("{head}    patroni: {{max_lag_bytes: 4096}}\n")).max_lag_bytes, 4096);
+    }
+
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let head = "probes:\n  - name: p\n    type: patroni\n    targets: [\"h:8008\"]\n    patroni:\n";
+        assert_errors(head, &[
+            (
+                "      max_lag_bytes: -1\n",
+                "probes.yml:6: probes[0]: patroni.max_lag_bytes: invalid value: integer `-1`, expected u64",
+            ),
+            // The cluster is the probe's name (its `probe` label): there is no option for it.
+            (
+                "      cluster: main\n",
+                "probes.yml:6: probes[0]: patroni.cluster: unknown field `cluster`, expected `max_lag_bytes`",
+            ),
+        ]);
     }
 }

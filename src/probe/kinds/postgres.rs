@@ -1,65 +1,175 @@
-//! `postgres`: connect, run a query, check primary or replica, read the replication lag.
-//! `write`: an acknowledged write through the read-write endpoint, every interval.
+//! `postgres`: connect, run a query, check primary or replica, read the replication lag. The
+//! `postgres:` block, the login and the connection helpers here serve `write` too.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use prometheus::{GaugeVec, IntGaugeVec};
+use serde::Deserialize;
 use tokio_postgres::{Client, NoTls};
 
-use super::Ctx;
-use crate::probe::config::{Probe, Role};
+use super::write::Write;
+use super::{Env, Failure, Kind, Mistake, Run};
+use crate::probe::config::Probe;
+use crate::probe::metrics::{Per, Registrar};
 
-/// A connection configuration for one target: `HOST:PORT`, or for `write` a comma-separated
-/// list of them (the session goes to whichever accepts writes).
-pub fn pg_config(
-    probe: &Probe,
-    target: &str,
-    password: Option<&str>,
-    write: bool,
-) -> Result<tokio_postgres::Config, String> {
-    let o = &probe.postgres;
-    let mut c = tokio_postgres::Config::new();
-    let hosts = target.split(',').count().max(1) as u32;
-    for hp in target.split(',') {
-        let (host, port) = match hp.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("{hp}: the port is not a number"))?,
-            ),
-            None => (hp, 5432),
-        };
-        c.host(host).port(port);
-    }
-    c.user(o.user.as_deref().unwrap_or("postgres"))
-        .dbname(o.dbname.as_deref().unwrap_or("postgres"))
-        .application_name("hactl-probe")
-        .options("-c client_min_messages=warning")
-        // One host: a second beyond the run's timeout, so that the scheduler's timeout counts.
-        // Several (write): a dead host must leave time to try the next one.
-        .connect_timeout(if hosts > 1 {
-            probe.timeout / hosts
-        } else {
-            probe.timeout + Duration::from_secs(1)
-        });
-    if let Some(p) = password {
-        c.password(p);
-    }
-    if write {
-        c.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
-    }
-    Ok(c)
+pub(crate) struct Postgres;
+
+/// `postgres:` as written, for a postgres or a write probe: each takes the login and its own
+/// keys.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Options {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// A name in the inventory's secret store (`-i`): the password is read from there.
+    #[serde(default)]
+    password_secret: Option<String>,
+    #[serde(default)]
+    dbname: Option<String>,
+    /// postgres: a query to run.
+    #[serde(default)]
+    pub(super) query: Option<String>,
+    /// postgres: what the server must be (default any).
+    #[serde(default)]
+    pub(super) expect: Option<Role>,
+    /// postgres: replicas lagging more bytes than this fail the probe.
+    #[serde(default)]
+    pub(super) max_lag_bytes: Option<u64>,
+    /// write: the table written to (created when missing).
+    #[serde(default)]
+    pub(super) table: Option<String>,
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Client, String> {
-    let (client, conn) = config.connect(NoTls).await.map_err(|e| pg_error(&e))?;
+impl Options {
+    /// The login; `others`, the keys of probes of type `owner` (and whether each is given),
+    /// must not be given.
+    pub(super) fn login(&self, others: &[(&str, bool)], owner: &str) -> Result<Login, Mistake> {
+        if let Some((key, _)) = others.iter().find(|(_, given)| *given) {
+            return Err(Mistake::new(
+                &format!("postgres.{key}"),
+                format!("only for probes of type {owner}"),
+            ));
+        }
+        Ok(Login::new(
+            self.user.clone(),
+            self.dbname.clone(),
+            self.password.clone(),
+            self.password_secret.clone(),
+        ))
+    }
+}
+
+/// What a postgres probe expects the server to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    #[default]
+    Any,
+    Primary,
+    Replica,
+}
+
+/// Who logs in, where to, and where the password comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Login {
+    pub user: String,
+    pub dbname: String,
+    pub password: Option<String>,
+    pub password_secret: Option<String>,
+}
+
+impl Login {
+    pub fn new(
+        user: Option<String>,
+        dbname: Option<String>,
+        password: Option<String>,
+        password_secret: Option<String>,
+    ) -> Login {
+        Login {
+            user: user.unwrap_or_else(|| "postgres".into()),
+            dbname: dbname.unwrap_or_else(|| "postgres".into()),
+            password,
+            password_secret,
+        }
+    }
+
+    /// The password: written out, or read from the inventory's secret store.
+    pub fn password(&self, env: &Env) -> Result<Option<String>, Mistake> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        let Some(name) = &self.password_secret else {
+            return Ok(None);
+        };
+        let key = "postgres.password_secret";
+        let Some(inv) = env.inventory else {
+            return Err(Mistake::new(
+                key,
+                format!("{name:?} needs an inventory (-i INVENTORY)"),
+            ));
+        };
+        crate::secrets::SecretStore::of(inv)
+            .get_or_create(name, None)
+            .map(Some)
+            .map_err(|e| Mistake::new(key, e.to_string()))
+    }
+
+    /// A connection configuration for one target: `HOST:PORT`, or for `write` a
+    /// comma-separated list of them (the session goes to whichever accepts writes).
+    pub fn config(
+        &self,
+        password: Option<&str>,
+        target: &str,
+        timeout: Duration,
+        write: bool,
+    ) -> Result<tokio_postgres::Config, Failure> {
+        let mut c = tokio_postgres::Config::new();
+        let hosts = target.split(',').count().max(1) as u32;
+        for hp in target.split(',') {
+            let (host, port) = match hp.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .map_err(|_| Failure(format!("{hp}: the port is not a number")))?,
+                ),
+                None => (hp, 5432),
+            };
+            c.host(host).port(port);
+        }
+        c.user(&self.user)
+            .dbname(&self.dbname)
+            .application_name("hactl-probe")
+            .options("-c client_min_messages=warning")
+            // One host: a second beyond the run's timeout, so that the scheduler's timeout
+            // counts. Several (write): a dead host must leave time to try the next one.
+            .connect_timeout(if hosts > 1 {
+                timeout / hosts
+            } else {
+                timeout + Duration::from_secs(1)
+            });
+        if let Some(p) = password {
+            c.password(p);
+        }
+        if write {
+            c.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+        }
+        Ok(c)
+    }
+}
+
+pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Client, Failure> {
+    let (client, conn) = config.connect(NoTls).await.map_err(pg_error)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(client)
 }
 
-fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
+/// The server's message, or the client's error with its cause.
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> Failure {
+    Failure(match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => {
             use std::error::Error;
@@ -68,155 +178,186 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
                 None => e.to_string(),
             }
         }
-    }
+    })
 }
 
-pub async fn run(ctx: &Ctx<'_>, config: &tokio_postgres::Config) -> Result<(), String> {
-    let p = ctx.probe;
-    let client = connect(config).await?;
-    if let Some(q) = &p.postgres.query {
-        client.simple_query(q).await.map_err(|e| pg_error(&e))?;
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Spec {
+    login: Login,
+    query: Option<String>,
+    expect: Role,
+    max_lag_bytes: Option<u64>,
+}
+
+/// Per target: primary or not, and a replica's replay lag.
+pub(crate) struct Series {
+    is_primary: IntGaugeVec,
+    lag_bytes: GaugeVec,
+    lag_seconds: GaugeVec,
+}
+
+impl Kind for Postgres {
+    const NAME: &'static str = "postgres";
+    const BLOCK: Option<&'static str> = Some("postgres");
+    type Options = Options;
+    type Spec = Spec;
+    /// The password, looked up.
+    type State = Option<String>;
+    type Series = Series;
+
+    fn check(o: Options) -> Result<Spec, Mistake> {
+        Ok(Spec {
+            login: o.login(&[("table", o.table.is_some())], Write::NAME)?,
+            query: o.query,
+            expect: o.expect.unwrap_or_default(),
+            max_lag_bytes: o.max_lag_bytes,
+        })
     }
-    let row = client
-        .query_one(
-            "select pg_is_in_recovery(),
+
+    fn state(spec: &Spec, _: &Probe, env: &Env) -> Result<Option<String>, Mistake> {
+        spec.login.password(env)
+    }
+
+    async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
+        let spec = run.spec;
+        let config =
+            spec.login
+                .config(run.state.as_deref(), run.target, run.probe.timeout, false)?;
+        let client = connect(&config).await?;
+        if let Some(q) = &spec.query {
+            client.simple_query(q).await.map_err(pg_error)?;
+        }
+        let row = client
+            .query_one(
+                "select pg_is_in_recovery(),
                     coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::float8,
                     case when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0
                          else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0) end::float8",
-            &[],
-        )
-        .await
-        .map_err(|e| pg_error(&e))?;
-    let in_recovery: bool = row.get(0);
-    let lag_bytes: f64 = row.get(1);
-    let lag_secs: f64 = row.get(2);
-    let l = [p.name.as_str(), ctx.target];
-    ctx.metrics
-        .pg_is_primary
-        .with_label_values(&l)
-        .set(i64::from(!in_recovery));
-    if in_recovery {
-        ctx.metrics
-            .pg_lag_bytes
-            .with_label_values(&l)
-            .set(lag_bytes);
-        ctx.metrics
-            .pg_lag_seconds
-            .with_label_values(&l)
-            .set(lag_secs);
-    } else {
-        let _ = ctx.metrics.pg_lag_bytes.remove_label_values(&l);
-        let _ = ctx.metrics.pg_lag_seconds.remove_label_values(&l);
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let in_recovery: bool = row.get(0);
+        let lag_bytes: f64 = row.get(1);
+        let lag_secs: f64 = row.get(2);
+        let l = [run.probe.name.as_str(), run.target];
+        let s = run.series;
+        s.is_primary.with_label_values(&l).set(i64::from(!in_recovery));
+        if in_recovery {
+            s.lag_bytes.with_label_values(&l).set(lag_bytes);
+            s.lag_seconds.with_label_values(&l).set(lag_secs);
+        } else {
+            let _ = s.lag_bytes.remove_label_values(&l);
+            let _ = s.lag_seconds.remove_label_values(&l);
+        }
+        match (spec.expect, in_recovery) {
+            (Role::Primary, true) => return Err(Failure::new("a replica, not the primary")),
+            (Role::Replica, false) => return Err(Failure::new("the primary, not a replica")),
+            _ => {}
+        }
+        if let (true, Some(max)) = (in_recovery, spec.max_lag_bytes) {
+            if lag_bytes > max as f64 {
+                return Err(Failure(format!("lags {lag_bytes} bytes (at most {max})")));
+            }
+        }
+        Ok(())
     }
-    match (p.postgres.expect, in_recovery) {
-        (Role::Primary, true) => return Err("a replica, not the primary".into()),
-        (Role::Replica, false) => return Err("the primary, not a replica".into()),
-        _ => {}
-    }
-    if let (true, Some(max)) = (in_recovery, p.postgres.max_lag_bytes) {
-        if lag_bytes > max as f64 {
-            return Err(format!("lags {lag_bytes} bytes (at most {max})"));
+
+    fn series(r: &mut Registrar) -> Series {
+        Series {
+            is_primary: r.int_gauge(
+                "hactl_postgres_is_primary",
+                "1 if the server accepts writes, 0 if it is in recovery.",
+                Per::Target,
+            ),
+            lag_bytes: r.gauge(
+                "hactl_postgres_replication_lag_bytes",
+                "WAL received but not yet replayed by a replica.",
+                Per::Target,
+            ),
+            lag_seconds: r.gauge(
+                "hactl_postgres_replication_lag_seconds",
+                "Age of the last replayed transaction while WAL waits to be replayed (0 when caught up).",
+                Per::Target,
+            ),
         }
     }
-    Ok(())
 }
 
-/// What a write probe keeps between runs: its connection and the last acknowledged write.
-#[derive(Default)]
-pub struct WriteState {
-    client: Option<Client>,
-    last_ok: Option<Instant>,
-    started: Option<Instant>,
-    longest: f64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::config::tests::{assert_errors, probe};
+    use crate::probe::kinds::{Kit, Spec as AnySpec};
 
-pub async fn write(
-    ctx: &Ctx<'_>,
-    config: &tokio_postgres::Config,
-    state: &tokio::sync::Mutex<WriteState>,
-) -> Result<(), String> {
-    let p = ctx.probe;
-    let table = p.postgres.table.as_deref().unwrap_or("hactl_probe_write");
-    let mut st = state.lock().await;
-    let now = Instant::now();
-    st.started.get_or_insert(now);
-    let result = async {
-        if st.client.as_ref().is_none_or(|c| c.is_closed()) {
-            st.client = Some(connect(config).await?);
+    fn spec(text: &str) -> Spec {
+        match probe(text).spec {
+            AnySpec::Postgres(s) => s,
+            other => panic!("not a postgres spec: {other:?}"),
         }
-        let client = st.client.as_ref().ok_or("no connection")?;
-        let insert = format!(
-            "insert into {table} values ($1, 1, clock_timestamp())
-             on conflict (probe) do update set writes = {table}.writes + 1, at = excluded.at"
+    }
+
+    #[test]
+    fn options_are_read_with_their_defaults() {
+        let s = spec("probes:\n  - {name: pg, type: postgres, targets: [\"h:5432\"]}\n");
+        assert_eq!(s.login, Login::new(None, None, None, None));
+        assert_eq!((s.login.user.as_str(), s.login.dbname.as_str()), ("postgres", "postgres"));
+        assert_eq!((s.query, s.expect, s.max_lag_bytes), (None, Role::Any, None));
+        let s = spec(
+            "probes:
+  - name: pg
+    type: postgres
+    targets: [\"h:5432\"]
+    postgres: {user: u, password: p, dbname: d, query: select 1, expect: replica, max_lag_bytes: 5}
+",
         );
-        match client.execute(&insert, &[&p.name]).await {
-            Ok(_) => {}
-            // The table is made on first use where the role may create it; the prober's own
-            // role (role postgresql_prober) finds it made and owns it.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-                client
-                    .batch_execute(&format!(
-                        "create table if not exists {table} (probe text primary key, writes bigint not null, at timestamptz not null)"
-                    ))
-                    .await
-                    .map_err(|e| pg_error(&e))?;
-                client
-                    .execute(&insert, &[&p.name])
-                    .await
-                    .map_err(|e| pg_error(&e))?;
-            }
-            Err(e) => return Err(pg_error(&e)),
-        }
-        Ok::<(), String>(())
+        assert_eq!(
+            s.login,
+            Login::new(Some("u".into()), Some("d".into()), Some("p".into()), None)
+        );
+        assert_eq!(s.query.as_deref(), Some("select 1"));
+        assert_eq!((s.expect, s.max_lag_bytes), (Role::Replica, Some(5)));
     }
-    .await;
-    let done = Instant::now();
-    let l = [p.name.as_str()];
-    let _ = now;
-    match &result {
-        Ok(()) => {
-            if let Some(prev) = st.last_ok {
-                let gap = done.duration_since(prev).as_secs_f64();
-                if gap > 2.0 * p.interval.as_secs_f64() {
-                    ctx.metrics.write_last_outage.with_label_values(&l).set(gap);
-                    ctx.metrics.write_outages.with_label_values(&l).inc();
-                    tracing::warn!(probe = %p.name, seconds = gap, "writes are acknowledged again");
-                }
-                if gap > st.longest {
-                    st.longest = gap;
-                    ctx.metrics
-                        .write_longest_outage
-                        .with_label_values(&l)
-                        .set(gap);
-                }
-            } else {
-                ctx.metrics.write_last_outage.with_label_values(&l).set(0.0);
-                ctx.metrics
-                    .write_longest_outage
-                    .with_label_values(&l)
-                    .set(0.0);
-            }
-            st.last_ok = Some(done);
-            ctx.metrics
-                .write_since_success
-                .with_label_values(&l)
-                .set(0.0);
-        }
-        Err(_) => write_failed(ctx, &mut st),
-    }
-    result
-}
 
-/// A failed or timed-out write: the session is not reused, and the time without writes grows.
-pub fn write_failed(ctx: &Ctx<'_>, st: &mut WriteState) {
-    st.client = None;
-    let now = Instant::now();
-    let since = st
-        .last_ok
-        .or(st.started)
-        .map_or(Duration::ZERO, |t| now.duration_since(t));
-    ctx.metrics
-        .write_since_success
-        .with_label_values(&[ctx.probe.name.as_str()])
-        .set(since.as_secs_f64());
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let head = "probes:\n  - name: pg\n    type: postgres\n    targets: [\"h:5432\"]\n    postgres:\n";
+        assert_errors(head, &[
+            (
+                "      expect: leader\n",
+                "probes.yml:6: probes[0]: postgres.expect: unknown variant `leader`, expected one of `any`, `primary`, `replica`",
+            ),
+            (
+                "      table: t\n",
+                "probes.yml:6: postgres.table: only for probes of type write",
+            ),
+            (
+                "      users: x\n",
+                "probes.yml:6: probes[0]: postgres.users: unknown field `users`, expected one of `user`, `password`, `password_secret`, `dbname`, `query`, `expect`, `max_lag_bytes`, `table`",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_password_from_the_secret_store_needs_an_inventory() {
+        let p = probe(
+            "probes:\n  - {name: pg, type: postgres, targets: [\"h:5432\"], postgres: {password_secret: prober}}\n",
+        );
+        let err = Kit::new(&p, &Env { inventory: None }).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("postgres.password_secret: \"prober\" needs an inventory (-i INVENTORY)")
+        );
+    }
+
+    #[test]
+    fn a_target_is_host_port_and_the_port_a_number() {
+        let login = Login::new(None, None, None, None);
+        let timeout = Duration::from_secs(2);
+        let c = login.config(None, "10.0.0.1:6432", timeout, false).unwrap();
+        assert_eq!(c.get_ports(), [6432]);
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        let err = login.config(None, "h:x", timeout, false).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("h:x: the port is not a number"));
+    }
 }
