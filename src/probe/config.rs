@@ -137,10 +137,9 @@ pub(crate) fn parse_spec<K: super::kinds::Kind>(probe: &Node) -> Result<K::Spec,
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ProbeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProbeError::Config {
-            file: path.display().to_string(),
-            line: 0,
-            message: e.to_string(),
+        let text = std::fs::read_to_string(path).map_err(|error| ProbeError::Read {
+            path: path.to_path_buf(),
+            error,
         })?;
         Config::parse(path, &text)
     }

@@ -35,6 +35,12 @@ pub enum ProbeError {
         line: usize,
         message: String,
     },
+    /// The configuration file cannot be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
     #[error("listening on {addr}: {source}")]
@@ -50,7 +56,9 @@ pub enum ProbeError {
 impl crate::exit::Code for ProbeError {
     fn exit_code(&self) -> u8 {
         match self {
-            ProbeError::Config { .. } | ProbeError::Inventory(_) => crate::exit::BAD_INPUT,
+            ProbeError::Config { .. } | ProbeError::Read { .. } | ProbeError::Inventory(_) => {
+                crate::exit::BAD_INPUT
+            }
             _ => crate::exit::FAILURE,
         }
     }
