@@ -512,35 +512,34 @@ async fn connect_all(
             Ok((session, Err(why))) => {
                 run.stats.round_trips = session.round_trips();
                 session.close().await;
-                run.done = true;
-                run.stats.count(Status::Failed);
-                reporter.result(&Line {
-                    host: name,
-                    role: "",
-                    task: "facts",
-                    status: Status::Failed,
-                    msg: &why,
-                    diffs: &[],
-                    quiet: false,
-                });
+                leave_out(reporter, &mut run, "facts", Status::Failed, &why);
             }
-            Err(e) => {
-                run.done = true;
-                run.stats.count(Status::Unreachable);
-                reporter.result(&Line {
-                    host: name,
-                    role: "",
-                    task: "connect",
-                    status: Status::Unreachable,
-                    msg: &e.to_string(),
-                    diffs: &[],
-                    quiet: false,
-                });
-            }
+            Err(e) => leave_out(
+                reporter,
+                &mut run,
+                "connect",
+                Status::Unreachable,
+                &e.to_string(),
+            ),
         }
         hosts.insert(name.clone(), run);
     }
     Ok(hosts)
+}
+
+/// Reports why a host takes no part in the run (`step` being `connect` or `facts`).
+fn leave_out(reporter: &Reporter, run: &mut HostRun, step: &str, status: Status, why: &str) {
+    run.done = true;
+    run.stats.count(status);
+    reporter.result(&Line {
+        host: &run.name,
+        role: "",
+        task: step,
+        status,
+        msg: why,
+        diffs: &[],
+        quiet: false,
+    });
 }
 
 /// What the tasks of a play share.
@@ -903,5 +902,81 @@ impl Tally {
             diffs: self.diffs,
             data,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(rc: i64, stdout: &str, stderr: &str) -> Outcome {
+        Outcome {
+            ran: Some(Ran {
+                rc,
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+            }),
+            ..Outcome::changed("")
+        }
+    }
+
+    #[test]
+    fn a_command_exiting_non_zero_fails_with_its_last_words() {
+        let r = CallResult::of(Ok(command(2, "out\n", "a\nb\n")), None);
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.failure(), "exit 2: a | b");
+        assert_eq!(
+            r.data,
+            serde_json::json!({
+                "changed": true, "failed": false, "skipped": false, "msg": "", "rc": 2,
+                "stdout": "out", "stderr": "a\nb", "stdout_lines": ["out"], "stderr_lines": ["a", "b"],
+            })
+        );
+        let quiet = CallResult::of(Ok(command(1, "only stdout\n", "")), None);
+        assert_eq!(quiet.failure(), "exit 1: only stdout");
+    }
+
+    #[test]
+    fn a_module_result_registers_no_exit_code() {
+        let r = CallResult::of(Ok(Outcome::changed("started etcd")), None);
+        assert_eq!(r.status, Status::Changed);
+        assert_eq!(
+            r.data,
+            serde_json::json!({"changed": true, "failed": false, "skipped": false, "msg": "started etcd"})
+        );
+        let failed = CallResult::of(Err(ModuleError::Failed("unit x not found".into())), None);
+        assert_eq!(failed.status, Status::Failed);
+        assert_eq!(failed.failure(), "unit x not found");
+    }
+
+    #[test]
+    fn a_loop_sums_its_items_and_names_the_first_that_failed() {
+        let item = |n: i64| Some(Value::from(n));
+        let mut tally = Tally::new();
+        tally.add(CallResult::of(Ok(Outcome::changed("created /a")), item(1)));
+        tally.add(CallResult::of(Ok(Outcome::ok()), item(2)));
+        tally.add(CallResult::of(Ok(command(3, "", "no")), item(3)));
+        tally.add(CallResult::of(Ok(command(4, "", "again")), item(4)));
+        let result = tally.finish(true);
+        assert_eq!(result.status, Status::Failed);
+        assert_eq!(result.msg, "item 3: exit 3: no");
+        assert_eq!(result.data["results"].as_array().map(Vec::len), Some(4));
+        assert_eq!(result.data["results"][0]["item"], 1);
+
+        let mut tally = Tally::new();
+        tally.add(CallResult::of(Ok(Outcome::changed("created /a")), item(1)));
+        tally.add(CallResult::of(Ok(Outcome::changed("created /b")), item(2)));
+        let result = tally.finish(true);
+        assert_eq!(result.status, Status::Changed);
+        assert_eq!(result.msg, "created /a; created /b");
+    }
+
+    #[test]
+    fn a_task_whose_calls_were_all_skipped_is_skipped() {
+        let mut tally = Tally::new();
+        tally.add(CallResult::of(Ok(Outcome::skipped()), None));
+        let result = tally.finish(false);
+        assert_eq!(result.status, Status::Skipped);
+        assert_eq!(result.data["skipped"], true);
     }
 }

@@ -114,12 +114,13 @@ fn fill_in(
 ) -> Result<(), String> {
     match action {
         Action::Template(args) => {
-            let asset = role.templates.get(&args.src).ok_or_else(|| {
+            // The template's arguments were checked: `src` is there.
+            let src = args.src.as_deref().unwrap_or_default();
+            let asset = role.templates.get(src).ok_or_else(|| {
                 format!(
-                    "{}:{}: template: no `{}` in role {}'s templates/ ({})",
+                    "{}:{}: template: no `{src}` in role {}'s templates/ ({})",
                     task.file,
                     task.args_line,
-                    args.src,
                     role.name,
                     list(role.templates.keys())
                 )
@@ -132,10 +133,10 @@ fn fill_in(
             let env = &scope.world().env;
             let rendered = template::render_str(env, &text, &scope.value(), &source)
                 .map_err(|e| scope.explain(e).to_string())?;
-            args.rendered = Some(rendered);
+            args.source = Some(rendered.into_bytes());
         }
         Action::Copy(args) => {
-            args.src_bytes = match &args.src {
+            args.source = match &args.src {
                 None => None,
                 // An absolute path is a file on this (the control) machine, as in Ansible.
                 Some(src) if src.starts_with('/') => Some(std::fs::read(src).map_err(|e| {

@@ -165,6 +165,15 @@ impl<'de> de::Deserializer<'de> for EmptyText {
     }
 }
 
+/// Whether a thing (a user, a group) is to exist: `state: present` (the default) or `absent`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
 /// A file mode as Ansible takes it: `"0644"`, `"644"`, or a YAML 1.1 octal integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);

@@ -5,13 +5,14 @@
 
 use serde::Deserialize;
 
-use super::{ArgsError, Ctx, Module, Outcome, Plan, Ran, Result};
+use super::{ArgsError, Ctx, Module, ModuleError, Outcome, Plan, Ran, Result};
 use crate::ssh::shell_quote;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    /// The command line, split into words like a shell would (but run without one).
+    /// `command`: the command line, split into words as a shell would (but run without one);
+    /// `shell`: the text the shell runs.
     pub cmd: Option<String>,
     pub argv: Option<Vec<String>>,
     pub creates: Option<String>,
@@ -20,19 +21,10 @@ pub struct Args {
     pub stdin: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShellArgs {
-    /// The shell text to run.
-    pub cmd: String,
-    pub creates: Option<String>,
-    pub removes: Option<String>,
-    pub chdir: Option<String>,
-    pub stdin: Option<String>,
-}
-
-pub struct Command;
-pub struct Shell;
+/// `command` (`SHELL` false) or `shell`.
+pub struct Run<const SHELL: bool>;
+pub type Command = Run<false>;
+pub type Shell = Run<true>;
 
 /// What either module runs, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,38 +38,35 @@ pub struct Job {
 
 const SKIPPED: &str = "__hactl_skipped__";
 
-fn job(
-    command: String,
-    creates: Option<&str>,
-    removes: Option<&str>,
-    chdir: Option<&str>,
-    stdin: Option<&str>,
-) -> Job {
+fn job(command: String, args: &Args) -> Job {
     let mut guard = String::new();
-    if let Some(c) = creates {
+    if let Some(c) = &args.creates {
         guard.push_str(&format!(
             "if [ -e {} ]; then echo {SKIPPED}; exit 0; fi; ",
             shell_quote(c)
         ));
     }
-    if let Some(r) = removes {
+    if let Some(r) = &args.removes {
         guard.push_str(&format!(
             "if [ ! -e {} ]; then echo {SKIPPED}; exit 0; fi; ",
             shell_quote(r)
         ));
     }
-    let cd = chdir
+    let cd = args
+        .chdir
+        .as_ref()
         .map(|d| format!("cd {} && ", shell_quote(d)))
         .unwrap_or_default();
     Job {
         script: format!("{guard}{cd}{command}"),
         guard,
-        stdin: stdin.unwrap_or_default().to_string(),
+        stdin: args.stdin.clone().unwrap_or_default(),
     }
 }
 
-/// `cmd` split into words, or `argv`, each quoted for `sh -c`.
-fn words(args: &Args) -> std::result::Result<String, ArgsError> {
+/// The text for `sh -c`: `shell`'s `cmd` as it is; `command`'s split into words, or `argv`, each
+/// quoted.
+fn command(args: &Args, shell: bool) -> std::result::Result<String, ArgsError> {
     let quoted = |words: &[String]| {
         words
             .iter()
@@ -86,6 +75,7 @@ fn words(args: &Args) -> std::result::Result<String, ArgsError> {
             .join(" ")
     };
     match (&args.cmd, &args.argv) {
+        (Some(cmd), None) if shell => Ok(cmd.clone()),
         (Some(cmd), None) => shlex::split(cmd).map(|w| quoted(&w)).ok_or_else(|| {
             ArgsError::Invalid(format!(
                 "cannot split the command line `{cmd}` (unbalanced quotes?)"
@@ -98,46 +88,8 @@ fn words(args: &Args) -> std::result::Result<String, ArgsError> {
     }
 }
 
-/// A command always has something to run: the plan says so, and the run tells what happened.
-fn plan(job: Job) -> Plan<Job> {
-    Plan::change("would run", job)
-}
-
-/// Check mode learns only whether the guard would let the command run.
-async fn rehearse(job: &Job, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-    if job.guard.is_empty() {
-        return Ok(planned);
-    }
-    let out = ctx
-        .remote
-        .exec(&format!("{}exit 1", job.guard), b"")
-        .await?;
-    Ok(if out.stdout_text().contains(SKIPPED) {
-        Outcome::ok()
-    } else {
-        planned
-    })
-}
-
-async fn apply(job: &Job, ctx: &Ctx<'_>) -> Result<Outcome> {
-    let out = ctx.remote.exec(&job.script, job.stdin.as_bytes()).await?;
-    let stdout = out.stdout_text();
-    if out.success() && stdout.trim() == SKIPPED {
-        // Ansible's way: not run because of creates/removes is ok, not skipped.
-        return Ok(Outcome::ok());
-    }
-    Ok(Outcome {
-        ran: Some(Ran {
-            rc: out.exit_status.map_or(-1, i64::from),
-            stdout,
-            stderr: out.stderr_text(),
-        }),
-        ..Outcome::changed("")
-    })
-}
-
-impl Module for Command {
-    const NAME: &'static str = "command";
+impl<const SHELL: bool> Module for Run<SHELL> {
+    const NAME: &'static str = if SHELL { "shell" } else { "command" };
     type Args = Args;
     type Observed = ();
     type Todo = Job;
@@ -150,7 +102,7 @@ impl Module for Command {
     }
 
     fn validate(args: &Args) -> std::result::Result<(), ArgsError> {
-        words(args).map(drop)
+        command(args, SHELL).map(drop)
     }
 
     /// The guard is asked together with the run: nothing to read first.
@@ -158,59 +110,43 @@ impl Module for Command {
         Ok(())
     }
 
+    /// A command always has something to run: what it changes, only running it tells.
     fn plan(args: &Args, _: ()) -> Result<Plan<Job>> {
-        let command = words(args).map_err(|e| super::ModuleError::Failed(e.to_string()))?;
-        Ok(plan(job(
-            command,
-            args.creates.as_deref(),
-            args.removes.as_deref(),
-            args.chdir.as_deref(),
-            args.stdin.as_deref(),
-        )))
+        let command = command(args, SHELL).map_err(|e| ModuleError::Failed(e.to_string()))?;
+        Ok(Plan::change("would run", job(command, args)))
     }
 
+    /// Check mode learns only whether the guard would let the command run.
     async fn rehearse(_: &Args, job: Job, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        rehearse(&job, planned, ctx).await
-    }
-
-    async fn apply(_: &Args, job: Job, _: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        apply(&job, ctx).await
-    }
-}
-
-impl Module for Shell {
-    const NAME: &'static str = "shell";
-    type Args = ShellArgs;
-    type Observed = ();
-    type Todo = Job;
-
-    fn free_form(line: String) -> Option<ShellArgs> {
-        Some(ShellArgs {
-            cmd: line,
-            ..ShellArgs::default()
+        if job.guard.is_empty() {
+            return Ok(planned);
+        }
+        let out = ctx
+            .remote
+            .exec(&format!("{}exit 1", job.guard), b"")
+            .await?;
+        Ok(if out.stdout_text().contains(SKIPPED) {
+            Outcome::ok()
+        } else {
+            planned
         })
     }
 
-    async fn observe(_: &ShellArgs, _: &Ctx<'_>) -> Result<()> {
-        Ok(())
-    }
-
-    fn plan(args: &ShellArgs, _: ()) -> Result<Plan<Job>> {
-        Ok(plan(job(
-            args.cmd.clone(),
-            args.creates.as_deref(),
-            args.removes.as_deref(),
-            args.chdir.as_deref(),
-            args.stdin.as_deref(),
-        )))
-    }
-
-    async fn rehearse(_: &ShellArgs, job: Job, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        rehearse(&job, planned, ctx).await
-    }
-
-    async fn apply(_: &ShellArgs, job: Job, _: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        apply(&job, ctx).await
+    async fn apply(_: &Args, job: Job, _: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
+        let out = ctx.remote.exec(&job.script, job.stdin.as_bytes()).await?;
+        let stdout = out.stdout_text();
+        if out.success() && stdout.trim() == SKIPPED {
+            // Ansible's way: not run because of creates/removes is ok, not skipped.
+            return Ok(Outcome::ok());
+        }
+        Ok(Outcome {
+            ran: Some(Ran {
+                rc: out.exit_status.map_or(-1, i64::from),
+                stdout,
+                stderr: out.stderr_text(),
+            }),
+            ..Outcome::changed("")
+        })
     }
 }
 

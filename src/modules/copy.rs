@@ -1,5 +1,7 @@
-//! `copy`: a file from the role's `files/` (or inline `content`) onto the host. `template` puts
-//! its rendered text the same way.
+//! `copy` and `template`: a file put on the host — `copy`'s from the role's `files/` (or inline
+//! `content`), `template`'s a Jinja2 template from the role's `templates/`, rendered on the
+//! control machine with the host's variables. One command reads what is there; one upload (or
+//! chmod/chown) puts it right.
 
 use std::sync::Arc;
 
@@ -7,15 +9,18 @@ use serde::Deserialize;
 use sha2::Digest as _;
 
 use super::{
-    fail, fix_attrs, owner_spec, parse_stat, run, run_steps, service, stat_script, ArgsError, Ctx,
-    Diff, Mode, Module, Outcome, PathState, Plan, Result, Step,
+    apply_steps, fail, fix_attrs, owner_spec, parse_stat, run, stat_script, ArgsError, Ctx, Diff,
+    Mode, Module, Outcome, PathState, Plan, Result, Step, Upload,
 };
 use crate::ssh::shell_quote;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// `copy`: a file in the role's `files/` (or an absolute path on this machine);
+    /// `template`: a template in the role's `templates/`.
     pub src: Option<String>,
+    /// `copy` only: the text itself.
     pub content: Option<String>,
     pub dest: String,
     pub mode: Option<Mode>,
@@ -26,26 +31,28 @@ pub struct Args {
     pub force: Option<bool>,
     /// A command that must accept the new file (`%s`) before it replaces the old one.
     pub validate: Option<String>,
-    /// The file `src` names, read by the engine from the role (or this machine).
+    /// What `src` names, filled in by the engine: the file's bytes, or the rendered template.
     #[serde(skip)]
-    pub src_bytes: Option<Vec<u8>>,
+    pub source: Option<Vec<u8>>,
 }
+
+impl Args {
+    fn contents(&self) -> Result<&[u8]> {
+        match (&self.content, &self.source) {
+            (Some(c), _) => Ok(c.as_bytes()),
+            (None, Some(b)) => Ok(b),
+            (None, None) => fail(format!("{}: nothing read for `src`", self.dest)),
+        }
+    }
+}
+
+/// `copy` (`TEMPLATE` false) or `template`.
+pub struct Put<const TEMPLATE: bool>;
+pub type Copy = Put<false>;
+pub type Template = Put<true>;
 
 /// Files larger than this are compared by checksum only, never shown in a diff.
 const DIFF_LIMIT: usize = 256 * 1024;
-
-/// How a file is to be put.
-#[derive(Debug, Clone, Copy)]
-pub struct Put<'a> {
-    pub dest: &'a str,
-    pub contents: &'a [u8],
-    pub mode: Option<Mode>,
-    pub owner: Option<&'a str>,
-    pub group: Option<&'a str>,
-    /// Leave an existing file alone.
-    pub keep_existing: bool,
-    pub validate: Option<&'a str>,
-}
 
 /// What is at the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,172 +70,135 @@ pub enum Content {
     Sum(String),
 }
 
-/// Reads the destination's attributes and content (or checksum) in one command.
-pub async fn observe(ctx: &Ctx<'_>, put: &Put<'_>) -> Result<Existing> {
-    let dest = put.dest;
-    let p = shell_quote(dest);
-    let want_text = ctx.diff && put.contents.len() <= DIFF_LIMIT;
-    let read = if want_text {
-        format!("head -c {} -- {p} 2>/dev/null", DIFF_LIMIT + 1)
-    } else {
-        format!("sha256sum < {p} 2>/dev/null | cut -c1-64")
-    };
-    let script = format!(
-        "{}; if [ -f {p} ]; then echo; {read}; fi",
-        stat_script(dest)
-    );
-    let out = run(ctx, &format!("reading {dest}"), &script).await?;
-    let split = out
-        .stdout
-        .iter()
-        .position(|b| *b == b'\n')
-        .unwrap_or(out.stdout.len());
-    let state = parse_stat(&String::from_utf8_lossy(&out.stdout[..split]));
-    let rest = out.stdout.get(split + 2..).unwrap_or_default();
-    let content = if want_text {
-        Content::Text(rest.to_vec())
-    } else {
-        Content::Sum(String::from_utf8_lossy(rest).trim().to_string())
-    };
-    Ok(Existing { state, content })
-}
-
-/// The upload (or chmod/chown) that makes the destination hold `put`.
-pub fn plan(put: &Put<'_>, existing: Existing) -> Result<Plan<Vec<Step>>> {
-    let Put {
-        dest,
-        contents,
-        mode,
-        owner,
-        group,
-        keep_existing,
-        validate,
-    } = *put;
-    let Existing { state, content } = existing;
-    if state.as_ref().is_some_and(|s| s.kind == "directory") {
-        return fail(format!("{dest} is a directory"));
-    }
-    if keep_existing && state.is_some() {
-        return Ok(Plan::nothing());
-    }
-    let same = state.is_some()
-        && match &content {
-            Content::Text(text) => text == contents,
-            Content::Sum(sum) => *sum == crate::template::hex(&sha2::Sha256::digest(contents)),
-        };
-    if same {
-        let (cmds, notes) = fix_attrs(dest, state.as_ref(), mode, owner, group);
-        if cmds.is_empty() {
-            return Ok(Plan::nothing());
-        }
-        return Ok(Plan::change(
-            format!("{dest}: {}", notes.join(", ")),
-            vec![Step::run(
-                format!("setting {}", notes.join(", ")),
-                cmds.join(" && "),
-            )],
-        ));
-    }
-    let note = if state.is_none() {
-        format!("created {dest}")
-    } else {
-        format!("updated {dest}")
-    };
-    let upload = |path: String| Step::Upload {
-        path,
-        contents: Arc::from(contents),
-        mode: mode
-            .map(|m| m.0)
-            .or(state.as_ref().map(|s| s.mode))
-            .unwrap_or(0o644),
-        owner: owner_spec(owner, group)
-            .or_else(|| state.as_ref().map(|s| format!("{}:{}", s.owner, s.group))),
-    };
-    let steps = match validate {
-        None => vec![upload(dest.to_string())],
-        Some(check) => {
-            // The new file is checked where it will live, then moved over the old one.
-            let staged = format!("{dest}.hactl-new");
-            let q = shell_quote(&staged);
-            let script = format!(
-                "{} || {{ rc=$?; rm -f -- {q}; exit $rc; }}; mv -f -- {q} {}",
-                check.replace("%s", &q),
-                shell_quote(dest)
-            );
-            vec![
-                upload(staged),
-                Step::run(format!("validating {dest} with `{check}`"), script),
-            ]
-        }
-    };
-    let mut planned = Plan::change(note, steps);
-    if let Content::Text(before) = content {
-        planned.outcome.diffs.push(Diff {
-            path: dest.to_string(),
-            // Nothing was read of a file that is not there.
-            before: String::from_utf8_lossy(&before).to_string(),
-            after: String::from_utf8_lossy(contents).to_string(),
-        });
-    }
-    Ok(planned)
-}
-
-/// Writes the file, and tells the run when it was a systemd unit.
-pub async fn apply(ctx: &Ctx<'_>, dest: &str, steps: &[Step], planned: Outcome) -> Result<Outcome> {
-    run_steps(ctx, steps).await?;
-    service::note_written(ctx, dest);
-    Ok(planned)
-}
-
-pub struct Copy;
-
-impl Args {
-    fn put(&self) -> Result<Put<'_>> {
-        let contents = match (&self.content, &self.src_bytes) {
-            (Some(c), _) => c.as_bytes(),
-            (None, Some(b)) => b,
-            (None, None) => return fail("copy: needs `src` or `content`"),
-        };
-        Ok(Put {
-            dest: &self.dest,
-            contents,
-            mode: self.mode,
-            owner: self.owner.as_deref(),
-            group: self.group.as_deref(),
-            keep_existing: self.force == Some(false),
-            validate: self.validate.as_deref(),
-        })
-    }
-}
-
-impl Module for Copy {
-    const NAME: &'static str = "copy";
+impl<const TEMPLATE: bool> Module for Put<TEMPLATE> {
+    const NAME: &'static str = if TEMPLATE { "template" } else { "copy" };
     type Args = Args;
     type Observed = Existing;
     type Todo = Vec<Step>;
 
+    fn writes(args: &Args) -> Option<&str> {
+        Some(&args.dest)
+    }
+
     fn validate(args: &Args) -> std::result::Result<(), ArgsError> {
-        match (&args.src, &args.content) {
-            (None, None) => Err(ArgsError::Invalid("give `src` or `content`".into())),
-            _ => Ok(()),
-        }
+        let why = match (&args.src, &args.content) {
+            (None, _) if TEMPLATE => "give `src`, a template in the role's templates/",
+            (_, Some(_)) if TEMPLATE => "takes no `content`: give `src`, a template",
+            (None, None) => "give `src` or `content`",
+            _ => return Ok(()),
+        };
+        Err(ArgsError::Invalid(why.into()))
     }
 
+    /// The destination's attributes and content (or checksum), in one command.
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Existing> {
-        observe(ctx, &args.put()?).await
+        let dest = &args.dest;
+        let p = shell_quote(dest);
+        let want_text = ctx.diff && args.contents()?.len() <= DIFF_LIMIT;
+        let read = if want_text {
+            format!("head -c {} -- {p} 2>/dev/null", DIFF_LIMIT + 1)
+        } else {
+            format!("sha256sum < {p} 2>/dev/null | cut -c1-64")
+        };
+        let script = format!(
+            "{}; if [ -f {p} ]; then echo; {read}; fi",
+            stat_script(dest)
+        );
+        let out = run(ctx, &format!("reading {dest}"), &script).await?;
+        let split = out
+            .stdout
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(out.stdout.len());
+        let state = parse_stat(&String::from_utf8_lossy(&out.stdout[..split]));
+        let rest = out.stdout.get(split + 2..).unwrap_or_default();
+        let content = if want_text {
+            Content::Text(rest.to_vec())
+        } else {
+            Content::Sum(String::from_utf8_lossy(rest).trim().to_string())
+        };
+        Ok(Existing { state, content })
     }
 
+    /// The upload (or chmod/chown) that makes the destination hold the file.
     fn plan(args: &Args, existing: Existing) -> Result<Plan<Vec<Step>>> {
-        plan(&args.put()?, existing)
+        let dest = args.dest.as_str();
+        let contents = args.contents()?;
+        let (owner, group) = (args.owner.as_deref(), args.group.as_deref());
+        let Existing { state, content } = existing;
+        if state.as_ref().is_some_and(|s| s.kind == "directory") {
+            return fail(format!("{dest} is a directory"));
+        }
+        if args.force == Some(false) && state.is_some() {
+            return Ok(Plan::nothing());
+        }
+        let same = state.is_some()
+            && match &content {
+                Content::Text(text) => text == contents,
+                Content::Sum(sum) => *sum == crate::template::hex(&sha2::Sha256::digest(contents)),
+            };
+        if same {
+            let (cmds, notes) = fix_attrs(dest, state.as_ref(), args.mode, owner, group);
+            if cmds.is_empty() {
+                return Ok(Plan::nothing());
+            }
+            return Ok(Plan::change(
+                format!("{dest}: {}", notes.join(", ")),
+                vec![Step::run(
+                    format!("setting {}", notes.join(", ")),
+                    cmds.join(" && "),
+                )],
+            ));
+        }
+        let note = if state.is_none() {
+            format!("created {dest}")
+        } else {
+            format!("updated {dest}")
+        };
+        let upload = |path: String| {
+            Step::Upload(Upload {
+                path,
+                contents: Arc::from(contents),
+                mode: args
+                    .mode
+                    .map(|m| m.0)
+                    .or(state.as_ref().map(|s| s.mode))
+                    .unwrap_or(0o644),
+                owner: owner_spec(owner, group)
+                    .or_else(|| state.as_ref().map(|s| format!("{}:{}", s.owner, s.group))),
+            })
+        };
+        let steps = match &args.validate {
+            None => vec![upload(dest.to_string())],
+            Some(check) => {
+                // The new file is checked where it will live, then moved over the old one.
+                let staged = format!("{dest}.hactl-new");
+                let q = shell_quote(&staged);
+                let script = format!(
+                    "{} || {{ rc=$?; rm -f -- {q}; exit $rc; }}; mv -f -- {q} {}",
+                    check.replace("%s", &q),
+                    shell_quote(dest)
+                );
+                vec![
+                    upload(staged),
+                    Step::run(format!("validating {dest} with `{check}`"), script),
+                ]
+            }
+        };
+        let mut planned = Plan::change(note, steps);
+        if let Content::Text(before) = content {
+            planned.outcome.diffs.push(Diff {
+                path: dest.to_string(),
+                // Nothing was read of a file that is not there.
+                before: String::from_utf8_lossy(&before).to_string(),
+                after: String::from_utf8_lossy(contents).to_string(),
+            });
+        }
+        Ok(planned)
     }
 
-    async fn apply(
-        args: &Args,
-        steps: Vec<Step>,
-        planned: Outcome,
-        ctx: &Ctx<'_>,
-    ) -> Result<Outcome> {
-        apply(ctx, &args.dest, &steps, planned).await
+    async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
+        apply_steps(ctx, &steps, planned).await
     }
 }
 
@@ -261,12 +231,12 @@ mod tests {
         assert_eq!(plan.outcome, Outcome::changed("created /etc/x"));
         assert_eq!(
             plan.todo.unwrap(),
-            [Step::Upload {
+            [Step::Upload(Upload {
                 path: "/etc/x".into(),
                 contents: Arc::from(&b"hello\n"[..]),
                 mode: 0o640,
                 owner: Some("app".into()),
-            }]
+            })]
         );
     }
 
@@ -317,7 +287,7 @@ mod tests {
                 after: "hello\n".into()
             }]
         );
-        let Some([Step::Upload { mode, owner, .. }]) = plan.todo.as_deref() else {
+        let Some([Step::Upload(Upload { mode, owner, .. })]) = plan.todo.as_deref() else {
             panic!("{:?}", plan.todo)
         };
         assert_eq!((*mode, owner.as_deref()), (0o600, Some("db:db")));
@@ -331,9 +301,7 @@ mod tests {
             found,
         );
         let steps = plan.todo.unwrap();
-        assert!(
-            matches!(&steps[0], Step::Upload { path, .. } if path == "/etc/sudoers.d/a.hactl-new")
-        );
+        assert!(matches!(&steps[0], Step::Upload(u) if u.path == "/etc/sudoers.d/a.hactl-new"));
         let Step::Run { script, .. } = &steps[1] else {
             panic!("{steps:?}")
         };
@@ -376,5 +344,50 @@ mod tests {
         host.apply::<Copy>(unit).await.unwrap();
         assert_eq!(host.remote.uploads(), ["/etc/systemd/system/a.service"]);
         assert!(host.units_changed.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    fn template(text: &str) -> Args {
+        Args {
+            source: Some(text.as_bytes().to_vec()),
+            ..typed::<Template>(json!({"src": "a.j2", "dest": "/etc/a.conf", "mode": "0644"}))
+        }
+    }
+
+    #[test]
+    fn a_template_is_put_where_its_rendered_text_differs() {
+        let absent = Template::plan(
+            &template("a=1\n"),
+            existing("absent", Content::Text(vec![])),
+        );
+        assert_eq!(absent.unwrap().outcome.msg, "created /etc/a.conf");
+        let found = |text: &str| existing("regular file|644|root|root", Content::Text(text.into()));
+        let same = Template::plan(&template("a=1\n"), found("a=1\n"));
+        assert!(same.unwrap().todo.is_none());
+        let other = Template::plan(&template("a=2\n"), found("a=1\n")).unwrap();
+        assert_eq!(other.outcome.msg, "updated /etc/a.conf");
+        assert_eq!(other.outcome.diffs[0].after, "a=2\n");
+    }
+
+    #[test]
+    fn a_template_needs_src_and_takes_no_content() {
+        let err = |v| {
+            crate::modules::args::parse::<Template>(v)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(json!({"dest": "/x"})).starts_with("give `src`"));
+        assert!(err(json!({"src": "a.j2", "content": "x", "dest": "/x"})).contains("no `content`"));
+        let copy = crate::modules::args::parse::<Copy>(json!({"dest": "/x"})).unwrap_err();
+        assert_eq!(copy.to_string(), "give `src` or `content`");
+    }
+
+    #[tokio::test]
+    async fn check_mode_uploads_no_template() {
+        let host = TestHost::new(FakeRemote::new().answer("stat -c", "absent\n"));
+        let outcome = crate::modules::execute::<Template>(&template("a=1\n"), &host.ctx(), true)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::changed("created /etc/a.conf"));
+        assert!(host.remote.uploads().is_empty());
     }
 }

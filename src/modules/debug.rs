@@ -10,14 +10,17 @@ pub struct Args {
     pub msg: String,
 }
 
-pub struct Debug;
-pub struct Fail;
+/// `debug` (`FAIL` false) or `fail`.
+pub struct Message<const FAIL: bool>;
+pub type Debug = Message<false>;
+pub type Fail = Message<true>;
 
 /// Neither module has anything to do on a host.
+#[derive(Debug)]
 pub enum Nothing {}
 
-impl Module for Debug {
-    const NAME: &'static str = "debug";
+impl<const FAIL: bool> Module for Message<FAIL> {
+    const NAME: &'static str = if FAIL { "fail" } else { "debug" };
     type Args = Args;
     type Observed = ();
     type Todo = Nothing;
@@ -26,7 +29,11 @@ impl Module for Debug {
         Ok(())
     }
 
+    /// `fail` fails in check mode as in a run.
     fn plan(args: &Args, _: ()) -> Result<Plan<Nothing>> {
+        if FAIL {
+            return fail(args.msg.clone());
+        }
         Ok(Plan {
             outcome: Outcome {
                 msg: args.msg.clone(),
@@ -34,26 +41,6 @@ impl Module for Debug {
             },
             todo: None,
         })
-    }
-
-    async fn apply(_: &Args, nothing: Nothing, _: Outcome, _: &Ctx<'_>) -> Result<Outcome> {
-        match nothing {}
-    }
-}
-
-impl Module for Fail {
-    const NAME: &'static str = "fail";
-    type Args = Args;
-    type Observed = ();
-    type Todo = Nothing;
-
-    async fn observe(_: &Args, _: &Ctx<'_>) -> Result<()> {
-        Ok(())
-    }
-
-    /// Fails in check mode as in a run.
-    fn plan(args: &Args, _: ()) -> Result<Plan<Nothing>> {
-        fail(args.msg.clone())
     }
 
     async fn apply(_: &Args, nothing: Nothing, _: Outcome, _: &Ctx<'_>) -> Result<Outcome> {

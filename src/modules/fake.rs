@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-use super::{args, execute, release, Ctx, Module, Outcome, Remote, Result};
+use super::{args, execute, release, Ctx, Module, Outcome, Remote, Result, Upload};
 use crate::ssh::{Output, SshError};
 use async_trait::async_trait;
 
@@ -13,16 +13,8 @@ type Answer = Box<dyn Fn(&str, &[u8]) -> Output + Send + Sync>;
 /// What a module sent to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
-    Exec {
-        script: String,
-        stdin: Vec<u8>,
-    },
-    Upload {
-        path: String,
-        contents: Vec<u8>,
-        mode: u32,
-        owner: Option<String>,
-    },
+    Exec { script: String, stdin: Vec<u8> },
+    Upload(Upload),
 }
 
 /// A host whose commands succeed with no output unless an answer says otherwise.
@@ -71,7 +63,7 @@ impl FakeRemote {
             .into_iter()
             .filter_map(|s| match s {
                 Sent::Exec { script, .. } => Some(script),
-                Sent::Upload { .. } => None,
+                Sent::Upload(_) => None,
             })
             .collect()
     }
@@ -81,7 +73,7 @@ impl FakeRemote {
         self.sent()
             .into_iter()
             .filter_map(|s| match s {
-                Sent::Upload { path, .. } => Some(path),
+                Sent::Upload(file) => Some(file.path),
                 Sent::Exec { .. } => None,
             })
             .collect()
@@ -108,19 +100,8 @@ impl Remote for FakeRemote {
             .map_or_else(|| output(0, "", ""), |(_, f)| f(script, stdin)))
     }
 
-    async fn upload(
-        &self,
-        path: &str,
-        contents: &[u8],
-        mode: u32,
-        owner: Option<&str>,
-    ) -> std::result::Result<(), SshError> {
-        self.record(Sent::Upload {
-            path: path.to_string(),
-            contents: contents.to_vec(),
-            mode,
-            owner: owner.map(str::to_string),
-        });
+    async fn upload(&self, file: &Upload) -> std::result::Result<(), SshError> {
+        self.record(Sent::Upload(file.clone()));
         Ok(())
     }
 }

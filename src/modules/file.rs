@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{
-    fail, fix_attrs, parse_stat, run, run_steps, service, stat_script, Ctx, Mode, Module, Outcome,
+    apply_steps, fail, fix_attrs, parse_stat, run, stat_script, Ctx, Mode, Module, Outcome,
     PathState, Plan, Result, Step,
 };
 use crate::ssh::shell_quote;
@@ -34,6 +34,8 @@ pub struct Args {
     pub src: Option<String>,
 }
 
+pub struct File;
+
 /// What is at the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
@@ -42,13 +44,15 @@ pub struct Existing {
     pub link_target: String,
 }
 
-pub struct File;
-
 impl Module for File {
     const NAME: &'static str = "file";
     type Args = Args;
     type Observed = Existing;
     type Todo = Vec<Step>;
+
+    fn writes(args: &Args) -> Option<&str> {
+        Some(&args.path)
+    }
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Existing> {
         let script = format!(
@@ -151,15 +155,8 @@ impl Module for File {
         ))
     }
 
-    async fn apply(
-        args: &Args,
-        steps: Vec<Step>,
-        planned: Outcome,
-        ctx: &Ctx<'_>,
-    ) -> Result<Outcome> {
-        run_steps(ctx, &steps).await?;
-        service::note_written(ctx, &args.path);
-        Ok(planned)
+    async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
+        apply_steps(ctx, &steps, planned).await
     }
 }
 

@@ -2,23 +2,16 @@
 
 use serde::Deserialize;
 
-use super::{de_bool, de_u64, run_steps, Ctx, Module, Outcome, Plan, Result, Step};
+use super::{apply_steps, de_bool, de_u64, Ctx, Module, Outcome, Plan, Presence, Result, Step};
 use crate::ssh::shell_quote;
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub name: String,
     #[serde(default)]
-    pub state: State,
+    pub state: Presence,
+    /// A system group: its gid from the system range.
     #[serde(default, deserialize_with = "de_bool")]
     pub system: Option<bool>,
     #[serde(default, deserialize_with = "de_u64")]
@@ -47,7 +40,7 @@ impl Module for Group {
     fn plan(args: &Args, gid: Option<u64>) -> Result<Plan<Vec<Step>>> {
         let n = shell_quote(&args.name);
         let (cmd, note) = match (args.state, gid) {
-            (State::Present, None) => {
+            (Presence::Present, None) => {
                 let mut cmd = "groupadd".to_string();
                 if args.system.unwrap_or(false) {
                     cmd.push_str(" --system");
@@ -60,25 +53,24 @@ impl Module for Group {
                     format!("created group {}", args.name),
                 )
             }
-            (State::Present, Some(current)) => match args.gid {
+            (Presence::Present, Some(current)) => match args.gid {
                 Some(g) if g != current => (
                     format!("groupmod --gid {g} -- {n}"),
                     format!("group {} gid {current} -> {g}", args.name),
                 ),
                 _ => return Ok(Plan::nothing()),
             },
-            (State::Absent, Some(_)) => (
+            (Presence::Absent, Some(_)) => (
                 format!("groupdel -- {n}"),
                 format!("removed group {}", args.name),
             ),
-            (State::Absent, None) => return Ok(Plan::nothing()),
+            (Presence::Absent, None) => return Ok(Plan::nothing()),
         };
         Ok(Plan::change(note.clone(), vec![Step::run(note, cmd)]))
     }
 
     async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        run_steps(ctx, &steps).await?;
-        Ok(planned)
+        apply_steps(ctx, &steps, planned).await
     }
 }
 

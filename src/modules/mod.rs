@@ -1,17 +1,19 @@
-//! The modules tasks call. Each one reads the host's state (one command), plans from it alone
+//! The modules tasks call. Each one reads the host's state (one command), plans from that alone
 //! what differs and what would change it, and only then changes it — so `--check` reports the
 //! plan, exactly what a run would change, and each plan is unit-tested against a fake host.
 //!
 //! Adding a module: one file and one line.
 //! 1. `src/modules/NAME.rs`: an `Args` struct (`Deserialize`, `deny_unknown_fields`; its field
-//!    names are the argument names, a field neither `Option` nor defaulted is required), a unit
-//!    struct, and `impl Module` for it: `observe` (one command with machine-readable output),
-//!    a pure `plan`, `apply` (usually [`run_steps`]). Test `plan` with [`fake::FakeRemote`]:
-//!    absent, present and equal, present and different, check mode.
+//!    names are the argument names, and a field neither `Option` nor defaulted is required), a
+//!    unit struct, and `impl Module` for it: `observe` (one command with machine-readable
+//!    output), a pure `plan` (notes, diffs, the [`Step`]s to take), `apply` (usually
+//!    [`apply_steps`]); `validate` for rules between arguments, `rehearse` if check mode can ask
+//!    the host more, `writes` if it writes a file. Unit-test `plan` and check mode against
+//!    [`fake::FakeRemote`]: absent, present and equal, present and different.
 //! 2. `pub mod NAME;` and a line `Variant => NAME::Type,` in `registry!` below.
 //!
-//! A module that needs a file from its role (as `copy` and `template` do) also gets it filled in
-//! by `engine::prepare`.
+//! Only a module that needs a file from its role (as `copy` and `template` do) touches more:
+//! `engine::prepare` reads or renders it into the arguments.
 
 mod args;
 pub mod command;
@@ -30,7 +32,6 @@ mod plan;
 pub mod release;
 mod remote;
 pub mod service;
-pub mod template;
 pub mod user;
 pub mod wait_for;
 
@@ -42,10 +43,10 @@ use serde::de::DeserializeOwned;
 use crate::ssh::SshError;
 
 pub(crate) use args::{de_bool, de_u64};
-pub use args::{ArgsError, Mode, Names};
+pub use args::{ArgsError, Mode, Names, Presence};
 pub(crate) use paths::{fix_attrs, owner_spec, parse_stat, stat_script, PathState};
-pub use plan::{run_steps, Diff, Outcome, Plan, Ran, Step};
-pub use remote::Remote;
+pub use plan::{apply_steps, run_steps, Diff, Outcome, Plan, Ran, Step};
+pub use remote::{Remote, Upload};
 
 /// Generates the `Action` enum (a typed call of each module), the table of [`Spec`]s, and the
 /// dispatch from one to the module's code.
@@ -85,7 +86,7 @@ registry! {
     PatroniRestart => patroni_restart::PatroniRestart,
     Release => release::Release,
     Service => service::Service,
-    Template => template::Template,
+    Template => copy::Template,
     User => user::User,
     WaitFor => wait_for::WaitFor,
 }
@@ -111,6 +112,11 @@ pub(crate) trait Module {
     /// Rules between arguments the types cannot say (one of `cmd` or `argv`).
     fn validate(_args: &Self::Args) -> std::result::Result<(), ArgsError> {
         Ok(())
+    }
+
+    /// The file it writes, if any: the run notes unit files written, for `service`.
+    fn writes(_args: &Self::Args) -> Option<&str> {
+        None
     }
 
     /// Reads the host's state: one round trip.
@@ -147,11 +153,15 @@ pub(crate) async fn execute<M: Module>(
 ) -> Result<Outcome> {
     let observed = M::observe(args, ctx).await?;
     let Plan { outcome, todo } = M::plan(args, observed)?;
-    match todo {
-        None => Ok(outcome),
-        Some(todo) if check => M::rehearse(args, todo, outcome, ctx).await,
-        Some(todo) => M::apply(args, todo, outcome, ctx).await,
+    let outcome = match todo {
+        None => outcome,
+        Some(todo) if check => M::rehearse(args, todo, outcome, ctx).await?,
+        Some(todo) => M::apply(args, todo, outcome, ctx).await?,
+    };
+    if let (true, Some(path)) = (outcome.changed, M::writes(args)) {
+        service::note_written(ctx, path);
     }
+    Ok(outcome)
 }
 
 /// A module as tasks name it, with what its `Args` type says of itself.
@@ -278,6 +288,41 @@ mod tests {
         assert_eq!(spec("release").unwrap().required, ["url", "binaries"]);
         assert_eq!(spec("patroni_config").unwrap().required, ["url", "config"]);
         assert!(spec("shell").unwrap().free_form && !spec("copy").unwrap().free_form);
+    }
+
+    /// Reads with one command, changes with another.
+    struct Probe;
+
+    impl Module for Probe {
+        const NAME: &'static str = "probe";
+        type Args = debug::Args;
+        type Observed = ();
+        type Todo = ();
+
+        async fn observe(_: &debug::Args, ctx: &Ctx<'_>) -> Result<()> {
+            run(ctx, "reading", "read").await.map(drop)
+        }
+
+        fn plan(args: &debug::Args, _: ()) -> Result<Plan<()>> {
+            Ok(Plan::change(args.msg.clone(), ()))
+        }
+
+        async fn apply(_: &debug::Args, _: (), planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
+            run(ctx, "changing", "change").await?;
+            Ok(planned)
+        }
+    }
+
+    #[tokio::test]
+    async fn check_mode_reports_the_plan_and_never_applies_it() {
+        let host = fake::TestHost::new(fake::FakeRemote::new());
+        let args = serde_json::json!({"msg": "would change"});
+        let planned = host.check::<Probe>(args.clone()).await.unwrap();
+        assert_eq!(planned, Outcome::changed("would change"));
+        assert_eq!(host.remote.commands(), ["read"]);
+        let done = host.apply::<Probe>(args).await.unwrap();
+        assert_eq!(done, planned);
+        assert_eq!(host.remote.commands(), ["read", "read", "change"]);
     }
 
     #[test]

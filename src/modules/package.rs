@@ -12,9 +12,11 @@ const DEFAULT_CACHE_VALID: u64 = 24 * 3600;
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// Installed, in any version (or the one pinned: `name=version`).
     #[default]
     Present,
     Absent,
+    /// Installed, in the version apt's policy names the candidate.
     Latest,
 }
 
@@ -34,6 +36,8 @@ pub struct Args {
     #[serde(default, deserialize_with = "de_u64")]
     pub policy_rc_d: Option<u64>,
 }
+
+pub struct Package;
 
 const APT: &str = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \
                    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
@@ -168,8 +172,6 @@ fn names(args: &Args) -> Vec<String> {
         .map(|s| split_pin(s).0.to_string())
         .collect()
 }
-
-pub struct Package;
 
 impl Module for Package {
     const NAME: &'static str = "package";

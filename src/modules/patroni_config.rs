@@ -21,6 +21,8 @@ pub struct Args {
     pub config: Value,
 }
 
+pub struct PatroniConfig;
+
 /// The part of `want` that `have` does not already hold (None when it holds all of it).
 /// PostgreSQL parameters compare as text: Patroni keeps `work_mem: 8MB` and `port: 5432` alike.
 pub fn missing(want: &Value, have: &Value) -> Option<Value> {
@@ -80,8 +82,6 @@ fn noted(settings: &Value) -> String {
     paths(settings, "", &mut all);
     format!("set {}", all.join(", "))
 }
-
-pub struct PatroniConfig;
 
 impl Module for PatroniConfig {
     const NAME: &'static str = "patroni_config";

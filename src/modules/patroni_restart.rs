@@ -26,6 +26,8 @@ pub struct Args {
     pub timeout: Option<u64>,
 }
 
+pub struct PatroniRestart;
+
 /// Member name → REST API: a mapping, or `name=url,name=url` (as etcd's initial cluster is
 /// written, and as a role renders it in one line).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -223,8 +225,6 @@ async fn switch_over(
     }
     Ok(candidate)
 }
-
-pub struct PatroniRestart;
 
 impl Module for PatroniRestart {
     const NAME: &'static str = "patroni_restart";

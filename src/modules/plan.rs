@@ -1,9 +1,7 @@
 //! What a module decides and reports: the plan (what differs and what would change it), the
 //! outcome a task shows, and the plain steps most modules change a host with.
 
-use std::sync::Arc;
-
-use super::{run, Ctx, Result};
+use super::{run, Ctx, Result, Upload};
 
 /// A module's decision: what to report, and what to do on the host to make it true.
 #[derive(Debug)]
@@ -93,14 +91,11 @@ impl Ran {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// A command that must succeed; `what` names it when it does not.
-    Run { what: String, script: String },
-    /// A file written atomically, with its mode and owner (`user:group`).
-    Upload {
-        path: String,
-        contents: Arc<[u8]>,
-        mode: u32,
-        owner: Option<String>,
+    Run {
+        what: String,
+        script: String,
     },
+    Upload(Upload),
 }
 
 impl Step {
@@ -119,17 +114,14 @@ pub async fn run_steps(ctx: &Ctx<'_>, steps: &[Step]) -> Result<()> {
             Step::Run { what, script } => {
                 run(ctx, what, script).await?;
             }
-            Step::Upload {
-                path,
-                contents,
-                mode,
-                owner,
-            } => {
-                ctx.remote
-                    .upload(path, contents, *mode, owner.as_deref())
-                    .await?
-            }
+            Step::Upload(file) => ctx.remote.upload(file).await?,
         }
     }
     Ok(())
+}
+
+/// Applies a plan of `steps`: what it planned is what it did.
+pub async fn apply_steps(ctx: &Ctx<'_>, steps: &[Step], planned: Outcome) -> Result<Outcome> {
+    run_steps(ctx, steps).await?;
+    Ok(planned)
 }

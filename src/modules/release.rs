@@ -11,7 +11,9 @@ use serde::Deserialize;
 use sha2::Digest as _;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::{run, run_steps, ArgsError, Ctx, Mode, Module, Names, Outcome, Plan, Result, Step};
+use super::{
+    apply_steps, run, ArgsError, Ctx, Mode, Module, Names, Outcome, Plan, Result, Step, Upload,
+};
 use crate::ssh::shell_quote;
 use crate::template::hex;
 
@@ -30,6 +32,8 @@ pub struct Args {
     pub dest: Option<String>,
     pub mode: Option<Mode>,
 }
+
+pub struct Release;
 
 /// A verified tarball's chosen binaries, by name.
 type Unpacked = HashMap<String, Arc<[u8]>>;
@@ -197,8 +201,6 @@ pub struct Observed {
     installed: Vec<String>,
 }
 
-pub struct Release;
-
 impl Module for Release {
     const NAME: &'static str = "release";
     type Args = Args;
@@ -256,12 +258,12 @@ impl Module for Release {
             let want = format!("{} {mode:o}", hex(&sha2::Sha256::digest(bytes)));
             if *line != want {
                 changed.push(name.clone());
-                uploads.push(Step::Upload {
+                uploads.push(Step::Upload(Upload {
                     path,
                     contents: bytes.clone(),
                     mode,
                     owner: Some("root:root".into()),
-                });
+                }));
             }
         }
         if changed.is_empty() {
@@ -276,8 +278,7 @@ impl Module for Release {
     }
 
     async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        run_steps(ctx, &steps).await?;
-        Ok(planned)
+        apply_steps(ctx, &steps, planned).await
     }
 }
 
@@ -342,12 +343,12 @@ mod tests {
         );
         assert_eq!(
             plan.todo.unwrap()[0],
-            Step::Upload {
+            Step::Upload(Upload {
                 path: "/usr/local/bin/etcd".into(),
                 contents: Arc::from(&b"E"[..]),
                 mode: 0o755,
                 owner: Some("root:root".into()),
-            }
+            })
         );
     }
 

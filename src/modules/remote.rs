@@ -1,23 +1,28 @@
 //! What a module may do to a host: run a command, write a file. The SSH session is one; the
 //! unit tests' in-memory host (`fake.rs`) is the other.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::ssh::{Output, Session, SshError};
+
+/// A file to write, with its mode and owner (`user`, `user:group` or `:group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub path: String,
+    pub contents: Arc<[u8]>,
+    pub mode: u32,
+    pub owner: Option<String>,
+}
 
 #[async_trait]
 pub trait Remote: Send + Sync {
     /// Runs `script` through `sh -c` (as root where the host needs become), feeding `stdin`.
     async fn exec(&self, script: &str, stdin: &[u8]) -> Result<Output, SshError>;
 
-    /// Writes `path` atomically, with `mode` and `owner` (`user`, `user:group` or `:group`).
-    async fn upload(
-        &self,
-        path: &str,
-        contents: &[u8],
-        mode: u32,
-        owner: Option<&str>,
-    ) -> Result<(), SshError>;
+    /// Writes a file atomically: a reader sees the old file or the new one, never half.
+    async fn upload(&self, file: &Upload) -> Result<(), SshError>;
 }
 
 #[async_trait]
@@ -26,13 +31,7 @@ impl Remote for Session {
         Session::exec(self, script, stdin).await
     }
 
-    async fn upload(
-        &self,
-        path: &str,
-        contents: &[u8],
-        mode: u32,
-        owner: Option<&str>,
-    ) -> Result<(), SshError> {
-        Session::upload(self, path, contents, mode, owner).await
+    async fn upload(&self, f: &Upload) -> Result<(), SshError> {
+        Session::upload(self, &f.path, &f.contents, f.mode, f.owner.as_deref()).await
     }
 }

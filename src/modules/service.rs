@@ -26,6 +26,8 @@ pub struct Args {
     pub daemon_reload: Option<bool>,
 }
 
+pub struct Service;
+
 /// What `systemctl show` says of a unit.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Unit {
@@ -131,8 +133,8 @@ const UNIT_DIRS: [&str; 4] = [
     "/run/systemd/",
 ];
 
-/// Notes that a file was written at `path`: if it is a unit file, systemd must re-read them
-/// before the next `service` acts.
+/// Notes that a file was (or, in check mode, would be) written at `path`: if it is a unit file,
+/// systemd must re-read them before the next `service` acts.
 pub fn note_written(ctx: &Ctx<'_>, path: &str) {
     if UNIT_DIRS.iter().any(|dir| path.starts_with(dir)) {
         ctx.units_changed
@@ -155,8 +157,6 @@ pub enum Todo {
     Reload,
     Run(Vec<String>),
 }
-
-pub struct Service;
 
 impl Module for Service {
     const NAME: &'static str = "service";

@@ -2,23 +2,16 @@
 
 use serde::Deserialize;
 
-use super::{de_bool, run_steps, Ctx, Module, Names, Outcome, Plan, Result, Step};
+use super::{apply_steps, de_bool, Ctx, Module, Names, Outcome, Plan, Presence, Result, Step};
 use crate::ssh::shell_quote;
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub name: String,
     #[serde(default)]
-    pub state: State,
+    pub state: Presence,
+    /// A system account: its uid from the system range, no password aging.
     #[serde(default, deserialize_with = "de_bool")]
     pub system: Option<bool>,
     pub shell: Option<String>,
@@ -31,6 +24,8 @@ pub struct Args {
     pub groups: Option<Names>,
     pub comment: Option<String>,
 }
+
+pub struct User;
 
 /// An existing account, as `getent passwd` and `id` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,8 +127,6 @@ fn usermod(args: &Args, n: &str, acct: &Account) -> Option<(String, String)> {
     })
 }
 
-pub struct User;
-
 impl Module for User {
     const NAME: &'static str = "user";
     type Args = Args;
@@ -155,13 +148,13 @@ impl Module for User {
     fn plan(args: &Args, account: Option<Account>) -> Result<Plan<Vec<Step>>> {
         let n = shell_quote(&args.name);
         let (cmd, note) = match (args.state, &account) {
-            (State::Absent, None) => return Ok(Plan::nothing()),
-            (State::Absent, Some(_)) => (
+            (Presence::Absent, None) => return Ok(Plan::nothing()),
+            (Presence::Absent, Some(_)) => (
                 format!("userdel -- {n}"),
                 format!("removed user {}", args.name),
             ),
-            (State::Present, None) => (useradd(args, &n), format!("created user {}", args.name)),
-            (State::Present, Some(acct)) => match usermod(args, &n, acct) {
+            (Presence::Present, None) => (useradd(args, &n), format!("created user {}", args.name)),
+            (Presence::Present, Some(acct)) => match usermod(args, &n, acct) {
                 None => return Ok(Plan::nothing()),
                 Some(change) => change,
             },
@@ -170,8 +163,7 @@ impl Module for User {
     }
 
     async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        run_steps(ctx, &steps).await?;
-        Ok(planned)
+        apply_steps(ctx, &steps, planned).await
     }
 }
 

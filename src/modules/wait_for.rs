@@ -27,6 +27,8 @@ pub struct Args {
     pub delay: Option<u64>,
 }
 
+pub struct WaitFor;
+
 /// `http://host:port/path` split for bash's /dev/tcp.
 fn split_url(url: &str) -> std::result::Result<(String, u16, String), String> {
     let rest = url
@@ -84,8 +86,6 @@ pub struct Wait {
     pub what: String,
     pub timeout: u64,
 }
-
-pub struct WaitFor;
 
 impl Module for WaitFor {
     const NAME: &'static str = "wait_for";
