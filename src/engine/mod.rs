@@ -677,6 +677,13 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         units_changed: &run.units_changed,
     };
     let check = play.opts.check && task.check_mode != Some(false);
+    let judge = Judge {
+        play,
+        task,
+        host: &run.name,
+        overlay: &overlay,
+        check,
+    };
     let mut tally = Tally::new();
     for call in calls {
         let result = match call.action.run(&ctx, check).await {
@@ -684,13 +691,6 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
                 return TaskResult::unreachable(&e)
             }
             outcome => CallResult::of(outcome, call.item),
-        };
-        let judge = Judge {
-            play,
-            task,
-            host: &run.name,
-            overlay: &overlay,
-            check,
         };
         let result = match judge.apply(result) {
             Ok(r) => r,

@@ -2,10 +2,10 @@
 //! DCS: PostgreSQL parameters, ttl, synchronous_mode, ...), changed only through `PATCH /config`
 //! and only where it differs.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
-
-use std::time::Duration;
 
 use super::http::{request, Auth, Response};
 use super::{fail, Ctx, Module, Outcome, Plan, Result};

@@ -78,8 +78,8 @@ fn show_script(name: &str) -> String {
     )
 }
 
-/// The `systemctl` commands, and the notes, that bring `unit` where `args` want it.
-fn changes(args: &Args, unit: &Unit) -> (Vec<String>, Vec<&'static str>) {
+/// The `systemctl` commands that bring `unit` where `args` want it, and what they would change.
+fn changes(args: &Args, unit: &Unit) -> (Vec<String>, Outcome) {
     let n = shell_quote(&args.name);
     let mut cmds = Vec::new();
     let mut notes = Vec::new();
@@ -122,7 +122,13 @@ fn changes(args: &Args, unit: &Unit) -> (Vec<String>, Vec<&'static str>) {
         }
         _ => {}
     }
-    (cmds, notes)
+    if notes.is_empty() {
+        return (cmds, Outcome::ok());
+    }
+    (
+        cmds,
+        Outcome::changed(format!("{} {}", notes.join(", "), args.name)),
+    )
 }
 
 /// Directories systemd reads unit files from.
@@ -181,12 +187,7 @@ impl Module for Service {
             || written
             || unit.load == "not-found"
             || args.daemon_reload == Some(true);
-        let (cmds, notes) = changes(args, &unit);
-        let outcome = if notes.is_empty() {
-            Outcome::ok()
-        } else {
-            Outcome::changed(format!("{} {}", notes.join(", "), args.name))
-        };
+        let (cmds, outcome) = changes(args, &unit);
         let todo = if reload {
             Some(Todo::Reload)
         } else {
@@ -212,12 +213,11 @@ impl Module for Service {
                 if unit.load == "not-found" {
                     return fail(format!("unit {} not found", args.name));
                 }
-                let (cmds, notes) = changes(args, &unit);
-                if notes.is_empty() {
-                    return Ok(Outcome::ok());
+                let (cmds, outcome) = changes(args, &unit);
+                if cmds.is_empty() {
+                    return Ok(outcome);
                 }
-                let note = format!("{} {}", notes.join(", "), args.name);
-                (cmds, Outcome::changed(note))
+                (cmds, outcome)
             }
         };
         let n = shell_quote(&args.name);

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{de_u64, fail, ArgsError, Ctx, Module, ModuleError, Outcome, Plan, Result};
+use super::{de_u64, fail, ArgsError, Ctx, Module, Outcome, Plan, Result};
 use crate::ssh::shell_quote;
 
 #[derive(Debug, Deserialize)]
@@ -30,26 +30,26 @@ pub struct Args {
 pub struct WaitFor;
 
 /// `http://host:port/path` split for bash's /dev/tcp.
-fn split_url(url: &str) -> std::result::Result<(String, u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("wait_for: url must start with http:// (got {url})"))?;
+fn split_url(url: &str) -> Result<(String, u16, String)> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return fail(format!("wait_for: url must start with http:// (got {url})"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse()
-                .map_err(|_| format!("wait_for: bad port in {url}"))?,
-        ),
+        Some((h, p)) => match p.parse() {
+            Ok(port) => (h, port),
+            Err(_) => return fail(format!("wait_for: bad port in {url}")),
+        },
         None => (authority, 80),
     };
     Ok((host.to_string(), port, path.to_string()))
 }
 
-fn probe(args: &Args) -> std::result::Result<(String, String), String> {
+/// The shell test for what is waited for, and its name in words.
+fn probe(args: &Args) -> Result<(String, String)> {
     if let Some(port) = args.port {
         let host = args.host.clone().unwrap_or_else(|| "127.0.0.1".into());
         return Ok((
@@ -73,7 +73,7 @@ fn probe(args: &Args) -> std::result::Result<(String, String), String> {
             format!("`{command}` succeeding"),
         ));
     }
-    Err(GIVE_ONE.into())
+    fail(GIVE_ONE)
 }
 
 const GIVE_ONE: &str = "give `port`, `url` or `command`";
@@ -106,7 +106,7 @@ impl Module for WaitFor {
 
     /// Whether it would be ready cannot be known without waiting: check mode skips it.
     fn plan(args: &Args, _: ()) -> Result<Plan<Wait>> {
-        let (check, what) = probe(args).map_err(ModuleError::Failed)?;
+        let (check, what) = probe(args)?;
         let timeout = args.timeout.unwrap_or(60);
         let interval = args.interval.unwrap_or(1).max(1);
         let delay = args.delay.unwrap_or(0);
