@@ -28,12 +28,8 @@ impl Module for Group {
     type Todo = Vec<Step>;
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Option<u64>> {
-        let n = shell_quote(&args.name);
-        let out = ctx
-            .remote
-            .exec(&format!("getent group {n} || true"), b"")
-            .await?;
-        let line = out.stdout_text();
+        let getent = format!("getent group {} || true", shell_quote(&args.name));
+        let line = ctx.remote.exec(&getent, b"").await?.stdout_text();
         Ok(line.trim().split(':').nth(2).and_then(|g| g.parse().ok()))
     }
 
