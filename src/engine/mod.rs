@@ -15,7 +15,7 @@ use minijinja::Value;
 use tokio::sync::Semaphore;
 
 use crate::inventory::{is_secret_name, Inventory, InventoryError};
-use crate::modules::{self, release, Action, Ctx, ModuleError, Outcome};
+use crate::modules::{self, release, Ctx, Diff, ModuleError, Outcome, Ran};
 use crate::roles::{Play, Role, RoleError, Site, Task};
 use crate::secrets::SecretStore;
 use crate::ssh::{self, HostKeyPolicy, Session, SshError};
@@ -133,6 +133,13 @@ pub async fn apply(
 
     for plan in &plans {
         let world = world_for(inventory, site, plan, &hosts, opts, &env, false);
+        let play = PlayRun {
+            world: &world,
+            opts,
+            reporter: &reporter,
+            releases: &releases,
+            forks: &forks,
+        };
         let play_hosts: Vec<String> = plan
             .hosts
             .iter()
@@ -148,13 +155,9 @@ pub async fn apply(
         for batch in play_hosts.chunks(batch_size) {
             let failed_before = failures(&hosts, batch);
             for (role, task) in &plan.tasks {
-                if !tag_selected(task, &opts.tags) {
-                    continue;
+                if tag_selected(task, &opts.tags) {
+                    run_task(&play, role, task, batch, &mut hosts).await;
                 }
-                run_task(
-                    role, task, batch, &mut hosts, &world, opts, &reporter, &releases, &forks,
-                )
-                .await;
             }
             for (role, handler) in &plan.handlers {
                 let notified: Vec<String> = batch
@@ -167,11 +170,7 @@ pub async fn apply(
                     .cloned()
                     .collect();
                 if !notified.is_empty() {
-                    run_task(
-                        role, handler, &notified, &mut hosts, &world, opts, &reporter, &releases,
-                        &forks,
-                    )
-                    .await;
+                    run_task(&play, role, handler, &notified, &mut hosts).await;
                 }
             }
             for h in batch {
@@ -519,42 +518,50 @@ async fn connect_all(
             Ok((session, Err(why))) => {
                 run.stats.round_trips = session.round_trips();
                 session.close().await;
-                run.done = true;
-                run.stats.count(Status::Failed);
-                reporter.result(&Line {
-                    host: name,
-                    role: "",
-                    task: "facts",
-                    status: Status::Failed,
-                    msg: &why,
-                    diffs: &[],
-                    quiet: false,
-                });
+                leave_out(reporter, &mut run, "facts", Status::Failed, &why);
             }
-            Err(e) => {
-                run.done = true;
-                run.stats.count(Status::Unreachable);
-                reporter.result(&Line {
-                    host: name,
-                    role: "",
-                    task: "connect",
-                    status: Status::Unreachable,
-                    msg: &e.to_string(),
-                    diffs: &[],
-                    quiet: false,
-                });
-            }
+            Err(e) => leave_out(
+                reporter,
+                &mut run,
+                "connect",
+                Status::Unreachable,
+                &e.to_string(),
+            ),
         }
         hosts.insert(name.clone(), run);
     }
     Ok(hosts)
 }
 
+/// Reports why a host takes no part in the run (`step` being `connect` or `facts`).
+fn leave_out(reporter: &Reporter, run: &mut HostRun, step: &str, status: Status, why: &str) {
+    run.done = true;
+    run.stats.count(status);
+    reporter.result(&Line {
+        host: &run.name,
+        role: "",
+        task: step,
+        status,
+        msg: why,
+        diffs: &[],
+        quiet: false,
+    });
+}
+
+/// What the tasks of a play share.
+struct PlayRun<'a> {
+    world: &'a Arc<World>,
+    opts: &'a Options,
+    reporter: &'a Reporter,
+    releases: &'a release::Cache,
+    forks: &'a Arc<Semaphore>,
+}
+
 /// One task's result on one host.
 struct TaskResult {
     status: Status,
     msg: String,
-    diffs: Vec<modules::Diff>,
+    diffs: Vec<Diff>,
     /// What `register` stores.
     data: serde_json::Value,
 }
@@ -568,22 +575,36 @@ impl TaskResult {
             diffs: Vec::new(),
         }
     }
+
+    fn skipped() -> TaskResult {
+        TaskResult {
+            status: Status::Skipped,
+            msg: String::new(),
+            diffs: Vec::new(),
+            data: serde_json::json!({"changed": false, "failed": false, "skipped": true}),
+        }
+    }
+
+    fn unreachable(e: &SshError) -> TaskResult {
+        TaskResult {
+            status: Status::Unreachable,
+            data: serde_json::json!({"failed": true, "unreachable": true, "msg": e.to_string()}),
+            msg: e.to_string(),
+            diffs: Vec::new(),
+        }
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs `task` on the hosts of `batch` still in the run, and records each host's result.
 async fn run_task(
+    play: &PlayRun<'_>,
     role: &Role,
     task: &Task,
     batch: &[String],
     hosts: &mut IndexMap<String, HostRun>,
-    world: &Arc<World>,
-    opts: &Options,
-    reporter: &Reporter,
-    releases: &release::Cache,
-    forks: &Arc<Semaphore>,
 ) {
-    let title = format!("{} : {}", role.name, task.name);
-    reporter.progress(&title);
+    play.reporter
+        .progress(&format!("{} : {}", role.name, task.name));
     let mut targets: Vec<&mut HostRun> = hosts
         .values_mut()
         .filter(|r| !r.done && batch.contains(&r.name))
@@ -593,39 +614,17 @@ async fn run_task(
     }
     let throttle = Semaphore::new(task.throttle.unwrap_or(usize::MAX >> 4));
     let results = join_all(targets.iter().map(|run| {
-        let forks = forks.clone();
         let throttle = &throttle;
         async move {
             let _turn = throttle.acquire().await;
-            let _slot = forks.acquire().await;
-            run_on_host(role, task, run, world, opts, releases).await
+            let _slot = play.forks.acquire().await;
+            run_on_host(play, role, task, run).await
         }
     }))
     .await;
     let mut once_data = None;
     for (run, result) in targets.into_iter().zip(results) {
-        let status = match result.status {
-            Status::Failed if task.ignore_errors => Status::Ok,
-            s => s,
-        };
-        reporter.result(&Line {
-            host: &run.name,
-            role: &role.name,
-            task: &task.name,
-            status: result.status,
-            msg: &result.msg,
-            diffs: &result.diffs,
-            quiet: task.no_log,
-        });
-        run.stats.count(status);
-        match status {
-            Status::Failed | Status::Unreachable => run.done = true,
-            Status::Changed => run.notified.extend(task.notify.iter().cloned()),
-            _ => {}
-        }
-        if let Some(name) = &task.register {
-            run.registered.insert(name.clone(), result.data.clone());
-        }
+        record(play.reporter, role, task, run, &result);
         once_data = Some(result.data);
     }
     // A run_once result is every host's result.
@@ -636,243 +635,354 @@ async fn run_task(
     }
 }
 
-async fn run_on_host(
-    role: &Role,
-    task: &Task,
-    run: &HostRun,
-    world: &Arc<World>,
-    opts: &Options,
-    releases: &release::Cache,
-) -> TaskResult {
+/// Reports a host's result, and keeps what the rest of the run needs of it.
+fn record(reporter: &Reporter, role: &Role, task: &Task, run: &mut HostRun, result: &TaskResult) {
+    reporter.result(&Line {
+        host: &run.name,
+        role: &role.name,
+        task: &task.name,
+        status: result.status,
+        msg: &result.msg,
+        diffs: &result.diffs,
+        quiet: task.no_log,
+    });
+    let status = match result.status {
+        Status::Failed if task.ignore_errors => Status::Ok,
+        s => s,
+    };
+    run.stats.count(status);
+    match status {
+        Status::Failed | Status::Unreachable => run.done = true,
+        Status::Changed => run.notified.extend(task.notify.iter().cloned()),
+        _ => {}
+    }
+    if let Some(name) = &task.register {
+        run.registered.insert(name.clone(), result.data.clone());
+    }
+}
+
+/// Prepares `task` for one host and runs its calls (one, or one per `loop` item).
+async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun) -> TaskResult {
     let Some(session) = &run.session else {
         return TaskResult::failed("no connection".into());
     };
     let overlay: IndexMap<String, Value> = run
         .registered
         .iter()
-        .map(|(k, v)| (k.clone(), crate::template::value_of(v)))
+        .map(|(k, v)| (k.clone(), template::value_of(v)))
         .collect();
-    let calls = match prepare(task, role, world, &run.name, &overlay) {
-        Ok(Prepared::Skip) => {
-            return TaskResult {
-                status: Status::Skipped,
-                msg: String::new(),
-                diffs: Vec::new(),
-                data: serde_json::json!({"changed": false, "failed": false, "skipped": true}),
-            }
-        }
+    let calls = match prepare(task, role, play.world, &run.name, &overlay) {
+        Ok(Prepared::Skip) => return TaskResult::skipped(),
         Ok(Prepared::Calls(calls)) => calls,
         Err(e) => return TaskResult::failed(e),
     };
     let ctx = Ctx {
-        session,
-        host: &run.name,
-        check: opts.check && task.check_mode != Some(false),
-        diff: opts.diff,
-        releases,
+        remote: session.as_ref(),
+        diff: play.opts.diff,
+        releases: play.releases,
         units_changed: &run.units_changed,
     };
-    let looped = task.loop_over.is_some();
-    let mut results = Vec::new();
-    let mut overall = TaskResult {
-        status: Status::Ok,
-        msg: String::new(),
-        diffs: Vec::new(),
-        data: serde_json::Value::Null,
+    let check = play.opts.check && task.check_mode != Some(false);
+    let judge = Judge {
+        play,
+        task,
+        host: &run.name,
+        overlay: &overlay,
+        check,
     };
-    let mut any_changed = false;
-    let mut all_skipped = true;
-    let mut failure: Option<String> = None;
+    let mut tally = Tally::new();
     for call in calls {
-        let outcome = execute(&call.action, call.content.as_deref(), &ctx).await;
-        if outcome.as_ref().is_ok_and(|o| o.changed) && writes_unit(&call.action) {
-            run.units_changed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        let (mut status, msg, diffs, mut data) = match outcome {
-            Ok(o) => digest(o),
+        let result = match call.action.run(&ctx, check).await {
             Err(ModuleError::Ssh(e @ (SshError::Lost { .. } | SshError::Connect { .. }))) => {
-                return TaskResult {
-                    status: Status::Unreachable,
-                    data: serde_json::json!({"failed": true, "unreachable": true, "msg": e.to_string()}),
-                    msg: e.to_string(),
-                    diffs: Vec::new(),
-                };
+                return TaskResult::unreachable(&e)
             }
-            Err(e) => {
-                let msg = e.to_string();
-                (
-                    Status::Failed,
-                    msg.clone(),
-                    Vec::new(),
-                    serde_json::json!({"changed": false, "failed": true, "msg": msg}),
-                )
-            }
+            outcome => CallResult::of(outcome, call.item),
         };
-        if let Some(item) = &call.item {
-            data["item"] = template::to_json(item);
-        }
-        // changed_when / failed_when see the result under its register name.
-        if task.changed_when.is_some() || task.failed_when.is_some() {
-            let mut overlay = overlay.clone();
-            if let Some(name) = &task.register {
-                overlay.insert(name.clone(), crate::template::value_of(&data));
-            }
-            if let Some(item) = &call.item {
-                overlay.insert("item".into(), item.clone());
-            }
-            let scope = world.scope(&run.name, overlay);
-            let ran = !(status == Status::Skipped || ctx.check && data.get("rc").is_none());
-            if let (Some(cond), true) = (&task.failed_when, ran) {
-                match holds(cond, &scope, &task.file) {
-                    Ok(true) => status = Status::Failed,
-                    Ok(false) if status == Status::Failed && data.get("rc").is_some() => {
-                        status = Status::Changed
-                    }
-                    Ok(false) => {}
-                    Err(e) => return TaskResult::failed(e),
-                }
-            }
-            if let (Some(cond), true, false) = (&task.changed_when, ran, status == Status::Failed) {
-                match holds(cond, &scope, &task.file) {
-                    Ok(c) => status = if c { Status::Changed } else { Status::Ok },
-                    Err(e) => return TaskResult::failed(e),
-                }
-            } else if task.changed_when.is_some() && ctx.check && status == Status::Changed {
-                // A command not run in check mode whose change depends on its output: unknown.
-                status = Status::Skipped;
-            }
-            data["changed"] = (status == Status::Changed).into();
-            data["failed"] = (status == Status::Failed).into();
-        }
-        if status == Status::Failed {
-            if failure.is_none() {
-                let what = failure_message(&msg, &data);
-                failure = Some(match &call.item {
-                    Some(item) => format!("item {item}: {what}"),
-                    None => what,
-                });
-            }
-        } else if !msg.is_empty() && matches!(status, Status::Changed | Status::Ok) {
-            if !overall.msg.is_empty() {
-                overall.msg.push_str("; ");
-            }
-            overall.msg.push_str(&msg);
-        }
-        overall.diffs.extend(diffs);
-        any_changed |= status == Status::Changed;
-        all_skipped &= status == Status::Skipped;
-        let failed = status == Status::Failed;
-        if failed {
-            overall.status = Status::Failed;
-        }
-        results.push(data);
-        if failed && !looped {
+        let result = match judge.apply(result) {
+            Ok(r) => r,
+            Err(e) => return TaskResult::failed(e),
+        };
+        let failed = result.status == Status::Failed;
+        tally.add(result);
+        if failed && task.loop_over.is_none() {
             break;
         }
     }
-    if let Some(f) = failure {
-        overall.msg = f;
+    tally.finish(task.loop_over.is_some())
+}
+
+/// One module call's result: what is reported, and what `register` stores.
+struct CallResult {
+    status: Status,
+    msg: String,
+    diffs: Vec<Diff>,
+    /// The command it ran, if any: its exit code and output.
+    ran: Option<Ran>,
+    data: serde_json::Value,
+    item: Option<Value>,
+}
+
+impl CallResult {
+    fn of(outcome: modules::Result<Outcome>, item: Option<Value>) -> CallResult {
+        let mut result = match outcome {
+            Ok(o) => CallResult::digest(o),
+            Err(e) => {
+                let msg = e.to_string();
+                CallResult {
+                    status: Status::Failed,
+                    data: serde_json::json!({"changed": false, "failed": true, "msg": msg}),
+                    msg,
+                    diffs: Vec::new(),
+                    ran: None,
+                    item: None,
+                }
+            }
+        };
+        if let Some(item) = &item {
+            result.data["item"] = template::to_json(item);
+        }
+        result.item = item;
+        result
     }
-    if overall.status != Status::Failed {
-        overall.status = if any_changed {
+
+    /// A command that exits non-zero has failed, unless failed_when says otherwise.
+    fn digest(o: Outcome) -> CallResult {
+        let status = match &o.ran {
+            Some(ran) if ran.failed() => Status::Failed,
+            _ if o.skipped => Status::Skipped,
+            _ if o.changed => Status::Changed,
+            _ => Status::Ok,
+        };
+        let mut data = serde_json::json!({
+            "changed": o.changed, "failed": false, "skipped": o.skipped, "msg": o.msg,
+        });
+        if let Some(ran) = &o.ran {
+            data["rc"] = ran.rc.into();
+            data["stdout"] = ran.stdout.trim_end_matches('\n').into();
+            data["stderr"] = ran.stderr.trim_end_matches('\n').into();
+            data["stdout_lines"] = ran.stdout.lines().collect::<Vec<_>>().into();
+            data["stderr_lines"] = ran.stderr.lines().collect::<Vec<_>>().into();
+        }
+        CallResult {
+            status,
+            msg: o.msg,
+            diffs: o.diffs,
+            ran: o.ran,
+            data,
+            item: None,
+        }
+    }
+
+    /// What the task reports when this call failed.
+    fn failure(&self) -> String {
+        let what = match &self.ran {
+            Some(ran) => {
+                let detail = if ran.stderr.trim().is_empty() {
+                    &ran.stdout
+                } else {
+                    &ran.stderr
+                };
+                format!("exit {}: {}", ran.rc, modules::last_lines(detail, 6))
+            }
+            None => self.msg.clone(),
+        };
+        match &self.item {
+            Some(item) => format!("item {item}: {what}"),
+            None => what,
+        }
+    }
+}
+
+/// `failed_when` and `changed_when`, which see the call's result under its register name.
+struct Judge<'a> {
+    play: &'a PlayRun<'a>,
+    task: &'a Task,
+    host: &'a str,
+    overlay: &'a IndexMap<String, Value>,
+    check: bool,
+}
+
+impl Judge<'_> {
+    fn apply(&self, mut r: CallResult) -> Result<CallResult, String> {
+        let task = self.task;
+        if task.changed_when.is_none() && task.failed_when.is_none() {
+            return Ok(r);
+        }
+        let mut overlay = self.overlay.clone();
+        if let Some(name) = &task.register {
+            overlay.insert(name.clone(), template::value_of(&r.data));
+        }
+        if let Some(item) = &r.item {
+            overlay.insert("item".into(), item.clone());
+        }
+        let scope = self.play.world.scope(self.host, overlay);
+        // Nothing ran to judge: skipped, or a module that only planned in check mode.
+        let ran = !(r.status == Status::Skipped || self.check && r.ran.is_none());
+        if let (Some(cond), true) = (&task.failed_when, ran) {
+            match holds(cond, &scope, &task.file)? {
+                true => r.status = Status::Failed,
+                false if r.status == Status::Failed && r.ran.is_some() => {
+                    r.status = Status::Changed
+                }
+                false => {}
+            }
+        }
+        if let (Some(cond), true, false) = (&task.changed_when, ran, r.status == Status::Failed) {
+            r.status = if holds(cond, &scope, &task.file)? {
+                Status::Changed
+            } else {
+                Status::Ok
+            };
+        } else if task.changed_when.is_some() && self.check && r.status == Status::Changed {
+            // A command not run in check mode whose change depends on its output: unknown.
+            r.status = Status::Skipped;
+        }
+        r.data["changed"] = (r.status == Status::Changed).into();
+        r.data["failed"] = (r.status == Status::Failed).into();
+        Ok(r)
+    }
+}
+
+/// The calls of a task on one host (several with `loop`), summed up.
+struct Tally {
+    msg: String,
+    diffs: Vec<Diff>,
+    results: Vec<serde_json::Value>,
+    any_changed: bool,
+    all_skipped: bool,
+    /// The first failure.
+    failure: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            msg: String::new(),
+            diffs: Vec::new(),
+            results: Vec::new(),
+            any_changed: false,
+            all_skipped: true,
+            failure: None,
+        }
+    }
+
+    fn add(&mut self, r: CallResult) {
+        if r.status == Status::Failed {
+            if self.failure.is_none() {
+                self.failure = Some(r.failure());
+            }
+        } else if !r.msg.is_empty() && matches!(r.status, Status::Changed | Status::Ok) {
+            if !self.msg.is_empty() {
+                self.msg.push_str("; ");
+            }
+            self.msg.push_str(&r.msg);
+        }
+        self.diffs.extend(r.diffs);
+        self.any_changed |= r.status == Status::Changed;
+        self.all_skipped &= r.status == Status::Skipped;
+        self.results.push(r.data);
+    }
+
+    fn finish(mut self, looped: bool) -> TaskResult {
+        let status = if self.failure.is_some() {
+            Status::Failed
+        } else if self.any_changed {
             Status::Changed
-        } else if all_skipped {
+        } else if self.all_skipped {
             Status::Skipped
         } else {
             Status::Ok
         };
-    }
-    overall.data = if looped {
-        serde_json::json!({
-            "changed": any_changed, "failed": overall.status == Status::Failed,
-            "skipped": all_skipped, "msg": overall.msg, "results": results,
-        })
-    } else {
-        results.pop().unwrap_or_default()
-    };
-    overall
-}
-
-/// Whether an action wrote where systemd reads unit files (so a daemon-reload is due).
-fn writes_unit(action: &Action) -> bool {
-    let path = match action {
-        Action::Copy(a) => &a.dest,
-        Action::Template(a) => &a.dest,
-        Action::File(a) => &a.path,
-        _ => return false,
-    };
-    [
-        "/etc/systemd/",
-        "/lib/systemd/",
-        "/usr/lib/systemd/",
-        "/run/systemd/",
-    ]
-    .iter()
-    .any(|dir| path.starts_with(dir))
-}
-
-fn failure_message(msg: &str, data: &serde_json::Value) -> String {
-    match data.get("rc") {
-        Some(rc) => {
-            let stderr = data["stderr"].as_str().unwrap_or_default();
-            let stdout = data["stdout"].as_str().unwrap_or_default();
-            let detail = if stderr.trim().is_empty() {
-                stdout
-            } else {
-                stderr
-            };
-            format!("exit {rc}: {}", modules::last_lines(detail, 6))
+        let msg = self.failure.unwrap_or(self.msg);
+        let data = if looped {
+            serde_json::json!({
+                "changed": self.any_changed, "failed": status == Status::Failed,
+                "skipped": self.all_skipped, "msg": msg, "results": self.results,
+            })
+        } else {
+            self.results.pop().unwrap_or_default()
+        };
+        TaskResult {
+            status,
+            msg,
+            diffs: self.diffs,
+            data,
         }
-        None => msg.to_string(),
     }
 }
 
-/// Splits an outcome into what is reported and what `register` stores.
-fn digest(o: Outcome) -> (Status, String, Vec<modules::Diff>, serde_json::Value) {
-    let status = if o.skipped {
-        Status::Skipped
-    } else if o.changed {
-        Status::Changed
-    } else {
-        Status::Ok
-    };
-    let mut data = serde_json::Map::new();
-    data.insert("changed".into(), o.changed.into());
-    data.insert("failed".into(), false.into());
-    data.insert("skipped".into(), o.skipped.into());
-    data.insert("msg".into(), o.msg.clone().into());
-    data.extend(o.data);
-    // A command that exits non-zero has failed, unless failed_when says otherwise.
-    let status = match data.get("rc").and_then(|r| r.as_i64()) {
-        Some(rc) if rc != 0 => Status::Failed,
-        _ => status,
-    };
-    (status, o.msg, o.diffs, serde_json::Value::Object(data))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn execute(
-    action: &Action,
-    content: Option<&[u8]>,
-    ctx: &Ctx<'_>,
-) -> modules::Result<Outcome> {
-    match action {
-        Action::Command(a) => modules::command::run_command(a, ctx).await,
-        Action::Copy(a) => modules::copy::run_copy(a, content, ctx).await,
-        Action::Debug(a) => modules::debug::run_debug(a),
-        Action::Fail(a) => modules::debug::run_fail(a),
-        Action::File(a) => modules::file::run_file(a, ctx).await,
-        Action::Group(a) => modules::group::run_group(a, ctx).await,
-        Action::Package(a) => modules::package::run_package(a, ctx).await,
-        Action::PatroniConfig(a) => modules::patroni_config::run_patroni_config(a, ctx).await,
-        Action::PatroniRestart(a) => modules::patroni_restart::run_patroni_restart(a, ctx).await,
-        Action::Release(a) => modules::release::run_release(a, ctx).await,
-        Action::Service(a) => modules::service::run_service(a, ctx).await,
-        Action::Template(a) => {
-            let text = String::from_utf8_lossy(content.unwrap_or_default());
-            modules::template::run(a, &text, ctx).await
+    fn command(rc: i64, stdout: &str, stderr: &str) -> Outcome {
+        Outcome {
+            ran: Some(Ran {
+                rc,
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+            }),
+            ..Outcome::changed("")
         }
-        Action::User(a) => modules::user::run_user(a, ctx).await,
-        Action::WaitFor(a) => modules::wait_for::run_wait(a, ctx).await,
+    }
+
+    #[test]
+    fn a_command_exiting_non_zero_fails_with_its_last_words() {
+        let r = CallResult::of(Ok(command(2, "out\n", "a\nb\n")), None);
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(r.failure(), "exit 2: a | b");
+        assert_eq!(
+            r.data,
+            serde_json::json!({
+                "changed": true, "failed": false, "skipped": false, "msg": "", "rc": 2,
+                "stdout": "out", "stderr": "a\nb", "stdout_lines": ["out"], "stderr_lines": ["a", "b"],
+            })
+        );
+        let quiet = CallResult::of(Ok(command(1, "only stdout\n", "")), None);
+        assert_eq!(quiet.failure(), "exit 1: only stdout");
+    }
+
+    #[test]
+    fn a_module_result_registers_no_exit_code() {
+        let r = CallResult::of(Ok(Outcome::changed("started etcd")), None);
+        assert_eq!(r.status, Status::Changed);
+        assert_eq!(
+            r.data,
+            serde_json::json!({"changed": true, "failed": false, "skipped": false, "msg": "started etcd"})
+        );
+        let failed = CallResult::of(Err(ModuleError::Failed("unit x not found".into())), None);
+        assert_eq!(failed.status, Status::Failed);
+        assert_eq!(failed.failure(), "unit x not found");
+    }
+
+    #[test]
+    fn a_loop_sums_its_items_and_names_the_first_that_failed() {
+        let item = |n: i64| Some(Value::from(n));
+        let mut tally = Tally::new();
+        tally.add(CallResult::of(Ok(Outcome::changed("created /a")), item(1)));
+        tally.add(CallResult::of(Ok(Outcome::ok()), item(2)));
+        tally.add(CallResult::of(Ok(command(3, "", "no")), item(3)));
+        tally.add(CallResult::of(Ok(command(4, "", "again")), item(4)));
+        let result = tally.finish(true);
+        assert_eq!(result.status, Status::Failed);
+        assert_eq!(result.msg, "item 3: exit 3: no");
+        assert_eq!(result.data["results"].as_array().map(Vec::len), Some(4));
+        assert_eq!(result.data["results"][0]["item"], 1);
+
+        let mut tally = Tally::new();
+        tally.add(CallResult::of(Ok(Outcome::changed("created /a")), item(1)));
+        tally.add(CallResult::of(Ok(Outcome::changed("created /b")), item(2)));
+        let result = tally.finish(true);
+        assert_eq!(result.status, Status::Changed);
+        assert_eq!(result.msg, "created /a; created /b");
+    }
+
+    #[test]
+    fn a_task_whose_calls_were_all_skipped_is_skipped() {
+        let mut tally = Tally::new();
+        tally.add(CallResult::of(Ok(Outcome::skipped()), None));
+        let result = tally.finish(false);
+        assert_eq!(result.status, Status::Skipped);
+        assert_eq!(result.data["skipped"], true);
     }
 }

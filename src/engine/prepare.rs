@@ -7,7 +7,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use minijinja::Value;
 
-use crate::modules::{Action, Spec};
+use crate::modules::{Action, ArgsError, Spec};
 use crate::roles::{Condition, Role, Task};
 use crate::template::{self, Scope, World};
 
@@ -15,8 +15,6 @@ use crate::template::{self, Scope, World};
 pub struct Call {
     pub item: Option<Value>,
     pub action: Action,
-    /// The rendered template, or the `copy` source file.
-    pub content: Option<Vec<u8>>,
 }
 
 pub enum Prepared {
@@ -91,14 +89,10 @@ pub fn prepare(
             .render_json(&task.args, &source)
             .map_err(|e| e.to_string())?;
         let args = template::to_json(&rendered);
-        let action =
+        let mut action =
             Action::parse(task.module, args).map_err(|e| arg_error(task, task.module, &e))?;
-        let content = content_of(&action, task, role, &scope)?;
-        calls.push(Call {
-            item,
-            action,
-            content,
-        });
+        fill_in(&mut action, task, role, &scope)?;
+        calls.push(Call { item, action });
     }
     Ok(if calls.is_empty() {
         Prepared::Skip
@@ -107,25 +101,26 @@ pub fn prepare(
     })
 }
 
-fn arg_error(task: &Task, spec: &Spec, message: &str) -> String {
+fn arg_error(task: &Task, spec: &Spec, message: &ArgsError) -> String {
     format!("{}:{}: {}: {message}", task.file, task.args_line, spec.name)
 }
 
 /// Renders a `template`'s source, or reads a `copy`'s, from the role.
-fn content_of(
-    action: &Action,
+fn fill_in(
+    action: &mut Action,
     task: &Task,
     role: &Role,
     scope: &Arc<Scope>,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<(), String> {
     match action {
         Action::Template(args) => {
-            let asset = role.templates.get(&args.src).ok_or_else(|| {
+            // The template's arguments were checked: `src` is there.
+            let src = args.src.as_deref().unwrap_or_default();
+            let asset = role.templates.get(src).ok_or_else(|| {
                 format!(
-                    "{}:{}: template: no `{}` in role {}'s templates/ ({})",
+                    "{}:{}: template: no `{src}` in role {}'s templates/ ({})",
                     task.file,
                     task.args_line,
-                    args.src,
                     role.name,
                     list(role.templates.keys())
                 )
@@ -138,33 +133,34 @@ fn content_of(
             let env = &scope.world().env;
             let rendered = template::render_str(env, &text, &scope.value(), &source)
                 .map_err(|e| scope.explain(e).to_string())?;
-            Ok(Some(rendered.into_bytes()))
+            args.source = Some(rendered.into_bytes());
         }
-        Action::Copy(args) => match &args.src {
-            None => Ok(None),
-            // An absolute path is a file on this (the control) machine, as in Ansible.
-            Some(src) if src.starts_with('/') => std::fs::read(src).map(Some).map_err(|e| {
-                format!(
-                    "{}:{}: copy: {src} on this machine: {e}",
-                    task.file, task.args_line
-                )
-            }),
-            Some(src) => role
-                .files
-                .get(src)
-                .map(|a| Some(a.bytes.clone()))
-                .ok_or_else(|| {
+        Action::Copy(args) => {
+            args.source = match &args.src {
+                None => None,
+                // An absolute path is a file on this (the control) machine, as in Ansible.
+                Some(src) if src.starts_with('/') => Some(std::fs::read(src).map_err(|e| {
                     format!(
-                        "{}:{}: copy: no `{src}` in role {}'s files/ ({})",
-                        task.file,
-                        task.args_line,
-                        role.name,
-                        list(role.files.keys())
+                        "{}:{}: copy: {src} on this machine: {e}",
+                        task.file, task.args_line
                     )
-                }),
-        },
-        _ => Ok(None),
+                })?),
+                Some(src) => Some(role.files.get(src).map(|a| a.bytes.clone()).ok_or_else(
+                    || {
+                        format!(
+                            "{}:{}: copy: no `{src}` in role {}'s files/ ({})",
+                            task.file,
+                            task.args_line,
+                            role.name,
+                            list(role.files.keys())
+                        )
+                    },
+                )?),
+            };
+        }
+        _ => {}
     }
+    Ok(())
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

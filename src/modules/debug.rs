@@ -2,21 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Outcome, Result, Spec};
-
-pub const SPEC: Spec = Spec {
-    name: "debug",
-    args: &["msg"],
-    required: &["msg"],
-    free_form: false,
-};
-
-pub const FAIL_SPEC: Spec = Spec {
-    name: "fail",
-    args: &["msg"],
-    required: &["msg"],
-    free_form: false,
-};
+use super::{fail, Ctx, Module, Outcome, Plan, Result};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,13 +10,68 @@ pub struct Args {
     pub msg: String,
 }
 
-pub fn run_debug(args: &Args) -> Result<Outcome> {
-    Ok(Outcome {
-        msg: args.msg.clone(),
-        ..Outcome::default()
-    })
+/// `debug` (`FAIL` false) or `fail`.
+pub struct Message<const FAIL: bool>;
+pub type Debug = Message<false>;
+pub type Fail = Message<true>;
+
+/// Neither module has anything to do on a host.
+#[derive(Debug)]
+pub enum Nothing {}
+
+impl<const FAIL: bool> Module for Message<FAIL> {
+    const NAME: &'static str = if FAIL { "fail" } else { "debug" };
+    type Args = Args;
+    type Observed = ();
+    type Todo = Nothing;
+
+    async fn observe(_: &Args, _: &Ctx<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// `fail` fails in check mode as in a run.
+    fn plan(args: &Args, _: ()) -> Result<Plan<Nothing>> {
+        if FAIL {
+            return fail(args.msg.clone());
+        }
+        Ok(Plan {
+            outcome: Outcome {
+                msg: args.msg.clone(),
+                ..Outcome::ok()
+            },
+            todo: None,
+        })
+    }
+
+    async fn apply(_: &Args, nothing: Nothing, _: Outcome, _: &Ctx<'_>) -> Result<Outcome> {
+        match nothing {}
+    }
 }
 
-pub fn run_fail(args: &Args) -> Result<Outcome> {
-    super::fail(args.msg.clone())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::fake::{FakeRemote, TestHost};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn debug_says_its_message_and_fail_fails_with_it_in_either_mode() {
+        let host = TestHost::new(FakeRemote::new());
+        for check in [true, false] {
+            let args = json!({"msg": "hello"});
+            let said = if check {
+                host.check::<Debug>(args.clone()).await
+            } else {
+                host.apply::<Debug>(args.clone()).await
+            };
+            assert_eq!(said.unwrap().msg, "hello");
+            let failed = if check {
+                host.check::<Fail>(args).await
+            } else {
+                host.apply::<Fail>(args).await
+            };
+            assert_eq!(failed.unwrap_err().to_string(), "hello");
+        }
+        assert!(host.remote.sent().is_empty());
+    }
 }

@@ -60,7 +60,7 @@ pub async fn request(
     });
     let script = format!("python3 -c {}", crate::ssh::shell_quote(CLIENT));
     let out = ctx
-        .session
+        .remote
         .exec(&script, input.to_string().as_bytes())
         .await?;
     let text = out.stdout_text();
@@ -77,4 +77,74 @@ pub async fn request(
         status: parsed["status"].as_u64().unwrap_or(0) as u16,
         body: parsed["body"].as_str().unwrap_or_default().to_string(),
     })
+}
+
+/// A fake host whose python3 answers requests with `api(method, url, body)`: (status, body).
+#[cfg(test)]
+pub(crate) fn fake_api(
+    api: impl Fn(&str, &str, &Value) -> (u16, String) + Send + Sync + 'static,
+) -> super::fake::FakeRemote {
+    super::fake::FakeRemote::new().answer_with("python3 -c", move |_, stdin| {
+        let r: Value = serde_json::from_slice(stdin).unwrap_or_default();
+        let (status, body) = api(
+            r["method"].as_str().unwrap_or_default(),
+            r["url"].as_str().unwrap_or_default(),
+            &r["body"],
+        );
+        let answer = json!({"status": status, "body": body}).to_string();
+        super::fake::output(0, &answer, "")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::fake::{output, FakeRemote, Sent, TestHost};
+
+    #[tokio::test]
+    async fn credentials_and_body_travel_on_stdin_and_the_answer_is_read() {
+        let host = TestHost::new(fake_api(|method, url, body| {
+            (201, format!("{method} {url} {body}"))
+        }));
+        let auth = Auth {
+            user: "patroni",
+            password: "s3cret",
+        };
+        let resp = request(
+            &host.ctx(),
+            "POST",
+            "http://h:8008/restart",
+            Some(auth),
+            Some(&json!({"a": 1})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status, 201);
+        assert_eq!(resp.body, r#"POST http://h:8008/restart {"a":1}"#);
+        let sent = host.remote.sent();
+        let [Sent::Exec { script, stdin }] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert!(!script.contains("s3cret"));
+        assert!(String::from_utf8_lossy(stdin).contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn no_python_on_the_host_is_a_failure_that_says_so() {
+        let host = TestHost::new(
+            FakeRemote::new().answer_with("python3", |_, _| output(127, "", "python3: not found")),
+        );
+        let err = request(&host.ctx(), "GET", "http://h/x", None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "GET http://h/x: no answer from python3 on the host: python3: not found"
+        );
+        let json = Response {
+            status: 200,
+            body: "{\"a\": 1}".into(),
+        };
+        assert_eq!(json.json(), Some(json!({"a": 1})));
+    }
 }

@@ -2,18 +2,13 @@
 //! DCS: PostgreSQL parameters, ttl, synchronous_mode, ...), changed only through `PATCH /config`
 //! and only where it differs.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::http::{request, Auth};
-use super::{fail, Ctx, Outcome, Result, Spec};
-
-pub const SPEC: Spec = Spec {
-    name: "patroni_config",
-    args: &["url", "username", "password", "config"],
-    required: &["url", "config"],
-    free_form: false,
-};
+use super::http::{request, Auth, Response};
+use super::{fail, Ctx, Module, Outcome, Plan, Result};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +20,8 @@ pub struct Args {
     /// The settings to enforce; settings not named are left alone.
     pub config: Value,
 }
+
+pub struct PatroniConfig;
 
 /// The part of `want` that `have` does not already hold (None when it holds all of it).
 /// PostgreSQL parameters compare as text: Patroni keeps `work_mem: 8MB` and `port: 5432` alike.
@@ -71,29 +68,62 @@ fn paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-pub async fn run_patroni_config(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
-    let base = args.url.trim_end_matches('/');
-    let current = request(ctx, "GET", &format!("{base}/config"), None, None).await?;
-    if ctx.check && current.status != 200 {
-        // Patroni is not running yet: a real run starts it before it gets here.
-        let mut all = Vec::new();
-        paths(&args.config, "", &mut all);
-        return Ok(Outcome::changed(format!("set {}", all.join(", "))));
+#[derive(Debug, PartialEq, Eq)]
+pub enum Todo {
+    /// `PATCH /config` with the settings that differ, then wait for the members to apply them.
+    Patch { diff: Value, settle: Duration },
+    /// Patroni did not answer: a run fails with this. (Check mode assumes a run would have
+    /// started Patroni by now, and reports every setting.)
+    Unreadable(String),
+}
+
+fn noted(settings: &Value) -> String {
+    let mut all = Vec::new();
+    paths(settings, "", &mut all);
+    format!("set {}", all.join(", "))
+}
+
+impl Module for PatroniConfig {
+    const NAME: &'static str = "patroni_config";
+    type Args = Args;
+    type Observed = Response;
+    type Todo = Todo;
+
+    async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Response> {
+        let base = args.url.trim_end_matches('/');
+        request(ctx, "GET", &format!("{base}/config"), None, None).await
     }
-    let Some(have) = current.json().filter(|_| current.status == 200) else {
-        return fail(format!(
+
+    fn plan(args: &Args, current: Response) -> Result<Plan<Todo>> {
+        let base = args.url.trim_end_matches('/');
+        let unreadable = format!(
             "GET {base}/config: status {} {}",
             current.status,
             current.body.trim()
-        ));
-    };
-    let Some(diff) = missing(&args.config, &have) else {
-        return Ok(Outcome::ok());
-    };
-    let mut changed = Vec::new();
-    paths(&diff, "", &mut changed);
-    let note = format!("set {}", changed.join(", "));
-    if !ctx.check {
+        );
+        if current.status != 200 {
+            return Ok(Plan::change(
+                noted(&args.config),
+                Todo::Unreadable(unreadable),
+            ));
+        }
+        let Some(have) = current.json() else {
+            return fail(unreadable);
+        };
+        let Some(diff) = missing(&args.config, &have) else {
+            return Ok(Plan::nothing());
+        };
+        // Members apply it on their next HA loop; only then do they report pending_restart.
+        let settle = Duration::from_secs(have["loop_wait"].as_u64().unwrap_or(10) + 2);
+        Ok(Plan::change(noted(&diff), Todo::Patch { diff, settle }))
+    }
+
+    async fn apply(args: &Args, todo: Todo, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
+        let (diff, settle) = match todo {
+            Todo::Unreadable(why) => return fail(why),
+            Todo::Patch { diff, settle } => (diff, settle),
+        };
+        let base = args.url.trim_end_matches('/');
         let auth = match (&args.username, &args.password) {
             (Some(user), Some(password)) => Some(Auth { user, password }),
             _ => None,
@@ -106,17 +136,31 @@ pub async fn run_patroni_config(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
                 resp.body.trim()
             ));
         }
-        // Members apply it on their next HA loop; only then do they report pending_restart.
-        let loop_wait = have["loop_wait"].as_u64().unwrap_or(10);
-        tokio::time::sleep(std::time::Duration::from_secs(loop_wait + 2)).await;
+        tokio::time::sleep(settle).await;
+        Ok(planned)
     }
-    Ok(Outcome::changed(note))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::fake::{typed, TestHost};
+    use crate::modules::http::fake_api;
     use serde_json::json;
+
+    fn args() -> Args {
+        typed::<PatroniConfig>(json!({
+            "url": "http://10.0.0.11:8008/", "username": "patroni", "password": "pw",
+            "config": {"ttl": "30", "postgresql": {"parameters": {"work_mem": "8MB"}}}
+        }))
+    }
+
+    fn answer(status: u16, body: Value) -> Response {
+        Response {
+            status,
+            body: body.to_string(),
+        }
+    }
 
     #[test]
     fn only_what_differs_is_sent() {
@@ -128,5 +172,82 @@ mod tests {
         );
         let same = json!({"postgresql": {"parameters": {"work_mem": "4MB"}}});
         assert_eq!(missing(&same, &have), None);
+    }
+
+    #[test]
+    fn settings_already_there_need_nothing() {
+        let have =
+            json!({"ttl": 30, "loop_wait": 5, "postgresql": {"parameters": {"work_mem": "8MB"}}});
+        assert!(PatroniConfig::plan(&args(), answer(200, have))
+            .unwrap()
+            .todo
+            .is_none());
+    }
+
+    #[test]
+    fn differing_settings_are_patched_and_given_a_loop_to_apply() {
+        let have =
+            json!({"ttl": 20, "loop_wait": 5, "postgresql": {"parameters": {"work_mem": "8MB"}}});
+        let plan = PatroniConfig::plan(&args(), answer(200, have)).unwrap();
+        assert_eq!(plan.outcome, Outcome::changed("set ttl=\"30\""));
+        assert_eq!(
+            plan.todo,
+            Some(Todo::Patch {
+                diff: json!({"ttl": "30"}),
+                settle: Duration::from_secs(7)
+            })
+        );
+    }
+
+    #[test]
+    fn patroni_not_answering_fails_a_run_but_check_mode_reports_every_setting() {
+        let plan = PatroniConfig::plan(
+            &args(),
+            Response {
+                status: 0,
+                body: "refused".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            plan.outcome.msg,
+            "set ttl=\"30\", postgresql.parameters.work_mem=\"8MB\""
+        );
+        assert_eq!(
+            plan.todo,
+            Some(Todo::Unreadable(
+                "GET http://10.0.0.11:8008/config: status 0 refused".into()
+            ))
+        );
+        let garbage = PatroniConfig::plan(
+            &args(),
+            Response {
+                status: 200,
+                body: "<html>".into(),
+            },
+        );
+        assert!(garbage.is_err());
+    }
+
+    #[tokio::test]
+    async fn check_mode_only_reads_the_configuration() {
+        let host = TestHost::new(fake_api(|method, _, _| {
+            assert_eq!(method, "GET", "check mode sent a change");
+            (200, json!({"ttl": 20}).to_string())
+        }));
+        let planned = crate::modules::execute::<PatroniConfig>(&args(), &host.ctx(), true)
+            .await
+            .unwrap();
+        assert!(planned.changed);
+        assert_eq!(host.remote.commands().len(), 1);
+
+        let down = TestHost::new(fake_api(|_, _, _| (0, "refused".into())));
+        let err = crate::modules::execute::<PatroniConfig>(&args(), &down.ctx(), false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "GET http://10.0.0.11:8008/config: status 0 refused"
+        );
     }
 }

@@ -11,16 +11,11 @@ use serde::Deserialize;
 use sha2::Digest as _;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::{run, Ctx, Mode, Names, Outcome, Result, Spec};
+use super::{
+    apply_steps, run, ArgsError, Ctx, Mode, Module, Names, Outcome, Plan, Result, Step, Upload,
+};
 use crate::ssh::shell_quote;
 use crate::template::hex;
-
-pub const SPEC: Spec = Spec {
-    name: "release",
-    args: &["url", "sha256", "checksums_url", "binaries", "dest", "mode"],
-    required: &["url", "sha256|checksums_url", "binaries"],
-    free_form: false,
-};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,8 +33,10 @@ pub struct Args {
     pub mode: Option<Mode>,
 }
 
+pub struct Release;
+
 /// A verified tarball's chosen binaries, by name.
-type Unpacked = HashMap<String, Arc<Vec<u8>>>;
+type Unpacked = HashMap<String, Arc<[u8]>>;
 
 /// One download, shared by every host that waits for it.
 type Fetch = Arc<OnceCell<std::result::Result<Arc<Unpacked>, String>>>;
@@ -165,7 +162,7 @@ fn unpack(tarball: &[u8], wanted: &[String]) -> std::result::Result<Unpacked, St
             entry
                 .read_to_end(&mut bytes)
                 .map_err(|e| format!("reading {name} from the tarball: {e}"))?;
-            found.insert(name, Arc::new(bytes));
+            found.insert(name, Arc::from(bytes));
         }
     }
     let missing: Vec<&String> = wanted.iter().filter(|w| !found.contains_key(*w)).collect();
@@ -182,51 +179,107 @@ fn unpack(tarball: &[u8], wanted: &[String]) -> std::result::Result<Unpacked, St
     Ok(found)
 }
 
-pub async fn run_release(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
-    let binaries = ctx
-        .releases
-        .get(args)
-        .await
-        .map_err(super::ModuleError::Failed)?;
+/// The binaries' paths on the host.
+fn paths(args: &Args) -> Vec<String> {
     let dest = args.dest.as_deref().unwrap_or("/usr/local/bin");
-    let mode = args.mode.map_or(0o755, |m| m.0);
-    let paths: Vec<String> = args
-        .binaries
+    args.binaries
         .0
         .iter()
         .map(|b| format!("{}/{b}", dest.trim_end_matches('/')))
-        .collect();
-    let script = paths
-        .iter()
-        .map(|p| {
-            let q = shell_quote(p);
-            format!("if [ -f {q} ]; then echo \"$(sha256sum < {q} | cut -c1-64) $(stat -c %a {q})\"; else echo absent; fi")
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let out = run(ctx, &format!("reading {dest}"), &script).await?;
-    let text = out.stdout_text();
-    let mut changed = Vec::new();
-    for ((name, path), line) in args.binaries.0.iter().zip(&paths).zip(text.lines()) {
-        let bytes = &binaries[name];
-        let want = format!("{} {mode:o}", hex(&sha2::Sha256::digest(bytes.as_slice())));
-        if line.trim() != want {
-            changed.push(name.clone());
-            if !ctx.check {
-                ctx.session
-                    .upload(path, bytes, mode, Some("root:root"))
-                    .await?;
-            }
+        .collect()
+}
+
+fn mode(args: &Args) -> u32 {
+    args.mode.map_or(0o755, |m| m.0)
+}
+
+/// The verified binaries, and what the host has at their paths.
+#[derive(Debug)]
+pub struct Observed {
+    binaries: Arc<Unpacked>,
+    /// Per binary, `SHA256 MODE` of the installed file, or `absent`.
+    installed: Vec<String>,
+}
+
+impl Module for Release {
+    const NAME: &'static str = "release";
+    type Args = Args;
+    type Observed = Observed;
+    type Todo = Vec<Step>;
+
+    fn validate(args: &Args) -> std::result::Result<(), ArgsError> {
+        match (&args.sha256, &args.checksums_url) {
+            (None, None) => Err(ArgsError::Invalid(
+                "give `sha256` or `checksums_url`".into(),
+            )),
+            _ => Ok(()),
         }
     }
-    if changed.is_empty() {
-        return Ok(Outcome::ok());
+
+    /// Downloads (once per run, into the cache) and reads the installed binaries' checksums.
+    async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Observed> {
+        let binaries = ctx
+            .releases
+            .get(args)
+            .await
+            .map_err(super::ModuleError::Failed)?;
+        let script = paths(args)
+            .iter()
+            .map(|p| {
+                let q = shell_quote(p);
+                format!("if [ -f {q} ]; then echo \"$(sha256sum < {q} | cut -c1-64) $(stat -c %a {q})\"; else echo absent; fi")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let dest = args.dest.as_deref().unwrap_or("/usr/local/bin");
+        let out = run(ctx, &format!("reading {dest}"), &script).await?;
+        Ok(Observed {
+            binaries,
+            installed: out
+                .stdout_text()
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect(),
+        })
     }
-    Ok(Outcome::changed(format!(
-        "installed {} from {}",
-        changed.join(", "),
-        file_name(&args.url)
-    )))
+
+    fn plan(args: &Args, observed: Observed) -> Result<Plan<Vec<Step>>> {
+        let mode = mode(args);
+        let mut changed = Vec::new();
+        let mut uploads = Vec::new();
+        for ((name, path), line) in args
+            .binaries
+            .0
+            .iter()
+            .zip(paths(args))
+            .zip(&observed.installed)
+        {
+            let bytes = &observed.binaries[name];
+            let want = format!("{} {mode:o}", hex(&sha2::Sha256::digest(bytes)));
+            if *line != want {
+                changed.push(name.clone());
+                uploads.push(Step::Upload(Upload {
+                    path,
+                    contents: bytes.clone(),
+                    mode,
+                    owner: Some("root:root".into()),
+                }));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(Plan::nothing());
+        }
+        let note = format!(
+            "installed {} from {}",
+            changed.join(", "),
+            file_name(&args.url)
+        );
+        Ok(Plan::change(note, uploads))
+    }
+
+    async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
+        apply_steps(ctx, &steps, planned).await
+    }
 }
 
 #[cfg(test)]
@@ -254,9 +307,94 @@ mod tests {
             ("etcd-v1/README", b"R"),
         ]);
         let got = unpack(&t, &["etcd".into(), "etcdctl".into()]).unwrap();
-        assert_eq!(got["etcd"].as_slice(), b"E");
+        assert_eq!(&*got["etcd"], b"E");
         assert_eq!(got.len(), 2);
         let err = unpack(&t, &["etcdutl".into()]).unwrap_err();
         assert!(err.contains("etcdutl"), "{err}");
+    }
+
+    fn observed(installed: &[&str]) -> Observed {
+        let binaries: Unpacked = [("etcd", &b"E"[..]), ("etcdctl", &b"C"[..])]
+            .into_iter()
+            .map(|(n, b)| (n.to_string(), Arc::from(b)))
+            .collect();
+        Observed {
+            binaries: Arc::new(binaries),
+            installed: installed.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn args() -> Args {
+        crate::modules::fake::typed::<Release>(serde_json::json!({
+            "url": "https://e/etcd-v1.tar.gz", "sha256": "00", "binaries": ["etcd", "etcdctl"]
+        }))
+    }
+
+    fn sum(bytes: &[u8]) -> String {
+        hex(&sha2::Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn absent_binaries_are_uploaded_as_root_755() {
+        let plan = Release::plan(&args(), observed(&["absent", "absent"])).unwrap();
+        assert_eq!(
+            plan.outcome,
+            Outcome::changed("installed etcd, etcdctl from etcd-v1.tar.gz")
+        );
+        assert_eq!(
+            plan.todo.unwrap()[0],
+            Step::Upload(Upload {
+                path: "/usr/local/bin/etcd".into(),
+                contents: Arc::from(&b"E"[..]),
+                mode: 0o755,
+                owner: Some("root:root".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn installed_binaries_are_left_and_a_changed_one_replaced() {
+        let same = [format!("{} 755", sum(b"E")), format!("{} 755", sum(b"C"))];
+        let same: Vec<&str> = same.iter().map(String::as_str).collect();
+        assert!(Release::plan(&args(), observed(&same))
+            .unwrap()
+            .todo
+            .is_none());
+        let wrong_mode = format!("{} 700", sum(b"C"));
+        let plan = Release::plan(&args(), observed(&[same[0], &wrong_mode])).unwrap();
+        assert_eq!(plan.outcome.msg, "installed etcdctl from etcd-v1.tar.gz");
+        assert_eq!(plan.todo.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn check_mode_reads_the_host_and_uploads_nothing() {
+        let cache = tempfile::tempdir().unwrap();
+        let tarball = tarball(&[("etcd-v1/etcd", b"E")]);
+        let sum = sum(&tarball);
+        std::fs::write(cache.path().join(format!("{sum}-etcd-v1.tar.gz")), &tarball).unwrap();
+        let mut host = crate::modules::fake::TestHost::new(
+            crate::modules::fake::FakeRemote::new().answer("sha256sum", "absent\n"),
+        );
+        host.releases = Cache::new(Some(cache.path().to_path_buf()));
+        // Nothing listens there: the cached tarball is the one used.
+        let args = serde_json::json!({
+            "url": "http://127.0.0.1:9/etcd-v1.tar.gz", "sha256": sum, "binaries": "etcd"
+        });
+        let planned = host.check::<Release>(args).await.unwrap();
+        assert_eq!(
+            planned,
+            Outcome::changed("installed etcd from etcd-v1.tar.gz")
+        );
+        assert_eq!(host.remote.commands().len(), 1);
+        assert!(host.remote.uploads().is_empty());
+    }
+
+    #[test]
+    fn a_checksum_is_required_one_way_or_the_other() {
+        let err = crate::modules::args::parse::<Release>(serde_json::json!({
+            "url": "https://e/x.tar.gz", "binaries": "x"
+        }))
+        .unwrap_err();
+        assert_eq!(err.to_string(), "give `sha256` or `checksums_url`");
     }
 }

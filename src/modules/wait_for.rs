@@ -3,17 +3,8 @@
 
 use serde::Deserialize;
 
-use super::{de_u64, Ctx, Outcome, Result, Spec};
+use super::{de_u64, fail, ArgsError, Ctx, Module, Outcome, Plan, Result};
 use crate::ssh::shell_quote;
-
-pub const SPEC: Spec = Spec {
-    name: "wait_for",
-    args: &[
-        "host", "port", "url", "status", "command", "timeout", "interval", "delay",
-    ],
-    required: &["port|url|command"],
-    free_form: false,
-};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,27 +27,29 @@ pub struct Args {
     pub delay: Option<u64>,
 }
 
+pub struct WaitFor;
+
 /// `http://host:port/path` split for bash's /dev/tcp.
-fn split_url(url: &str) -> std::result::Result<(String, u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("wait_for: url must start with http:// (got {url})"))?;
+fn split_url(url: &str) -> Result<(String, u16, String)> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return fail(format!("wait_for: url must start with http:// (got {url})"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse()
-                .map_err(|_| format!("wait_for: bad port in {url}"))?,
-        ),
+        Some((h, p)) => match p.parse() {
+            Ok(port) => (h, port),
+            Err(_) => return fail(format!("wait_for: bad port in {url}")),
+        },
         None => (authority, 80),
     };
     Ok((host.to_string(), port, path.to_string()))
 }
 
-fn probe(args: &Args) -> std::result::Result<(String, String), String> {
+/// The shell test for what is waited for, and its name in words.
+fn probe(args: &Args) -> Result<(String, String)> {
     if let Some(port) = args.port {
         let host = args.host.clone().unwrap_or_else(|| "127.0.0.1".into());
         return Ok((
@@ -80,38 +73,75 @@ fn probe(args: &Args) -> std::result::Result<(String, String), String> {
             format!("`{command}` succeeding"),
         ));
     }
-    Err("wait_for: give `port`, `url` or `command`".into())
+    fail(GIVE_ONE)
 }
 
-pub async fn run_wait(args: &Args, ctx: &Ctx<'_>) -> Result<Outcome> {
-    let (check, what) = probe(args).map_err(super::ModuleError::Failed)?;
-    if ctx.check {
-        return Ok(Outcome {
-            skipped: true,
-            ..Outcome::default()
-        });
+const GIVE_ONE: &str = "give `port`, `url` or `command`";
+
+/// One remote loop that tries until it succeeds or the time is up.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Wait {
+    pub script: String,
+    /// What is waited for, in words: `port 10.0.0.1:8008`.
+    pub what: String,
+    pub timeout: u64,
+}
+
+impl Module for WaitFor {
+    const NAME: &'static str = "wait_for";
+    type Args = Args;
+    type Observed = ();
+    type Todo = Wait;
+
+    fn validate(args: &Args) -> std::result::Result<(), ArgsError> {
+        if args.port.is_none() && args.url.is_none() && args.command.is_none() {
+            return Err(ArgsError::Invalid(GIVE_ONE.into()));
+        }
+        Ok(())
     }
-    let timeout = args.timeout.unwrap_or(60);
-    let interval = args.interval.unwrap_or(1).max(1);
-    let delay = args.delay.unwrap_or(0);
-    let script = format!(
-        "sleep {delay}; end=$(( $(date +%s) + {timeout} )); \
-         while :; do if {check}; then exit 0; fi; \
-         if [ $(date +%s) -ge $end ]; then exit 1; fi; sleep {interval}; done"
-    );
-    let out = ctx
-        .session
-        .exec(&format!("bash -c {}", shell_quote(&script)), b"")
-        .await?;
-    if !out.success() {
-        return super::fail(format!("timed out after {timeout} s waiting for {what}"));
+
+    async fn observe(_: &Args, _: &Ctx<'_>) -> Result<()> {
+        Ok(())
     }
-    Ok(Outcome::ok())
+
+    /// Whether it would be ready cannot be known without waiting: check mode skips it.
+    fn plan(args: &Args, _: ()) -> Result<Plan<Wait>> {
+        let (check, what) = probe(args)?;
+        let timeout = args.timeout.unwrap_or(60);
+        let interval = args.interval.unwrap_or(1).max(1);
+        let delay = args.delay.unwrap_or(0);
+        let script = format!(
+            "sleep {delay}; end=$(( $(date +%s) + {timeout} )); \
+             while :; do if {check}; then exit 0; fi; \
+             if [ $(date +%s) -ge $end ]; then exit 1; fi; sleep {interval}; done"
+        );
+        Ok(Plan {
+            outcome: Outcome::skipped(),
+            todo: Some(Wait {
+                script: format!("bash -c {}", shell_quote(&script)),
+                what,
+                timeout,
+            }),
+        })
+    }
+
+    async fn apply(_: &Args, wait: Wait, _: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
+        let out = ctx.remote.exec(&wait.script, b"").await?;
+        if !out.success() {
+            return fail(format!(
+                "timed out after {} s waiting for {}",
+                wait.timeout, wait.what
+            ));
+        }
+        Ok(Outcome::ok())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split_url;
+    use super::*;
+    use crate::modules::fake::{output, typed, FakeRemote, TestHost};
+    use serde_json::json;
 
     #[test]
     fn urls_split_into_host_port_and_path() {
@@ -124,5 +154,53 @@ mod tests {
             ("h".to_string(), 80, "/".to_string())
         );
         assert!(split_url("https://h").is_err());
+    }
+
+    #[test]
+    fn a_port_an_url_or_a_command_is_waited_for_in_one_remote_loop() {
+        let plan = |args| {
+            WaitFor::plan(&typed::<WaitFor>(args), ())
+                .unwrap()
+                .todo
+                .unwrap()
+        };
+        let port = plan(json!({"port": "8008", "timeout": 5}));
+        assert_eq!(port.what, "port 127.0.0.1:8008");
+        assert!(
+            port.script.contains("/dev/tcp/127.0.0.1/8008"),
+            "{}",
+            port.script
+        );
+        assert!(port.script.contains("+ 5 ))"), "{}", port.script);
+        let url = plan(json!({"url": "http://h:8008/health", "status": 503}));
+        assert_eq!(url.what, "http://h:8008/health answering 503");
+        let command = plan(json!({"command": "test -e /ready"}));
+        assert_eq!(command.what, "`test -e /ready` succeeding");
+        let err = crate::modules::args::parse::<WaitFor>(json!({"timeout": 5})).unwrap_err();
+        assert_eq!(err.to_string(), GIVE_ONE);
+    }
+
+    #[tokio::test]
+    async fn ready_is_ok_and_never_ready_fails_with_what_was_awaited() {
+        let host = TestHost::new(FakeRemote::new());
+        let done = host.apply::<WaitFor>(json!({"port": 22})).await.unwrap();
+        assert_eq!(done, Outcome::ok());
+        let host = TestHost::new(FakeRemote::new().answer_with("bash", |_, _| output(1, "", "")));
+        let err = host
+            .apply::<WaitFor>(json!({"port": 22, "timeout": 3}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "timed out after 3 s waiting for port 127.0.0.1:22"
+        );
+    }
+
+    #[tokio::test]
+    async fn check_mode_skips_the_wait_without_touching_the_host() {
+        let host = TestHost::new(FakeRemote::new());
+        let planned = host.check::<WaitFor>(json!({"port": 22})).await.unwrap();
+        assert_eq!(planned, Outcome::skipped());
+        assert!(host.remote.sent().is_empty());
     }
 }

@@ -53,7 +53,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
     };
     let mut task = Task {
         name: String::new(),
-        module: &modules::SPECS[0],
+        module: &modules::specs()[0],
         args: serde_json::Value::Null,
         args_line: node.mark.line,
         when: Vec::new(),
@@ -135,7 +135,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                         key.mark.line,
                         format!(
                             "unknown module or keyword `{other}` (modules: {}; keywords: {KEYWORDS})",
-                            modules::SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                            modules::specs().iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
                         ),
                     ));
                 };
@@ -164,7 +164,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                 } else {
                     format!("`{}` ", task.name)
                 },
-                modules::SPECS
+                modules::specs()
                     .iter()
                     .map(|s| s.name)
                     .collect::<Vec<_>>()
@@ -182,7 +182,8 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
     Ok(task)
 }
 
-/// Unknown and missing argument names, found before anything is rendered.
+/// Unknown and missing argument names, found before anything is rendered. (Rules between
+/// arguments — one of `cmd` or `argv` — are the module's, checked once they are rendered.)
 fn check_args(file: &str, spec: &modules::Spec, args: &Node) -> Result<(), RoleError> {
     match &args.kind {
         Kind::Map(entries) => {
@@ -200,20 +201,12 @@ fn check_args(file: &str, spec: &modules::Spec, args: &Node) -> Result<(), RoleE
                     ));
                 }
             }
-            for required in spec.required {
-                let alternatives: Vec<&str> = required.split('|').collect();
-                if !entries
-                    .iter()
-                    .any(|(k, _)| alternatives.contains(&k.key_text().as_str()))
-                {
+            for required in &spec.required {
+                if !entries.iter().any(|(k, _)| k.key_text() == *required) {
                     return Err(RoleError::at(
                         file,
                         args.mark.line,
-                        format!(
-                            "{}: missing argument `{}`",
-                            spec.name,
-                            alternatives.join("` or `")
-                        ),
+                        format!("{}: missing argument `{required}`", spec.name),
                     ));
                 }
             }
