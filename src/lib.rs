@@ -1,16 +1,22 @@
 //! hactl: a highly available PostgreSQL stack over SSH, and the proof that it stays available.
+//!
+//! Only what the binary and the integration tests use is public; the rest is crate-private, so
+//! that dead code is reported.
 
-pub mod cli;
-pub mod engine;
-pub mod exit;
-pub mod failover;
+mod cli;
+mod commands;
+mod engine;
+mod exit;
+mod failover;
 pub mod inventory;
-pub mod lab;
-pub mod modules;
-pub mod probe;
-pub mod roles;
-pub mod secrets;
+mod lab;
+mod modules;
+mod probe;
+mod roles;
+mod secrets;
 pub mod ssh;
-pub mod stack;
-pub mod template;
-pub mod yaml;
+mod stack;
+mod template;
+mod yaml;
+
+pub use commands::main;

@@ -197,7 +197,7 @@ impl Loader {
                             at(&self.file, k, format!("host pattern \"{pattern}\": {why}"))
                         })?;
                         for host in names {
-                            self.add_host(name, &host, k, v)?;
+                            self.add_host(name, &host, v)?;
                         }
                     }
                 }
@@ -251,13 +251,7 @@ impl Loader {
         false
     }
 
-    fn add_host(
-        &mut self,
-        group: &str,
-        host: &str,
-        key: &Node,
-        body: &Node,
-    ) -> Result<(), InventoryError> {
+    fn add_host(&mut self, group: &str, host: &str, body: &Node) -> Result<(), InventoryError> {
         let vars = match &body.kind {
             Kind::Null => &[],
             Kind::Map(entries) => entries.as_slice(),
@@ -272,7 +266,6 @@ impl Loader {
                 ))
             }
         };
-        let origin = self.origin(key);
         let entry = self
             .inventory
             .hosts
@@ -282,7 +275,6 @@ impl Loader {
                 groups: vec![],
                 inline_vars: Vars::new(),
                 file_vars: Vars::new(),
-                origin,
             });
         if !entry.groups.iter().any(|g| g == group) {
             entry.groups.push(group.to_string());

@@ -45,8 +45,6 @@ pub struct Host {
     pub inline_vars: Vars,
     /// `host_vars/<name>` beside the inventory.
     pub file_vars: Vars,
-    /// Where the host was first listed.
-    pub origin: Origin,
 }
 
 #[derive(Debug, Clone)]

@@ -45,7 +45,7 @@ use crate::ssh::SshError;
 pub(crate) use args::{de_bool, de_u64};
 pub use args::{ArgsError, Mode, Names, Presence};
 pub(crate) use paths::{fix_attrs, owner_spec, parse_stat, stat_script, PathState};
-pub use plan::{apply_steps, run_steps, Diff, Outcome, Plan, Ran, Step};
+pub use plan::{apply_steps, Diff, Outcome, Plan, Ran, Step};
 pub use remote::{Remote, Upload};
 
 /// Generates the `Action` enum (a typed call of each module), the table of [`Spec`]s, and the

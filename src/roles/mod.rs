@@ -12,7 +12,7 @@ use indexmap::IndexMap;
 use crate::yaml::{self, Kind, Node};
 
 pub use source::Source;
-pub use task::{Condition, Expr, Task};
+pub use task::{Condition, Task};
 
 /// The site file used when `--site` is not given: the built-in one.
 pub const BUILTIN_SITE: &str = "roles/site.yml";
@@ -75,7 +75,6 @@ pub struct Play {
 
 #[derive(Debug)]
 pub struct Site {
-    pub display: String,
     pub plays: Vec<Play>,
     /// The `stack` role's defaults: the stack's groups, ports, scope and users, under every
     /// role's defaults (and read by every command through `stack::Stack`).
@@ -133,11 +132,7 @@ pub fn load_site(path: Option<&Path>) -> Result<Site, RoleError> {
         plays.push(parse_play(&file, entry, dir.as_deref(), &mut loaded)?);
     }
     let stack = stack_defaults_in(dir.as_deref())?;
-    Ok(Site {
-        display,
-        plays,
-        stack,
-    })
+    Ok(Site { plays, stack })
 }
 
 fn parse_play(

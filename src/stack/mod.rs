@@ -42,7 +42,6 @@ impl PgMember {
 /// An etcd member.
 #[derive(Debug, Clone)]
 pub struct EtcdMember {
-    pub name: String,
     pub address: String,
     pub client_port: u16,
 }
@@ -74,8 +73,6 @@ pub struct Stack {
     pub namespace: String,
     pub postgres: Vec<PgMember>,
     pub etcd: Vec<EtcdMember>,
-    /// The monitoring hosts (the prober, Prometheus).
-    pub monitoring: Vec<String>,
     /// Every host's variables, for the logins: a secret is read (or made) only when asked for.
     world: Arc<World>,
 }
@@ -86,8 +83,6 @@ pub enum Login {
     /// Patroni's REST API, for unsafe methods.
     PatroniApi,
     Superuser,
-    /// The prober's PostgreSQL login (pg_monitor, no superuser).
-    Prober,
 }
 
 impl Stack {
@@ -126,7 +121,6 @@ impl Stack {
                 Ok(EtcdMember {
                     address: read.string(&h, "hactl_address")?,
                     client_port: read.port(&h, "etcd_client_port")?,
-                    name: h,
                 })
             })
             .collect::<Result<_, StackError>>()?;
@@ -135,7 +129,6 @@ impl Stack {
             namespace: read.string(&any, "patroni_namespace")?,
             postgres,
             etcd,
-            monitoring: group("monitoring_group")?,
             world,
         })
     }
@@ -148,7 +141,6 @@ impl Stack {
                 "postgresql_superuser_username",
                 "postgresql_superuser_password",
             ),
-            Login::Prober => ("prober_postgresql_user", "prober_postgresql_password"),
         };
         let read = Reader { world: &self.world };
         let any = self.world.hosts.keys().next().cloned().unwrap_or_default();
@@ -332,7 +324,6 @@ mod tests {
         assert_eq!(stack.postgres[1].pg_port, 6432);
         // No ansible_host: the inventory name is the address.
         assert_eq!(stack.etcd_endpoints(), ["http://dcs-1:2379"]);
-        assert_eq!(stack.monitoring, ["mon"]);
         // A secret is made only when a login is asked for, then kept in the secret store.
         let store = dir.path().join("inv.secrets.yml");
         assert!(!store.exists());
@@ -357,8 +348,7 @@ mod tests {
         );
         let stack = stack.unwrap();
         assert_eq!(stack.postgres.len(), 2);
-        assert_eq!(stack.etcd[0].name, "c");
-        assert!(stack.monitoring.is_empty());
+        assert_eq!(stack.etcd_endpoints(), ["http://c:2379"]);
         assert_eq!(stack.login(Login::Superuser).unwrap().password, "given");
     }
 

@@ -3,7 +3,7 @@
 
 mod filters;
 
-pub use filters::{hex, yaml_text};
+pub use filters::hex;
 mod scope;
 
 use std::sync::Arc;

@@ -1,0 +1,192 @@
+//! The `hactl` command: parses the command line and dispatches to one function per subcommand.
+//! (`src/main.rs` only calls [`main`], so that everything else in the library is crate-private
+//! and the compiler reports what nothing uses.)
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{ApplyArgs, Cli, Command, FailoverArgs, InventoryAction, Output, ProbeArgs};
+use crate::engine::{self, ApplyError};
+use crate::exit::{self, Code};
+use crate::inventory::{self, Inventory, InventoryError};
+use crate::{lab, roles};
+
+/// What a command can fail with. Each error knows its exit code (README: Exit codes).
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Role(#[from] roles::RoleError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Failover(#[from] crate::failover::FailoverError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
+    #[error(transparent)]
+    Lab(#[from] lab::LabError),
+    /// The machine itself: no terminal for a password, no runtime, a closed stdout.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl Code for Error {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Error::Inventory(e) => e.exit_code(),
+            Error::Role(e) => e.exit_code(),
+            Error::Apply(e) => e.exit_code(),
+            Error::Failover(e) => e.exit_code(),
+            Error::Probe(e) => e.exit_code(),
+            Error::Lab(e) => e.exit_code(),
+            Error::Io(_) | Error::Json(_) => exit::FAILURE,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Apply(args) => apply(args),
+        Command::FailoverTest(args) => failover_test(args),
+        Command::Probe(args) => probe(args),
+        Command::Lab(args) => lab::run(&args).map_err(Error::from),
+        Command::Inventory(args) => inventory_command(args.action),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("hactl: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Brings the hosts of an inventory to the state the site file's roles describe.
+fn apply(args: ApplyArgs) -> Result<u8> {
+    let inventory = Inventory::load(&args.inventory)?;
+    let site = roles::load_site(args.site.as_deref())?;
+    let extra_vars = engine::parse_extra_vars(&args.extra_vars)?;
+    let become_password = if args.ask_become_pass {
+        Some(read_become_password()?)
+    } else {
+        None
+    };
+    let opts = engine::Options {
+        check: args.check,
+        diff: args.diff,
+        forks: args.forks,
+        limit: args.limit,
+        tags: args.tags,
+        extra_vars,
+        accept_new_host_keys: args.accept_new_host_keys,
+        become_password,
+        format: args.output,
+        release_cache: std::env::var_os("HACTL_CACHE_DIR")
+            .map(|d| std::path::PathBuf::from(d).join("releases")),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(engine::apply(&inventory, &site, &opts))?;
+    Ok(summary.exit_code())
+}
+
+/// Fails the leader under a write load and reports what users felt; exit 1 when a target is missed.
+fn failover_test(args: FailoverArgs) -> Result<u8> {
+    let inventory = Inventory::load(&args.inventory)?;
+    let opts = crate::failover::Options {
+        mode: args.mode,
+        writers: args.writers,
+        rate: args.rate,
+        max_downtime: args.max_downtime,
+        max_lost: args.max_lost,
+        max_lag: 16 * 1024 * 1024,
+        partition_heal_after: std::time::Duration::from_secs(args.partition_heal_after),
+        settle: std::time::Duration::from_secs(args.settle),
+    };
+    // The lab powers its machine off; real hosts get SIGKILL through systemd.
+    let lab = lab::of_inventory(&inventory);
+    let systemd = crate::failover::SystemdKill {
+        inventory: &inventory,
+    };
+    let power: &dyn crate::failover::PowerLoss = match &lab {
+        Some(lab) => lab,
+        None => &systemd,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(crate::failover::run(&inventory, &opts, power))?;
+    match args.output {
+        engine::Format::Text => print!("{}", crate::failover::table(&report)),
+        engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
+}
+
+/// The prober daemon: runs until SIGTERM; SIGHUP reloads its configuration.
+fn probe(args: ProbeArgs) -> Result<u8> {
+    let opts = crate::probe::Options {
+        config: args.config,
+        inventory: args.inventory,
+        listen: args.listen,
+    };
+    if args.check {
+        let (probes, targets) = crate::probe::check(&opts)?;
+        println!(
+            "{}: {probes} probes, {targets} targets",
+            opts.config.display()
+        );
+        return Ok(exit::OK);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HACTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(crate::probe::run(opts))?;
+    Ok(exit::OK)
+}
+
+/// The sudo password: asked on the terminal, or read as one line from a pipe.
+fn read_become_password() -> Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("BECOME password: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Prints what an inventory means: a host listing or the group tree.
+fn inventory_command(action: InventoryAction) -> Result<u8> {
+    match action {
+        InventoryAction::List { file, output } => {
+            let inventory = Inventory::load(&file)?;
+            match output {
+                Output::Text => print!("{}", inventory::list_text(&inventory)),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&inventory::list_json(&inventory))?
+                ),
+            }
+        }
+        InventoryAction::Graph { file } => {
+            print!("{}", inventory::graph(&Inventory::load(&file)?));
+        }
+    }
+    Ok(exit::OK)
+}
