@@ -174,6 +174,34 @@ pub enum Presence {
     Absent,
 }
 
+/// A command and the note that says what it changes.
+pub type Change = (String, String);
+
+impl Presence {
+    /// The one command that brings a thing to this presence, given what was `found`: `add` it,
+    /// `modify` it (None when nothing differs) or `remove` it.
+    pub fn plan<T>(
+        self,
+        found: Option<&T>,
+        add: impl FnOnce() -> Change,
+        modify: impl FnOnce(&T) -> Option<Change>,
+        remove: impl FnOnce() -> Change,
+    ) -> super::Plan<Vec<super::Step>> {
+        let change = match (self, found) {
+            (Presence::Present, None) => Some(add()),
+            (Presence::Present, Some(it)) => modify(it),
+            (Presence::Absent, Some(_)) => Some(remove()),
+            (Presence::Absent, None) => None,
+        };
+        match change {
+            Some((cmd, note)) => {
+                super::Plan::change(note.clone(), vec![super::Step::run(note, cmd)])
+            }
+            None => super::Plan::nothing(),
+        }
+    }
+}
+
 /// A file mode as Ansible takes it: `"0644"`, `"644"`, or a YAML 1.1 octal integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);

@@ -9,13 +9,14 @@ use crate::ssh::shell_quote;
 #[serde(deny_unknown_fields)]
 pub struct Args {
     pub name: String,
-    #[serde(default)]
-    pub state: Presence,
+    /// The group's id; by default the next free one.
+    #[serde(default, deserialize_with = "de_u64")]
+    pub gid: Option<u64>,
     /// A system group: its gid from the system range.
     #[serde(default, deserialize_with = "de_bool")]
     pub system: Option<bool>,
-    #[serde(default, deserialize_with = "de_u64")]
-    pub gid: Option<u64>,
+    #[serde(default)]
+    pub state: Presence,
 }
 
 pub struct Group;
@@ -35,34 +36,33 @@ impl Module for Group {
 
     fn plan(args: &Args, gid: Option<u64>) -> Result<Plan<Vec<Step>>> {
         let n = shell_quote(&args.name);
-        let (cmd, note) = match (args.state, gid) {
-            (Presence::Present, None) => {
-                let mut cmd = "groupadd".to_string();
-                if args.system.unwrap_or(false) {
-                    cmd.push_str(" --system");
-                }
-                if let Some(g) = args.gid {
-                    cmd.push_str(&format!(" --gid {g}"));
-                }
-                (
-                    format!("{cmd} -- {n}"),
-                    format!("created group {}", args.name),
-                )
+        let add = || {
+            let mut cmd = "groupadd".to_string();
+            if args.system.unwrap_or(false) {
+                cmd.push_str(" --system");
             }
-            (Presence::Present, Some(current)) => match args.gid {
-                Some(g) if g != current => (
-                    format!("groupmod --gid {g} -- {n}"),
-                    format!("group {} gid {current} -> {g}", args.name),
-                ),
-                _ => return Ok(Plan::nothing()),
-            },
-            (Presence::Absent, Some(_)) => (
+            if let Some(g) = args.gid {
+                cmd.push_str(&format!(" --gid {g}"));
+            }
+            (
+                format!("{cmd} -- {n}"),
+                format!("created group {}", args.name),
+            )
+        };
+        let modify = |current: &u64| match args.gid {
+            Some(g) if g != *current => Some((
+                format!("groupmod --gid {g} -- {n}"),
+                format!("group {} gid {current} -> {g}", args.name),
+            )),
+            _ => None,
+        };
+        let remove = || {
+            (
                 format!("groupdel -- {n}"),
                 format!("removed group {}", args.name),
-            ),
-            (Presence::Absent, None) => return Ok(Plan::nothing()),
+            )
         };
-        Ok(Plan::change(note.clone(), vec![Step::run(note, cmd)]))
+        Ok(args.state.plan(gid.as_ref(), add, modify, remove))
     }
 
     async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {

@@ -147,19 +147,17 @@ impl Module for User {
 
     fn plan(args: &Args, account: Option<Account>) -> Result<Plan<Vec<Step>>> {
         let n = shell_quote(&args.name);
-        let (cmd, note) = match (args.state, &account) {
-            (Presence::Absent, None) => return Ok(Plan::nothing()),
-            (Presence::Absent, Some(_)) => (
-                format!("userdel -- {n}"),
-                format!("removed user {}", args.name),
-            ),
-            (Presence::Present, None) => (useradd(args, &n), format!("created user {}", args.name)),
-            (Presence::Present, Some(acct)) => match usermod(args, &n, acct) {
-                None => return Ok(Plan::nothing()),
-                Some(change) => change,
+        Ok(args.state.plan(
+            account.as_ref(),
+            || (useradd(args, &n), format!("created user {}", args.name)),
+            |acct| usermod(args, &n, acct),
+            || {
+                (
+                    format!("userdel -- {n}"),
+                    format!("removed user {}", args.name),
+                )
             },
-        };
-        Ok(Plan::change(note.clone(), vec![Step::run(note, cmd)]))
+        ))
     }
 
     async fn apply(_: &Args, steps: Vec<Step>, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
