@@ -22,16 +22,19 @@ echo "service_manager=$(cat /proc/1/comm 2>/dev/null)"
 echo "user=$(id -un)"
 "#;
 
-/// Reads the facts of the host behind `session`; the inner error is the host's own complaint
-/// (sudo asking for a password, say).
-pub async fn gather(session: &Session) -> Result<Result<Value, String>, SshError> {
+/// The host answered, but would not tell its facts: its own complaint (sudo asking for a
+/// password, say).
+#[derive(Debug, thiserror::Error)]
+#[error("gathering facts failed: {0}")]
+pub struct Refused(String);
+
+/// Reads the facts of the host behind `session`: an SSH error when the host cannot be asked,
+/// `Refused` when it answers with a failure.
+pub async fn gather(session: &Session) -> Result<Result<Value, Refused>, SshError> {
     let out = session.exec(SCRIPT, b"").await?;
     if !out.success() {
         let why = out.stderr_text();
-        return Ok(Err(format!(
-            "gathering facts failed: {}",
-            crate::modules::last_lines(&why, 3)
-        )));
+        return Ok(Err(Refused(crate::modules::last_lines(&why, 3))));
     }
     Ok(Ok(parse(&out.stdout_text())))
 }

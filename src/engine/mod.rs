@@ -23,7 +23,7 @@ use crate::template::{self, World};
 
 pub use output::{Format, Stats, Status};
 use output::{Line, Reporter};
-use prepare::{holds, prepare, Prepared};
+use prepare::{holds, prepare, Prepared, TaskError};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -444,7 +444,7 @@ fn validate(
         for (role, task) in selected.chain(plan.handlers.iter()) {
             for host in &plan.hosts {
                 if let Err(e) = prepare(task, role, &world, host, &registered) {
-                    push(e);
+                    push(e.to_string());
                 }
             }
             if let Some(name) = &task.register {
@@ -518,7 +518,13 @@ async fn connect_all(
             Ok((session, Err(why))) => {
                 run.stats.round_trips = session.round_trips();
                 session.close().await;
-                leave_out(reporter, &mut run, "facts", Status::Failed, &why);
+                leave_out(
+                    reporter,
+                    &mut run,
+                    "facts",
+                    Status::Failed,
+                    &why.to_string(),
+                );
             }
             Err(e) => leave_out(
                 reporter,
@@ -674,7 +680,7 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
     let calls = match prepare(task, role, play.world, &run.name, &overlay) {
         Ok(Prepared::Skip) => return TaskResult::skipped(),
         Ok(Prepared::Calls(calls)) => calls,
-        Err(e) => return TaskResult::failed(e),
+        Err(e) => return TaskResult::failed(e.to_string()),
     };
     let ctx = Ctx {
         remote: session.as_ref(),
@@ -700,7 +706,7 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         };
         let result = match judge.apply(result) {
             Ok(r) => r,
-            Err(e) => return TaskResult::failed(e),
+            Err(e) => return TaskResult::failed(e.to_string()),
         };
         let failed = result.status == Status::Failed;
         tally.add(result);
@@ -803,7 +809,7 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
-    fn apply(&self, mut r: CallResult) -> Result<CallResult, String> {
+    fn apply(&self, mut r: CallResult) -> Result<CallResult, TaskError> {
         let task = self.task;
         if task.changed_when.is_none() && task.failed_when.is_none() {
             return Ok(r);

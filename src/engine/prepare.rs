@@ -17,6 +17,17 @@ pub struct Call {
     pub action: Action,
 }
 
+/// A task that cannot be run on a host as written: the message names `file:line`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct TaskError(pub String);
+
+impl From<String> for TaskError {
+    fn from(message: String) -> TaskError {
+        TaskError(message)
+    }
+}
+
 pub enum Prepared {
     /// `when` was false (for every item).
     Skip,
@@ -24,7 +35,7 @@ pub enum Prepared {
 }
 
 /// Evaluates a condition (all expressions must hold) in `scope`.
-pub fn holds(cond: &Condition, scope: &Arc<Scope>, file: &str) -> Result<bool, String> {
+pub fn holds(cond: &Condition, scope: &Arc<Scope>, file: &str) -> Result<bool, TaskError> {
     let env = &scope.world().env;
     for expr in cond {
         let source = template::Source {
@@ -32,7 +43,7 @@ pub fn holds(cond: &Condition, scope: &Arc<Scope>, file: &str) -> Result<bool, S
             line: expr.line,
         };
         let value = template::eval(env, &expr.text, &scope.value(), &source)
-            .map_err(|e| scope.explain(e).to_string())?;
+            .map_err(|e| TaskError(scope.explain(e).to_string()))?;
         if !value.is_true() {
             return Ok(false);
         }
@@ -47,7 +58,7 @@ pub fn prepare(
     world: &Arc<World>,
     host: &str,
     overlay: &IndexMap<String, Value>,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, TaskError> {
     let scope = world.scope(host, overlay.clone());
     let items: Vec<Option<Value>> = match &task.loop_over {
         None => vec![None],
@@ -111,7 +122,7 @@ fn fill_in(
     task: &Task,
     role: &Role,
     scope: &Arc<Scope>,
-) -> Result<(), String> {
+) -> Result<(), TaskError> {
     match action {
         Action::Template(args) => {
             // The template's arguments were checked: `src` is there.
@@ -132,7 +143,7 @@ fn fill_in(
             };
             let env = &scope.world().env;
             let rendered = template::render_str(env, &text, &scope.value(), &source)
-                .map_err(|e| scope.explain(e).to_string())?;
+                .map_err(|e| TaskError(scope.explain(e).to_string()))?;
             args.source = Some(rendered.into_bytes());
         }
         Action::Copy(args) => {
