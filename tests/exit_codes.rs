@@ -4,7 +4,7 @@
 //! runs all its cases and lists every miss.
 //!
 //! Tests whose names end in `on_the_lab` need the lab. A failover-test that passes (0) and one
-//! that refuses the lab's stack with a stopped replica (1) are in tests/failover.rs.
+//! that refuses the lab's stack with a stopped replica (1) are in tests/stack_failover.rs.
 
 mod common;
 

@@ -124,6 +124,9 @@ impl Lab {
     }
 
     /// The HA stack (the built-in roles/site.yml) applied: a no-op when an earlier test built it.
+    /// Building it on bare hosts takes minutes, so the files of the tests that need it are named
+    /// `stack*.rs`: cargo runs test files in name order, so they run together, after
+    /// lab_lifecycle.rs has taken the lab down and stack.rs has built the stack again.
     pub fn stack(&self) {
         let out = hactl(&["apply", &self.inventory()]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
