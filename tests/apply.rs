@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::events::{changed, events, recap};
 use common::fixture::Fixture;
 use common::release::{ReleaseServer, BINARY_OUTPUT};
-use common::{eventually, lab, text, Lab, CLUSTER, HOSTS, STATE_DIR};
+use common::{eventually_while, lab, spawn_hactl, text, Lab, CLUSTER, HOSTS, STATE_DIR};
 
 const SITE: &str = "tests/roles/site.yml";
 const TOKEN: &str = "tok-Q8vX2-secret";
@@ -381,20 +381,12 @@ fn a_connection_dropped_mid_task_fails_that_host_within_the_timeout_and_the_othe
         "- name: slow step\n  shell: touch /tmp/hactl-drop-started && sleep 8 && touch /tmp/hactl-drop-marker\n",
     );
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args(["apply", &lab.inventory(), "--site", &site_file])
-        .current_dir(common::repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hactl apply");
-    eventually(
+    let mut child = spawn_hactl(&["apply", &lab.inventory(), "--site", &site_file]);
+    eventually_while(
+        &mut child,
         Duration::from_secs(60),
         "the slow step started on ptrn-2",
         || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("hactl apply ended ({status}) before the slow step started on ptrn-2");
-            }
             let started = lab.ssh("ptrn-2", "test -e /tmp/hactl-drop-started");
             started
                 .status

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
 
@@ -210,9 +208,8 @@ fn success_is_0_for_apply_and_lab_status_on_the_lab() {
 /// A Patroni REST API on loopback whose `/cluster` shows a leader, a stopped replica and a
 /// streaming one; returns its port.
 fn sick_patroni() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("local addr").port();
-    let api = format!("http://127.0.0.1:{port}/patroni");
+    // Where Patroni says each member's API is: hactl goes by the inventory's addresses instead.
+    let api = "http://127.0.0.1:8008/patroni";
     let body = format!(
         r#"{{"members": [
   {{"name": "db1", "role": "leader", "state": "running", "api_url": "{api}", "host": "127.0.0.1", "port": 5432, "timeline": 3}},
@@ -220,31 +217,10 @@ fn sick_patroni() -> u16 {
   {{"name": "db3", "role": "sync_standby", "state": "running", "api_url": "{api}", "host": "127.0.0.1", "port": 5432, "timeline": 3, "lag": 0}}
 ], "scope": "hactl"}}"#
     );
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut request = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let (status, content) = if request.starts_with("GET /cluster ") {
-                ("200 OK", body.as_str())
-            } else {
-                ("404 Not Found", "{}")
-            };
-            let mut stream = &stream;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{content}",
-                content.len()
-            );
-        }
-    });
-    port
+    common::http::serve(move |path| match path {
+        "/cluster" => ("200 OK", body.clone().into_bytes()),
+        _ => ("404 Not Found", b"{}".to_vec()),
+    })
 }
 
 #[test]

@@ -5,10 +5,9 @@ mod common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, hactl, lab, text, HOSTS, STATE_DIR};
+use common::{eventually, eventually_while, hactl, lab, spawn_hactl, text, HOSTS, STATE_DIR};
 
 const BRIDGE: &str = "hactl0";
 const PROXY_PORT: u16 = 3142;
@@ -103,20 +102,12 @@ fn a_crashed_lab_up_is_recovered_and_down_leaves_nothing_behind() {
     assert_nothing_left();
 
     // `lab up` killed while it boots the hosts, as a crash or a Ctrl-C would leave it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args(["lab", "up", "-i", &lab.inventory()])
-        .current_dir(common::repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hactl starts");
-    eventually(
+    let mut child = spawn_hactl(&["lab", "up", "-i", &lab.inventory()]);
+    eventually_while(
+        &mut child,
         Duration::from_secs(60),
         "lab up started booting a host",
         || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("lab up ended ({status}) before it booted a host");
-            }
             let booting = live_processes()
                 .into_iter()
                 .any(|cmd| cmd.contains("systemd-nspawn"));

@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::metrics::{http_get, Metrics};
+use common::http::http_get;
+use common::metrics::Metrics;
 use common::{eventually, lab, text, Lab};
 use serde_json::Value;
 

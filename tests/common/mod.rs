@@ -5,11 +5,12 @@
 
 pub mod events;
 pub mod fixture;
+pub mod http;
 pub mod metrics;
 pub mod release;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -182,6 +183,33 @@ pub fn eventually<T>(
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+/// `eventually`, for what a running `child` should bring about: panics at once if the child
+/// ends first.
+pub fn eventually_while<T>(
+    child: &mut Child,
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    eventually(within, what, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what}: never so, the command ended ({status}) first");
+        }
+        check()
+    })
+}
+
+/// Starts hactl in the repository, its output piped.
+pub fn spawn_hactl(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(args)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hactl")
 }
 
 /// Runs hactl in the repository.
