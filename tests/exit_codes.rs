@@ -3,7 +3,7 @@
 //! run. Each case runs hactl as a user would and checks the code and what the user reads; a test
 //! runs all its cases and lists every miss.
 //!
-//! Tests whose names end in `on_the_lab` need the lab. A failover-test that passes (0) and one
+//! Tests whose names end in `on_lab_hosts` need the lab. A failover-test that passes (0) and one
 //! that refuses the lab's stack with a stopped replica (1) are in tests/stack_failover.rs.
 
 mod common;
@@ -169,7 +169,7 @@ fn success_is_0_for_inventory_list_and_graph_and_probe_check() {
 }
 
 #[test]
-fn success_is_0_for_apply_and_lab_status_on_the_lab() {
+fn success_is_0_for_apply_and_lab_status_on_lab_hosts() {
     let lab = lab();
     let site = Fixture::new();
     let site_file = site.site("all", "r", "- name: nothing to fail\n  command: \"true\"\n");
@@ -299,7 +299,7 @@ fn a_failed_check_is_1_for_failover_test_and_lab_status() {
 }
 
 #[test]
-fn a_failed_host_is_2_for_apply_even_with_another_unreachable_on_the_lab() {
+fn a_failed_host_is_2_for_apply_even_beside_an_unreachable_one_on_lab_hosts() {
     let lab = lab();
     let site = Fixture::new();
     let site_file = site.site("all", "r", "- name: fails\n  command: \"false\"\n");
