@@ -384,8 +384,8 @@ fn a_connection_dropped_mid_task_fails_that_host_within_the_timeout_and_the_othe
     let mut child = spawn_hactl(&["apply", &lab.inventory(), "--site", &site_file]);
     eventually_while(
         &mut child,
-        Duration::from_secs(60),
         "the slow step started on ptrn-2",
+        Duration::from_secs(60),
         || {
             let started = lab.ssh("ptrn-2", "test -e /tmp/hactl-drop-started");
             started

@@ -84,8 +84,8 @@ fn a_cut_host_goes_away_and_comes_back_when_healed() {
     assert!(!lab.ssh("ptrn-2", "true").status.success());
     lab.act("heal", "ptrn-2");
     eventually(
-        Duration::from_secs(20),
         "ptrn-2 answers on port 22 after heal",
+        Duration::from_secs(20),
         || {
             TcpStream::connect_timeout(&addr, Duration::from_secs(1))
                 .map(drop)
@@ -105,8 +105,8 @@ fn a_crashed_lab_up_is_recovered_and_down_leaves_nothing_behind() {
     let mut child = spawn_hactl(&["lab", "up", "-i", &lab.inventory()]);
     eventually_while(
         &mut child,
-        Duration::from_secs(60),
         "lab up started booting a host",
+        Duration::from_secs(60),
         || {
             let booting = live_processes()
                 .into_iter()

@@ -30,7 +30,7 @@ fn assert_applied(out: &Output) {
 
 /// Waits up to `secs` seconds for `check`; the last failure is the panic message.
 fn within(secs: u64, what: &str, check: impl FnMut() -> Result<(), String>) {
-    eventually(Duration::from_secs(secs), what, check)
+    eventually(what, Duration::from_secs(secs), check)
 }
 
 fn json_from(lab: &Lab, host: &str, command: &str) -> Value {

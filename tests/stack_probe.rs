@@ -44,8 +44,8 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
     );
     // Prometheus has the prober as a target, up.
     eventually(
-        Duration::from_secs(90),
         "the prober target is up in Prometheus",
+        Duration::from_secs(90),
         || {
             let r = prometheus(&lab, "up{job=\"prober\"}");
             match r["data"]["result"][0]["value"][1].as_str() {
@@ -64,8 +64,8 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         "node_exporter",
     ];
     eventually(
-        Duration::from_secs(120),
         "every probe succeeds in Prometheus",
+        Duration::from_secs(120),
         || {
             let r = prometheus(&lab, "probe_success{job=\"prober\"}");
             let results = r["data"]["result"].as_array().cloned().unwrap_or_default();
@@ -138,8 +138,8 @@ fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() 
     let lab = lab();
     lab.stack();
     let before = eventually(
-        Duration::from_secs(60),
         "the prober sees a healthy cluster",
+        Duration::from_secs(60),
         || {
             let m = metrics(PROBER);
             if m.sum("hactl_patroni_leaders", &[]) == 1.0
@@ -158,8 +158,8 @@ fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() 
     let changes = |m: &Metrics| m.sum("hactl_patroni_leader_changes_total", &[]);
     let outages = |m: &Metrics| m.sum("hactl_write_outages_total", &[]);
     let after = eventually(
-        Duration::from_secs(30),
         "the prober records the failover",
+        Duration::from_secs(30),
         || {
             let m = metrics(PROBER);
             if changes(&m) > changes(&before)
@@ -251,8 +251,8 @@ fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab()
             .expect("start the prober"),
     );
     let m = eventually(
-        Duration::from_secs(30),
         "every probe has run at least 3 times",
+        Duration::from_secs(30),
         || {
             let m = metrics(&listen);
             let probes = [

@@ -102,8 +102,8 @@ impl Lab {
     /// minute for one).
     pub fn leader(&self) -> String {
         eventually(
-            Duration::from_secs(60),
             "a member answers 200 on Patroni's /leader",
+            Duration::from_secs(60),
             || {
                 let codes: Vec<String> = CLUSTER
                     .iter()
@@ -169,8 +169,8 @@ impl Lab {
 /// Calls `check` until it gives a value, every 200 ms for up to `within`; then panics naming
 /// `what` never happened, with the last answer.
 pub fn eventually<T>(
-    within: Duration,
     what: &str,
+    within: Duration,
     mut check: impl FnMut() -> Result<T, String>,
 ) -> T {
     let deadline = Instant::now() + within;
@@ -180,6 +180,7 @@ pub fn eventually<T>(
             Err(last) if Instant::now() >= deadline => {
                 panic!("{what}: not so after {within:?}; last: {last}")
             }
+            // The poll interval, not a synchronization: the condition is checked again.
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
@@ -189,11 +190,11 @@ pub fn eventually<T>(
 /// ends first.
 pub fn eventually_while<T>(
     child: &mut Child,
-    within: Duration,
     what: &str,
+    within: Duration,
     mut check: impl FnMut() -> Result<T, String>,
 ) -> T {
-    eventually(within, what, || {
+    eventually(what, within, || {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what}: never so, the command ended ({status}) first");
         }
