@@ -15,8 +15,8 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use common::fixture::{groups_of, Fixture};
-use common::hactl_in;
+use common::fixture::{groups_of, yaml, Fixture};
+use common::{assert_success, hactl_in};
 
 /// Versions that run on Python 3.11 (the controller needs 3.10+ for 2.15-2.17).
 const ANSIBLE_CORE: &str = "ansible-core>=2.15,<2.18";
@@ -126,12 +126,7 @@ fn hactl_list(file: &Path) -> Value {
 }
 
 fn parse_listing(who: &str, out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{who} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(who, out);
     // Any warning but one means the inventory is not read as the test means it. The one:
     // Ansible warns when a key overrides the same key merged in with `<<: *anchor`.
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -236,12 +231,6 @@ fn assert_same(file: &Path) {
         );
     }
     assert_eq!(hactl, ansible);
-}
-
-fn yaml(lines: &[&str]) -> String {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    text
 }
 
 /// Three levels of groups, a host in several groups, group_vars/ files and a directory,

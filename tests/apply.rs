@@ -5,16 +5,16 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::events::{changed, events, recap};
+use common::fixture::Fixture;
 use common::release::{ReleaseServer, BINARY_OUTPUT};
-use common::{lab, text, Lab, HOSTS, INVENTORY};
-use serde_json::Value;
+use common::{eventually_while, lab, spawn_hactl, text, Lab, CLUSTER, HOSTS, STATE_DIR};
 
 const SITE: &str = "tests/roles/site.yml";
 const TOKEN: &str = "tok-Q8vX2-secret";
-const CLUSTER: [&str; 3] = ["ptrn-1", "ptrn-2", "ptrn-3"];
 
 /// Removes everything the test role set makes, so a run starts from a clean host.
 fn clean(lab: &Lab) {
@@ -30,15 +30,17 @@ fn clean(lab: &Lab) {
     }
 }
 
-fn apply(server: &ReleaseServer, cache: &Path, extra: &[&str]) -> Output {
+/// The test role set applied to the lab, with its release served by `server`.
+fn apply(lab: &Lab, server: &ReleaseServer, cache: &Path, extra: &[&str]) -> Output {
     let url = format!("test_release_url={}", server.url());
     let sum = format!("test_release_sha256={}", server.sha256);
     let token = format!("test_api_token={TOKEN}");
+    let inventory = lab.inventory();
     let mut args = vec![
-        "apply", INVENTORY, "--site", SITE, "-e", &url, "-e", &sum, "-e", &token,
+        "apply", &inventory, "--site", SITE, "-e", &url, "-e", &sum, "-e", &token,
     ];
     args.extend_from_slice(extra);
-    std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
         .args(&args)
         .current_dir(common::repo())
         .env("HACTL_CACHE_DIR", cache)
@@ -46,37 +48,9 @@ fn apply(server: &ReleaseServer, cache: &Path, extra: &[&str]) -> Output {
         .expect("run hactl apply")
 }
 
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-/// (host, "role : task") of every task reported changed.
-fn changed(events: &[Value]) -> BTreeSet<(String, String)> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "task" && e["status"] == "changed")
-        .map(|e| {
-            (
-                e["host"].as_str().unwrap_or_default().to_string(),
-                format!(
-                    "{} : {}",
-                    e["role"].as_str().unwrap_or_default(),
-                    e["task"].as_str().unwrap_or_default()
-                ),
-            )
-        })
-        .collect()
-}
-
-fn recap(events: &[Value]) -> Value {
-    events
-        .iter()
-        .find(|e| e["event"] == "recap")
-        .map(|e| e["hosts"].clone())
-        .expect("a recap event")
+/// The (host, "role : task") pairs a run reports changed.
+fn changed_set(out: &Output) -> BTreeSet<(String, String)> {
+    changed(&events(out)).into_iter().collect()
 }
 
 /// What a user would check on a host that nothing was done to.
@@ -102,9 +76,14 @@ fn check_reports_the_changes_the_first_apply_makes_and_the_second_apply_changes_
     let server = ReleaseServer::start();
     let cache = tempfile::tempdir().expect("tempdir");
 
-    let check = apply(&server, cache.path(), &["--check", "--output", "json"]);
+    let check = apply(
+        &lab,
+        &server,
+        cache.path(),
+        &["--check", "--output", "json"],
+    );
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
-    let planned = changed(&events(&check));
+    let planned = changed_set(&check);
     assert_untouched(&lab);
     for host in HOSTS {
         for task in [
@@ -119,10 +98,10 @@ fn check_reports_the_changes_the_first_apply_makes_and_the_second_apply_changes_
         }
     }
 
-    let first = apply(&server, cache.path(), &["--output", "json"]);
+    let first = apply(&lab, &server, cache.path(), &["--output", "json"]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     assert_eq!(
-        changed(&events(&first)),
+        changed_set(&first),
         planned,
         "the first apply did not make exactly the changes --check reported"
     );
@@ -179,10 +158,10 @@ fn check_reports_the_changes_the_first_apply_makes_and_the_second_apply_changes_
         + &String::from_utf8_lossy(&first.stderr);
     assert!(!out.contains(TOKEN), "the secret was printed");
 
-    let second = apply(&server, cache.path(), &["--output", "json", "--diff"]);
+    let second = apply(&lab, &server, cache.path(), &["--output", "json", "--diff"]);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     let second_events = events(&second);
-    assert_eq!(changed(&second_events), BTreeSet::new());
+    assert_eq!(changed(&second_events), vec![]);
     let stats = recap(&second_events);
     for host in HOSTS {
         assert_eq!(stats[host]["changed"], 0, "{host}: {stats}");
@@ -204,11 +183,12 @@ fn a_changed_file_shows_a_diff_with_the_secret_masked_and_is_put_back() {
     let lab = lab();
     let server = ReleaseServer::start();
     let cache = tempfile::tempdir().expect("tempdir");
-    let setup = apply(&server, cache.path(), &[]);
+    let setup = apply(&lab, &server, cache.path(), &[]);
     assert_eq!(setup.status.code(), Some(0), "{}", text(&setup));
     lab.run("ptrn-1", "echo 'token=old-value' > /etc/hactl-test/token; echo local-edit >> /etc/hactl-test/app.conf");
 
     let check = apply(
+        &lab,
         &server,
         cache.path(),
         &["--check", "--diff", "--limit", "ptrn-1"],
@@ -232,6 +212,7 @@ fn a_changed_file_shows_a_diff_with_the_secret_masked_and_is_put_back() {
     );
 
     let fix = apply(
+        &lab,
         &server,
         cache.path(),
         &["--limit", "ptrn-1", "--tags", "secrets,config"],
@@ -253,13 +234,11 @@ fn a_killed_host_is_unreachable_and_the_others_converge() {
     let mut lab = lab();
     let server = ReleaseServer::start();
     let cache = tempfile::tempdir().expect("tempdir");
-    let kill = lab.hactl(&["lab", "kill", "-i", INVENTORY, "ptrn-3"]);
-    assert!(kill.status.success(), "{}", text(&kill));
+    lab.act("kill", "ptrn-3");
     lab.run("ptrn-1", "rm -f /etc/hactl-test/motd");
 
-    let out = apply(&server, cache.path(), &[]);
-    let up = lab.up();
-    assert!(up.status.success(), "{}", text(&up));
+    let out = apply(&lab, &server, cache.path(), &[]);
+    lab.up();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -283,37 +262,31 @@ fn a_killed_host_is_unreachable_and_the_others_converge() {
         .starts_with("Managed by hactl"));
 }
 
-/// A site of one role whose tasks are `tasks`, with `templates`, in a temporary folder.
-fn site_with(tasks: &str, templates: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let role = dir.path().join("probe");
-    std::fs::create_dir_all(role.join("templates")).expect("role dir");
-    std::fs::write(
-        dir.path().join("site.yml"),
-        "- name: probe\n  hosts: all\n  roles: [probe]\n",
-    )
-    .expect("site");
-    std::fs::write(role.join("tasks.yml"), tasks).expect("tasks");
-    for (name, body) in templates {
-        std::fs::write(role.join("templates").join(name), body).expect("template");
-    }
-    dir
+/// A site of one role, `probe`, whose tasks are `tasks`, on every host, in a temporary folder.
+fn site_with(tasks: &str) -> (Fixture, String) {
+    let site = Fixture::new();
+    let file = site.site("all", "probe", tasks);
+    (site, file.to_string_lossy().into_owned())
+}
+
+/// `hactl apply INVENTORY --site SITE`.
+fn apply_site(inventory: &str, site: &str) -> Output {
+    common::hactl(&["apply", inventory, "--site", site])
 }
 
 #[test]
 fn an_undefined_variable_in_a_template_is_reported_with_its_line_and_touches_no_host() {
     let lab = lab();
     lab.run("ptrn-1", "rm -f /tmp/hactl-must-not-exist");
-    let site = site_with(
+    let (site, site_file) = site_with(
         "- name: marker\n  file: {path: /tmp/hactl-must-not-exist, state: touch}\n\
          - name: config\n  template: {src: bad.conf.j2, dest: /tmp/bad.conf}\n",
-        &[(
-            "bad.conf.j2",
-            "# line 1\nname = {{ inventory_hostname }}\nport = {{ no_such_port }}\n",
-        )],
     );
-    let site_file = site.path().join("site.yml");
-    let out = common::hactl(&["apply", INVENTORY, "--site", &site_file.to_string_lossy()]);
+    site.file(
+        "probe/templates/bad.conf.j2",
+        "# line 1\nname = {{ inventory_hostname }}\nport = {{ no_such_port }}\n",
+    );
+    let out = apply_site(&lab.inventory(), &site_file);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -332,7 +305,8 @@ fn an_undefined_variable_in_a_template_is_reported_with_its_line_and_touches_no_
 fn a_changed_host_key_is_refused_and_nothing_runs_on_that_host() {
     let lab = lab();
     let dir = tempfile::tempdir().expect("tempdir");
-    let known = std::fs::read_to_string("/var/lib/hactl/lab/known_hosts").expect("lab known_hosts");
+    let lab_known_hosts = Path::new(STATE_DIR).join("known_hosts");
+    let known = std::fs::read_to_string(&lab_known_hosts).expect("lab known_hosts");
     let ptrn1_key = known
         .lines()
         .find(|l| l.starts_with("ptrn-1,"))
@@ -348,10 +322,10 @@ fn a_changed_host_key_is_refused_and_nothing_runs_on_that_host() {
         .collect();
     let known_path = dir.path().join("known_hosts");
     std::fs::write(&known_path, &forged).expect("forged known_hosts");
-    let inventory = std::fs::read_to_string(common::repo().join(INVENTORY))
+    let inventory = std::fs::read_to_string(lab.inventory())
         .expect("lab inventory")
         .replace(
-            "hactl_known_hosts: /var/lib/hactl/lab/known_hosts",
+            &format!("hactl_known_hosts: {}", lab_known_hosts.display()),
             &format!("hactl_known_hosts: {}", known_path.display()),
         );
     let inventory_path = dir.path().join("lab.yml");
@@ -359,17 +333,10 @@ fn a_changed_host_key_is_refused_and_nothing_runs_on_that_host() {
     for host in HOSTS {
         lab.run(host, "rm -f /tmp/hactl-hostkey-marker");
     }
-    let site = site_with(
-        "- name: marker\n  file: {path: /tmp/hactl-hostkey-marker, state: touch}\n",
-        &[],
-    );
+    let (_site, site_file) =
+        site_with("- name: marker\n  file: {path: /tmp/hactl-hostkey-marker, state: touch}\n");
 
-    let out = common::hactl(&[
-        "apply",
-        &inventory_path.to_string_lossy(),
-        "--site",
-        &site.path().join("site.yml").to_string_lossy(),
-    ]);
+    let out = apply_site(&inventory_path.to_string_lossy(), &site_file);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -399,7 +366,7 @@ struct Healed<'a>(&'a Lab, &'a str);
 
 impl Drop for Healed<'_> {
     fn drop(&mut self) {
-        let _ = self.0.hactl(&["lab", "heal", "-i", INVENTORY, self.1]);
+        let _ = common::hactl(&["lab", "heal", "-i", &self.0.inventory(), self.1]);
     }
 }
 
@@ -407,29 +374,29 @@ impl Drop for Healed<'_> {
 fn a_connection_dropped_mid_task_fails_that_host_within_the_timeout_and_the_others_finish() {
     let lab = lab();
     for host in HOSTS {
-        lab.run(host, "rm -f /tmp/hactl-drop-marker");
+        lab.run(host, "rm -f /tmp/hactl-drop-started /tmp/hactl-drop-marker");
     }
-    let site = site_with(
-        "- name: slow step\n  shell: sleep 8 && touch /tmp/hactl-drop-marker\n",
-        &[],
+    // The step must still run when the cable is cut: 8 s is the time the test has to cut it.
+    let (_site, site_file) = site_with(
+        "- name: slow step\n  shell: touch /tmp/hactl-drop-started && sleep 8 && touch /tmp/hactl-drop-marker\n",
     );
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args([
-            "apply",
-            INVENTORY,
-            "--site",
-            &site.path().join("site.yml").to_string_lossy(),
-        ])
-        .current_dir(common::repo())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn hactl apply");
-    std::thread::sleep(Duration::from_secs(3));
+    let mut child = spawn_hactl(&["apply", &lab.inventory(), "--site", &site_file]);
+    eventually_while(
+        &mut child,
+        "the slow step started on ptrn-2",
+        Duration::from_secs(60),
+        || {
+            let started = lab.ssh("ptrn-2", "test -e /tmp/hactl-drop-started");
+            started
+                .status
+                .success()
+                .then_some(())
+                .ok_or_else(|| "no /tmp/hactl-drop-started on ptrn-2".to_string())
+        },
+    );
     let _healed = Healed(&lab, "ptrn-2");
-    let cut = lab.hactl(&["lab", "cut", "-i", INVENTORY, "ptrn-2"]);
-    assert!(cut.status.success(), "{}", text(&cut));
+    lab.act("cut", "ptrn-2");
     let out = child.wait_with_output().expect("hactl apply");
     let took = started.elapsed();
 
@@ -461,31 +428,30 @@ fn become_through_sudo_with_a_password_from_ask_become_pass() {
          echo 'deploy ALL=(ALL) ALL' > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy; \
          rm -f /root/hactl-become-marker",
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inventory = dir.path().join("deploy.yml");
-    std::fs::write(
-        &inventory,
-        "all:\n  vars:\n    ansible_ssh_private_key_file: /var/lib/hactl/lab/id_ed25519\n    \
-         hactl_known_hosts: /var/lib/hactl/lab/known_hosts\n  hosts:\n    \
-         ptrn-1: {ansible_host: 10.213.0.11, ansible_user: deploy, ansible_become: true}\n",
-    )
-    .expect("inventory");
-    let site = site_with(
+    let (site, site_file) = site_with(
         "- name: root-only file\n  copy: {content: \"made as root\\n\", dest: /root/hactl-become-marker, mode: \"0600\"}\n",
-        &[],
     );
+    site.file(
+        "deploy.yml",
+        &format!(
+            "all:\n  vars:\n    ansible_ssh_private_key_file: {STATE_DIR}/id_ed25519\n    \
+             hactl_known_hosts: {STATE_DIR}/known_hosts\n  hosts:\n    \
+             ptrn-1: {{ansible_host: 10.213.0.11, ansible_user: deploy, ansible_become: true}}\n"
+        ),
+    );
+    let inventory = site.path("deploy.yml");
     let args = |extra: &[&str]| {
         let mut a = vec![
             "apply".to_string(),
             inventory.to_string_lossy().to_string(),
             "--site".to_string(),
-            site.path().join("site.yml").to_string_lossy().to_string(),
+            site_file.clone(),
         ];
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
 
-    let without = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+    let without = Command::new(env!("CARGO_BIN_EXE_hactl"))
         .args(args(&[]))
         .output()
         .expect("hactl apply");
@@ -496,11 +462,11 @@ fn become_through_sudo_with_a_password_from_ask_become_pass() {
         text(&without)
     );
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hactl"))
         .args(args(&["--ask-become-pass"]))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("hactl apply -K");
     if let Some(mut stdin) = child.stdin.take() {

@@ -11,8 +11,8 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 
-use common::fixture::{groups_of, Fixture};
-use common::hactl_in;
+use common::fixture::{groups_of, yaml, Fixture};
+use common::{assert_success, hactl_in};
 
 impl Fixture {
     /// Runs hactl in the directory, so that relative paths in messages are short.
@@ -29,7 +29,7 @@ impl Fixture {
     /// `hactl inventory list FILE` (text), which must succeed.
     fn list_text(&self, file: &str) -> String {
         let out = self.hactl(&["inventory", "list", file]);
-        assert_success(&out);
+        assert_success("hactl", &out);
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
@@ -78,25 +78,9 @@ impl Fixture {
     }
 }
 
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "hactl failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn json_of(out: &Output) -> Value {
-    assert_success(out);
+    assert_success("hactl", out);
     serde_json::from_slice(&out.stdout).expect("hactl prints valid JSON")
-}
-
-/// Lines joined with newlines, so that line N of the YAML is `lines[N - 1]`.
-fn yaml(lines: &[&str]) -> String {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    text
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -1007,7 +991,7 @@ fn secrets_are_masked_in_the_json_listing() {
 fn secrets_are_not_printed_by_the_graph() {
     let f = inventory_with_secrets();
     let out = f.hactl(&["inventory", "graph", "hosts.yml"]);
-    assert_success(&out);
+    assert_success("hactl", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     for secret in SECRETS {
         assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
@@ -1022,7 +1006,7 @@ fn secrets_are_not_printed_by_the_graph() {
 fn graph_draws_nested_groups_with_their_hosts_sorted_by_name() {
     let f = three_levels();
     let out = f.hactl(&["inventory", "graph", "hosts.yml"]);
-    assert_success(&out);
+    assert_success("hactl", &out);
     let expected = "\
 @all:
   |--@europe:
@@ -1055,7 +1039,7 @@ fn graph_shows_ungrouped_hosts_only_when_there_are_some() {
         ]),
     );
     let out = f.hactl(&["inventory", "graph", "hosts.yml"]);
-    assert_success(&out);
+    assert_success("hactl", &out);
     let expected = "\
 @all:
   |--@ungrouped:
@@ -1101,7 +1085,7 @@ fn shipped_inventories_load_for_list_and_graph() {
             vec!["inventory", "graph", path],
         ] {
             let out = hactl_in(root, &args);
-            assert_success(&out);
+            assert_success("hactl", &out);
             assert!(!out.stdout.is_empty(), "{args:?} printed nothing");
         }
     }

@@ -5,12 +5,10 @@ mod common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{hactl, lab, text, HOSTS, INVENTORY};
+use common::{eventually, eventually_while, hactl, lab, spawn_hactl, text, HOSTS, STATE_DIR};
 
-const STATE_DIR: &str = "/var/lib/hactl/lab";
 const BRIDGE: &str = "hactl0";
 const PROXY_PORT: u16 = 3142;
 
@@ -21,7 +19,7 @@ fn every_host_answers_over_ssh_with_its_name_and_a_finished_boot() {
         assert_eq!(lab.run(host, "hostname"), host);
         assert_eq!(lab.run(host, "systemctl is-system-running"), "running");
     }
-    let status = lab.hactl(&["lab", "status", "-i", INVENTORY]);
+    let status = hactl(&["lab", "status", "-i", &lab.inventory()]);
     assert!(status.status.success(), "{}", text(&status));
     let known =
         std::fs::read_to_string(Path::new(STATE_DIR).join("known_hosts")).expect("known_hosts");
@@ -47,13 +45,12 @@ fn hosts_reach_debian_packages_through_the_lab_proxy() {
 fn a_killed_host_is_unreachable_and_boots_again_with_its_disk() {
     let mut lab = lab();
     lab.run("ptrn-3", "echo survives > /var/tmp/marker && sync");
-    let kill = lab.hactl(&["lab", "kill", "-i", INVENTORY, "ptrn-3"]);
-    assert!(kill.status.success(), "{}", text(&kill));
+    lab.act("kill", "ptrn-3");
     assert!(
         !lab.ssh("ptrn-3", "true").status.success(),
         "ptrn-3 still answers after a power loss"
     );
-    let status = lab.hactl(&["lab", "status", "-i", INVENTORY]);
+    let status = hactl(&["lab", "status", "-i", &lab.inventory()]);
     let table = String::from_utf8_lossy(&status.stdout).to_string();
     assert!(
         !status.status.success(),
@@ -65,8 +62,7 @@ fn a_killed_host_is_unreachable_and_boots_again_with_its_disk() {
             .any(|l| l.starts_with("ptrn-3") && l.contains("stopped")),
         "{table}"
     );
-    let up = lab.up();
-    assert!(up.status.success(), "{}", text(&up));
+    lab.up();
     assert_eq!(lab.run("ptrn-3", "cat /var/tmp/marker"), "survives");
 }
 
@@ -80,53 +76,56 @@ fn a_cut_host_goes_away_and_comes_back_when_healed() {
     };
     let addr = ssh_port("10.213.0.12");
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
-    let cut = lab.hactl(&["lab", "cut", "-i", INVENTORY, "ptrn-2"]);
-    assert!(cut.status.success(), "{}", text(&cut));
+    lab.act("cut", "ptrn-2");
     assert!(
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
         "ptrn-2 answers on port 22 with its cable cut"
     );
     assert!(!lab.ssh("ptrn-2", "true").status.success());
-    let heal = lab.hactl(&["lab", "heal", "-i", INVENTORY, "ptrn-2"]);
-    assert!(heal.status.success(), "{}", text(&heal));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "ptrn-2 did not come back within 20 s of heal"
-        );
-    }
+    lab.act("heal", "ptrn-2");
+    eventually(
+        "ptrn-2 answers on port 22 after heal",
+        Duration::from_secs(20),
+        || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    );
     assert_eq!(lab.run("ptrn-2", "hostname"), "ptrn-2");
 }
 
 #[test]
 fn a_crashed_lab_up_is_recovered_and_down_leaves_nothing_behind() {
     let mut lab = lab();
-    let down = lab.down();
-    assert!(down.status.success(), "{}", text(&down));
+    lab.down();
     assert_nothing_left();
 
     // `lab up` killed while it boots the hosts, as a crash or a Ctrl-C would leave it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args(["lab", "up", "-i", INVENTORY])
-        .current_dir(common::repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hactl starts");
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut child = spawn_hactl(&["lab", "up", "-i", &lab.inventory()]);
+    eventually_while(
+        &mut child,
+        "lab up started booting a host",
+        Duration::from_secs(60),
+        || {
+            let booting = live_processes()
+                .into_iter()
+                .any(|cmd| cmd.contains("systemd-nspawn"));
+            booting
+                .then_some(())
+                .ok_or_else(|| "no systemd-nspawn process".to_string())
+        },
+    );
     child.kill().expect("kill hactl");
     let _ = child.wait();
 
-    let up = lab.up();
-    assert!(up.status.success(), "lab up after a crash:\n{}", text(&up));
+    lab.up();
     for host in HOSTS {
         assert_eq!(lab.run(host, "systemctl is-system-running"), "running");
     }
-    let down = lab.down();
-    assert!(down.status.success(), "{}", text(&down));
+    lab.down();
     assert_nothing_left();
-    let again = hactl(&["lab", "down", "-i", INVENTORY]);
+    let again = hactl(&["lab", "down", "-i", &lab.inventory()]);
     assert!(
         again.status.success(),
         "a second down fails:\n{}",

@@ -6,12 +6,14 @@ mod common;
 
 use std::path::Path;
 
-use common::{lab, INVENTORY};
+use common::lab;
 use hactl::inventory::Inventory;
 use hactl::ssh::{self, HostKeyPolicy, Session, SshError, Target};
 
+/// How hactl reaches a lab host, from the lab inventory as shipped.
 fn target(host: &str) -> Target {
-    let inventory = Inventory::load(&common::repo().join(INVENTORY)).expect("lab inventory");
+    let inventory =
+        Inventory::load(&common::repo().join("inventory/lab.yml")).expect("lab inventory");
     ssh::target(&inventory, host).expect("lab host")
 }
 
@@ -86,6 +88,7 @@ async fn exec_returns_exit_status_stdout_stderr_and_takes_stdin() {
 async fn a_long_quiet_command_is_not_cut_off() {
     let _lab = lab();
     let session = connect("ptrn-2").await;
+    // 25 s without a byte is the case under test: more than two keepalive intervals.
     let out = session
         .exec("sleep 25; echo done", b"")
         .await

@@ -4,40 +4,23 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{lab, text, Lab, HOSTS, INVENTORY};
+use common::events::{changed, events};
+use common::fixture::Fixture;
+use common::{eventually, lab, text, Lab, CLUSTER, HOSTS};
 use serde_json::Value;
 
-const CLUSTER: [&str; 3] = ["ptrn-1", "ptrn-2", "ptrn-3"];
-
-fn apply(inventory: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["apply", inventory, "--output", "json"];
-    args.extend_from_slice(extra);
-    common::hactl(&args)
+fn apply(inventory: &str) -> Output {
+    common::hactl(&["apply", inventory, "--output", "json"])
 }
 
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn changed(out: &Output) -> Vec<String> {
-    events(out)
-        .iter()
-        .filter(|e| e["event"] == "task" && e["status"] == "changed")
-        .map(|e| {
-            format!(
-                "{} {} : {}",
-                e["host"].as_str().unwrap_or(""),
-                e["role"].as_str().unwrap_or(""),
-                e["task"].as_str().unwrap_or("")
-            )
-        })
+/// "role : task" of every task a run reports changed, one per host it changed on.
+fn changed_tasks(out: &Output) -> Vec<String> {
+    changed(&events(out))
+        .into_iter()
+        .map(|(_, task)| task)
         .collect()
 }
 
@@ -45,16 +28,9 @@ fn assert_applied(out: &Output) {
     assert_eq!(out.status.code(), Some(0), "{}", text(out));
 }
 
-/// Retries `check` for up to `secs` seconds; the last failure is the panic message.
-fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if start.elapsed() > Duration::from_secs(secs) => panic!("{what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_secs(2)),
-        }
-    }
+/// Waits up to `secs` seconds for `check`; the last failure is the panic message.
+fn within(secs: u64, what: &str, check: impl FnMut() -> Result<(), String>) {
+    eventually(what, Duration::from_secs(secs), check)
 }
 
 fn json_from(lab: &Lab, host: &str, command: &str) -> Value {
@@ -64,15 +40,6 @@ fn json_from(lab: &Lab, host: &str, command: &str) -> Value {
 
 fn patroni_cluster(lab: &Lab) -> Value {
     json_from(lab, "ptrn-1", "curl -sf http://10.213.0.11:8008/cluster")
-}
-
-fn leader(lab: &Lab) -> String {
-    patroni_cluster(lab)["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["role"] == "leader"))
-        .and_then(|m| m["name"].as_str())
-        .expect("a leader")
-        .to_string()
 }
 
 fn psql(lab: &Lab, host: &str, sql: &str) -> String {
@@ -86,39 +53,43 @@ fn shell_word(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Removes a file under inventory/ when dropped, even if the test fails.
-struct InventoryFile(PathBuf);
-
-impl InventoryFile {
-    fn write(relative: &str, text: &str) -> InventoryFile {
-        let path = common::repo().join(relative);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("inventory dir");
-        }
-        std::fs::write(&path, text).expect("inventory file");
-        InventoryFile(path)
-    }
+/// Variants of the lab inventory in a temporary folder (never beside the checkout's): `lab.yml`
+/// and the group_vars/ a step adds, sharing the lab's secret store so the passwords stay.
+struct Variants {
+    dir: Fixture,
 }
 
-impl Drop for InventoryFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        if let Some(dir) = self.0.parent().filter(|d| d.ends_with("group_vars")) {
-            let _ = std::fs::remove_dir(dir);
-        }
+impl Variants {
+    fn new(lab: &Lab) -> Variants {
+        let dir = Fixture::new();
+        let shipped = std::fs::read_to_string(lab.inventory()).expect("lab inventory");
+        let store = format!(
+            "  vars:\n    hactl_secrets_file: {}\n",
+            lab.secrets().display()
+        );
+        dir.file("lab.yml", &shipped.replacen("  vars:\n", &store, 1));
+        Variants { dir }
+    }
+
+    /// Writes `name` beside lab.yml (a variant or a group_vars/ file); returns its path.
+    fn write(&self, name: &str, text: &str) -> String {
+        self.dir.file(name, text);
+        self.dir.path(name).to_string_lossy().into_owned()
+    }
+
+    fn lab(&self) -> String {
+        self.dir.path("lab.yml").to_string_lossy().into_owned()
     }
 }
 
 #[test]
 fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed() {
     let mut lab = lab();
-    let down = lab.down();
-    assert!(down.status.success(), "{}", text(&down));
-    let up = lab.up();
-    assert!(up.status.success(), "{}", text(&up));
+    lab.down();
+    lab.up();
 
     let started = Instant::now();
-    let first = apply(INVENTORY, &[]);
+    let first = apply(&lab.inventory());
     let first_secs = started.elapsed().as_secs_f64();
     assert_applied(&first);
     eprintln!("first apply of the stack on bare hosts: {first_secs:.1} s");
@@ -148,7 +119,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         "{cluster}"
     );
     assert!(members.iter().all(|m| m["state"] == "running"), "{cluster}");
-    let leader = leader(&lab);
+    let leader = lab.leader();
     let streaming = psql(
         &lab,
         &leader,
@@ -170,14 +141,14 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     );
     psql(&lab, &leader, "insert into hactl_check values (1, 'written on the leader') on conflict (id) do update set note = excluded.note");
     for replica in CLUSTER.iter().filter(|h| **h != leader) {
-        eventually(20, &format!("the row on {replica}"), || {
+        within(20, &format!("the row on {replica}"), || {
             let got = psql(&lab, replica, "select note from hactl_check where id = 1");
             (got == "written on the leader").then_some(()).ok_or(got)
         });
     }
 
     // Prometheus: every target up, the rule groups loaded without errors.
-    eventually(90, "every Prometheus target up", || {
+    within(90, "every Prometheus target up", || {
         let targets = json_from(
             &lab,
             "prmt-1",
@@ -226,8 +197,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     lab.run("prmt-1", "curl -sf http://10.213.0.21:9093/-/ready");
 
     // Secrets: generated once, 0600, never printed.
-    let store = std::fs::read_to_string(common::repo().join("inventory/lab.secrets.yml"))
-        .expect("secret store");
+    let store = std::fs::read_to_string(lab.secrets()).expect("secret store");
     let output = text(&first);
     for line in store.lines().filter(|l| !l.starts_with('#')) {
         let value = line
@@ -246,36 +216,37 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
 
     // A second apply changes nothing.
     let started = Instant::now();
-    let second = apply(INVENTORY, &[]);
+    let second = apply(&lab.inventory());
     eprintln!(
         "no-op apply of the stack: {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_applied(&second);
-    assert_eq!(changed(&second), Vec::<String>::new());
+    assert_eq!(changed_tasks(&second), Vec::<String>::new());
 
     // work_mem in the inventory: changed through Patroni only, the leader not restarted.
-    let leader = self::leader(&lab);
+    let leader = lab.leader();
     let started_at = psql(&lab, &leader, "select pg_postmaster_start_time()");
-    let params = InventoryFile::write(
-        "inventory/group_vars/postgres_cluster.yml",
+    let variants = Variants::new(&lab);
+    variants.write(
+        "group_vars/postgres_cluster.yml",
         "postgresql_parameters_extra:\n  work_mem: 8MB\n",
     );
-    let change = apply(INVENTORY, &[]);
+    let change = apply(&variants.lab());
     assert_applied(&change);
-    let changes = changed(&change);
-    assert_eq!(changes.len(), 1, "{changes:?}");
-    assert!(
-        changes[0].ends_with("patroni : dynamic configuration, through Patroni"),
+    let changes = changed_tasks(&change);
+    assert_eq!(
+        changes,
+        ["patroni : dynamic configuration, through Patroni"],
         "{changes:?}"
     );
     for host in CLUSTER {
-        eventually(30, &format!("work_mem on {host}"), || {
+        within(30, &format!("work_mem on {host}"), || {
             let v = psql(&lab, host, "show work_mem");
             (v == "8MB").then_some(()).ok_or(v)
         });
     }
-    assert_eq!(self::leader(&lab), leader, "the leader changed");
+    assert_eq!(lab.leader(), leader, "the leader changed");
     assert_eq!(
         psql(&lab, &leader, "select pg_postmaster_start_time()"),
         started_at,
@@ -283,18 +254,17 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     );
 
     // max_connections needs a restart: the replicas first, then a switchover, then the old leader.
-    drop(params);
-    let params = InventoryFile::write(
-        "inventory/group_vars/postgres_cluster.yml",
+    variants.write(
+        "group_vars/postgres_cluster.yml",
         "postgresql_parameters_extra:\n  work_mem: 8MB\n  max_connections: 120\n",
     );
-    let change = apply(INVENTORY, &[]);
+    let change = apply(&variants.lab());
     assert_applied(&change);
-    let changes = changed(&change);
+    let changes = changed_tasks(&change);
     assert!(
         changes
             .iter()
-            .any(|c| c.ends_with("patroni_restart : pending restarts, replicas first")),
+            .any(|c| c == "patroni_restart : pending restarts, replicas first"),
         "{changes:?}"
     );
     for host in CLUSTER {
@@ -308,7 +278,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
             .all(|m| m["pending_restart"].is_null() && m["state"] == "running"),
         "{cluster}"
     );
-    let new_leader = self::leader(&lab);
+    let new_leader = lab.leader();
     assert_ne!(
         new_leader, leader,
         "the old leader was restarted in place instead of after a switchover"
@@ -325,15 +295,13 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     );
 
     // A fourth etcd member joins the running cluster...
-    let four = std::fs::read_to_string(common::repo().join(INVENTORY))
+    let four = std::fs::read_to_string(variants.lab())
         .expect("lab inventory")
         .replace(
             "        ptrn-3: { ansible_host: 10.213.0.13 }\n",
             "        ptrn-3: { ansible_host: 10.213.0.13 }\n        prmt-1: { ansible_host: 10.213.0.21 }\n",
-        )
-        .replace("  vars:\n", "  vars:\n    hactl_secrets_file: lab.secrets.yml\n");
-    let four_file = InventoryFile::write("inventory/lab-etcd4.yml", &four);
-    let joined = apply("inventory/lab-etcd4.yml", &[]);
+        );
+    let joined = apply(&variants.write("lab-etcd4.yml", &four));
     assert_applied(&joined);
     let list = lab.run(
         "ptrn-1",
@@ -346,10 +314,9 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         "etcdctl --endpoints=http://10.213.0.11:2379 endpoint health --cluster 2>&1",
     );
     assert_eq!(health.matches("is healthy").count(), 4, "{health}");
-    drop(four_file);
 
     // ...and leaving it out of the inventory again is reported, with what to do.
-    let left = apply(INVENTORY, &[]);
+    let left = apply(&variants.lab());
     assert_applied(&left);
     let report = String::from_utf8_lossy(&left.stdout);
     assert!(
@@ -366,7 +333,6 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         4,
         "hactl removed a member by itself: {list}"
     );
-    drop(params);
     // Back to three members for whatever runs next.
     let id = list
         .lines()

@@ -1,4 +1,5 @@
-//! Inventory directories for the inventory tests, and what hactl and ansible-inventory list.
+//! Directories of inventory, site and role files for a test, and what hactl and
+//! ansible-inventory list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -30,6 +31,24 @@ impl Fixture {
     pub fn path(&self, path: &str) -> PathBuf {
         self.dir.path().join(path)
     }
+
+    /// `site.yml`, one play running role `role` (whose tasks are `tasks`) on `hosts`; returns
+    /// the site file's path.
+    pub fn site(&self, hosts: &str, role: &str, tasks: &str) -> PathBuf {
+        self.file(
+            "site.yml",
+            &format!("- name: {role}\n  hosts: {hosts}\n  roles: [{role}]\n"),
+        );
+        self.file(&format!("{role}/tasks.yml"), tasks);
+        self.path("site.yml")
+    }
+}
+
+/// Lines joined with newlines, so that line N of the YAML is `lines[N - 1]`.
+pub fn yaml(lines: &[&str]) -> String {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
 }
 
 /// Every group a host is in, directly or through `children`, from a `--list` JSON.

@@ -1,20 +1,27 @@
-//! Shared by the lab end-to-end tests: one lab per test run, brought up on first use, and
-//! one lab test at a time.
+//! Shared by the integration tests: running hactl, waiting for a condition, and the lab — one
+//! lab per test run, brought up on first use, one lab test at a time.
 
 #![allow(dead_code)]
 
+pub mod events;
 pub mod fixture;
+pub mod http;
+pub mod metrics;
 pub mod probe;
 pub mod release;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-pub const INVENTORY: &str = "inventory/lab.yml";
 pub const HOSTS: [&str; 4] = ["ptrn-1", "ptrn-2", "ptrn-3", "prmt-1"];
 /// The stack's PostgreSQL and Patroni members.
 pub const CLUSTER: [&str; 3] = ["ptrn-1", "ptrn-2", "ptrn-3"];
+/// The lab's state directory (`hactl_lab_state_dir` of inventory/lab.yml): `lab down` removes it.
+pub const STATE_DIR: &str = "/var/lib/hactl/lab";
+/// The lab inventory as shipped. Only read: commands keep state beside their inventory.
+const SHIPPED_INVENTORY: &str = "inventory/lab.yml";
 
 static LAB: Mutex<bool> = Mutex::new(false);
 
@@ -31,17 +38,48 @@ pub fn lab() -> Lab {
     );
     let mut up = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !*up {
-        let out = hactl(&["lab", "up", "-i", INVENTORY]);
+        let out = hactl(&["lab", "up", "-i", &lab_inventory()]);
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
         *up = true;
     }
     Lab { up }
 }
 
+/// The lab inventory the tests run every command with: a copy of inventory/lab.yml in the lab's
+/// state directory, so that what apply, failover-test and probe keep beside an inventory (the
+/// secret store) lives and dies with the lab instead of landing in the checkout. A lab made
+/// outside the tests (scripts/demo.sh) was applied with the secrets kept beside
+/// inventory/lab.yml: the copy starts with those, so the stack's passwords stay the same.
+fn lab_inventory() -> String {
+    let dir = Path::new(STATE_DIR).join("tests");
+    let copy = dir.join("lab.yml");
+    if !copy.exists() {
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let shipped_store = repo().join("inventory/lab.secrets.yml");
+        if shipped_store.exists() {
+            std::fs::copy(&shipped_store, dir.join("lab.secrets.yml"))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", shipped_store.display()));
+        }
+        std::fs::copy(repo().join(SHIPPED_INVENTORY), &copy)
+            .unwrap_or_else(|e| panic!("copy the lab inventory to {}: {e}", copy.display()));
+    }
+    copy.to_string_lossy().into_owned()
+}
+
 impl Lab {
+    /// The lab inventory to pass to hactl (see `lab_inventory`).
+    pub fn inventory(&self) -> String {
+        lab_inventory()
+    }
+
+    /// The lab inventory's secret store, as apply fills it.
+    pub fn secrets(&self) -> PathBuf {
+        Path::new(&lab_inventory()).with_file_name("lab.secrets.yml")
+    }
+
     /// Runs a command on a lab host through `hactl lab ssh` (strict host key checking).
     pub fn ssh(&self, host: &str, command: &str) -> Output {
-        hactl(&["lab", "ssh", "-i", INVENTORY, host, command])
+        hactl(&["lab", "ssh", "-i", &self.inventory(), host, command])
     }
 
     /// Like `ssh`, but the command must succeed; returns its trimmed stdout.
@@ -55,61 +93,128 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `hactl lab ACTION HOST` (kill, cut, heal), which must succeed.
+    pub fn act(&self, action: &str, host: &str) {
+        let out = hactl(&["lab", action, "-i", &self.inventory(), host]);
+        assert!(out.status.success(), "lab {action} {host}:\n{}", text(&out));
+    }
+
     /// The leader, as Patroni's `/leader` endpoint answers it on each member (waits up to a
     /// minute for one).
     pub fn leader(&self) -> String {
-        for _ in 0..60 {
-            for h in CLUSTER {
-                let code = self.run(
-                    h,
-                    "curl -s -o /dev/null -w '%{http_code}' http://$(hostname -I | cut -d' ' -f1):8008/leader || true",
-                );
-                if code.trim() == "200" {
-                    return h.to_string();
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
-        panic!("no member answers 200 on /leader");
+        eventually(
+            "a member answers 200 on Patroni's /leader",
+            Duration::from_secs(60),
+            || {
+                let codes: Vec<String> = CLUSTER
+                    .iter()
+                    .map(|h| {
+                        self.run(
+                            h,
+                            "curl -s -o /dev/null -w '%{http_code}' http://$(hostname -I | cut -d' ' -f1):8008/leader || true",
+                        )
+                    })
+                    .collect();
+                CLUSTER
+                    .iter()
+                    .zip(&codes)
+                    .find(|(_, code)| code.trim() == "200")
+                    .map(|(h, _)| h.to_string())
+                    .ok_or_else(|| format!("answers: {codes:?}"))
+            },
+        )
     }
 
-    pub fn hactl(&self, args: &[&str]) -> Output {
-        hactl(args)
+    /// The HA stack (the built-in roles/site.yml) applied: a no-op when an earlier test built it.
+    /// Building it on bare hosts takes minutes, so the files of the tests that need it are named
+    /// `stack*.rs`: cargo runs test files in name order, so they run together, after
+    /// lab_lifecycle.rs has taken the lab down and stack.rs has built the stack again.
+    pub fn stack(&self) {
+        let out = hactl(&["apply", &self.inventory()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
 
-    /// Takes the lab down; the next `lab()` brings it up again.
-    pub fn down(&mut self) -> Output {
+    /// `hactl failover-test` on the lab with a JSON report: the output and the report.
+    pub fn failover(&self, mode: &str, max_downtime: &str) -> (Output, serde_json::Value) {
+        let out = hactl(&[
+            "failover-test",
+            "-i",
+            &self.inventory(),
+            "--mode",
+            mode,
+            "--max-downtime",
+            max_downtime,
+            "--output",
+            "json",
+        ]);
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{mode}: no JSON report ({e}):\n{}", text(&out)));
+        (out, report)
+    }
+
+    /// Takes the lab down, which must succeed; the next `lab()` brings it up again.
+    pub fn down(&mut self) {
         *self.up = false;
-        hactl(&["lab", "down", "-i", INVENTORY])
+        let out = hactl(&["lab", "down", "-i", &self.inventory()]);
+        assert!(out.status.success(), "lab down:\n{}", text(&out));
     }
 
-    /// Boots whatever is not running (after a kill) and waits for it.
-    pub fn up(&mut self) -> Output {
-        let out = hactl(&["lab", "up", "-i", INVENTORY]);
-        *self.up = out.status.success();
-        out
+    /// Boots whatever is not running (after a kill, a down or a crash) and waits for it.
+    pub fn up(&mut self) {
+        let out = hactl(&["lab", "up", "-i", &self.inventory()]);
+        assert!(out.status.success(), "lab up:\n{}", text(&out));
+        *self.up = true;
     }
+}
+
+/// Calls `check` until it gives a value, every 200 ms for up to `within`; then panics naming
+/// `what` never happened, with the last answer.
+pub fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not so after {within:?}; last: {last}")
+            }
+            // The poll interval, not a synchronization: the condition is checked again.
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// `eventually`, for what a running `child` should bring about: panics at once if the child
+/// ends first.
+pub fn eventually_while<T>(
+    child: &mut Child,
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    eventually(what, within, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what}: never so, the command ended ({status}) first");
+        }
+        check()
+    })
+}
+
+/// Starts hactl in the repository, its output piped.
+pub fn spawn_hactl(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(args)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hactl")
 }
 
 /// Runs hactl in the repository.
-/// `hactl failover-test` on the lab's inventory with a JSON report: the output and the report.
-pub fn failover(mode: &str, max_downtime: &str) -> (Output, serde_json::Value) {
-    let out = hactl(&[
-        "failover-test",
-        "-i",
-        INVENTORY,
-        "--mode",
-        mode,
-        "--max-downtime",
-        max_downtime,
-        "--output",
-        "json",
-    ]);
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{mode}: no JSON report ({e}):\n{}", text(&out)));
-    (out, report)
-}
-
 pub fn hactl(args: &[&str]) -> Output {
     hactl_in(&repo(), args)
 }
@@ -135,6 +240,12 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Asserts that `who` (a program) succeeded, showing what it printed otherwise.
+#[track_caller]
+pub fn assert_success(who: &str, out: &Output) {
+    assert!(out.status.success(), "{who} failed:\n{}", text(out));
 }
 
 fn nix_is_root() -> bool {

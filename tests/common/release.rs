@@ -1,8 +1,6 @@
 //! A release server on loopback for the `release` module: one tarball and its checksums file,
 //! counting downloads, so tests can tell that a run fetched it once (or not at all).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -51,37 +49,16 @@ impl ReleaseServer {
             .map(|b| format!("{b:02x}"))
             .collect();
         let sums = format!("{sha256}  {TARBALL}\n");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind release server");
-        let port = listener.local_addr().expect("local addr").port();
         let downloads = Arc::new(AtomicUsize::new(0));
         let counter = downloads.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(&stream);
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    continue;
-                }
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (status, content): (&str, &[u8]) = if path == format!("/{TARBALL}") {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    ("200 OK", &body)
-                } else if path == "/SHA256SUMS" {
-                    ("200 OK", sums.as_bytes())
-                } else {
-                    ("404 Not Found", b"not found")
-                };
-                let mut stream = &stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    content.len()
-                );
-                let _ = stream.write_all(content);
+        let port = super::http::serve(move |path| {
+            if path == format!("/{TARBALL}") {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ("200 OK", body.clone())
+            } else if path == "/SHA256SUMS" {
+                ("200 OK", sums.clone().into_bytes())
+            } else {
+                ("404 Not Found", b"not found".to_vec())
             }
         });
         ReleaseServer {

@@ -4,66 +4,22 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{lab, text, Lab, INVENTORY};
+use common::http::http_get;
+use common::metrics::Metrics;
+use common::{eventually, lab, text, Lab};
 use serde_json::Value;
 
+/// The prober that apply installs on the monitoring host.
 const PROBER: &str = "10.213.0.21:9313";
 
-fn stack(lab: &Lab) {
-    let out = lab.hactl(&["apply", INVENTORY]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-}
-
-/// GET over plain HTTP/1.0 (std only): (status, body).
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(3)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// Samples of the text format: `name{labels}` → value.
-fn samples(metrics: &str) -> BTreeMap<String, f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The sum of a metric's samples whose labels contain every `k="v"` given.
-fn sum(m: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    m.iter()
-        .filter(|(k, _)| k.split('{').next() == Some(name))
-        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => {
-                panic!("{what}: still not so after {secs} s: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_secs(1)),
-        }
-    }
+/// The /metrics page of the prober at `addr`; an empty page while it does not answer.
+fn metrics(addr: &str) -> Metrics {
+    let addr: SocketAddr = addr.parse().expect("a socket address");
+    Metrics::parse(&http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default())
 }
 
 fn prometheus(lab: &Lab, query: &str) -> Value {
@@ -77,7 +33,7 @@ fn prometheus(lab: &Lab, query: &str) -> Value {
 #[test]
 fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
     let lab = lab();
-    stack(&lab);
+    lab.stack();
     assert_eq!(
         lab.run("prmt-1", "systemctl is-active hactl-prober"),
         "active"
@@ -87,13 +43,17 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         "600 hactl-prober"
     );
     // Prometheus has the prober as a target, up.
-    eventually(90, "the prober target is up in Prometheus", || {
-        let r = prometheus(&lab, "up{job=\"prober\"}");
-        match r["data"]["result"][0]["value"][1].as_str() {
-            Some("1") => Ok(()),
-            other => Err(format!("{other:?}: {r}")),
-        }
-    });
+    eventually(
+        "the prober target is up in Prometheus",
+        Duration::from_secs(90),
+        || {
+            let r = prometheus(&lab, "up{job=\"prober\"}");
+            match r["data"]["result"][0]["value"][1].as_str() {
+                Some("1") => Ok(()),
+                other => Err(format!("{other:?}: {r}")),
+            }
+        },
+    );
     // Every probe of every target succeeds, as Prometheus sees it.
     let names = [
         "patroni_api",
@@ -103,37 +63,51 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         "etcd",
         "node_exporter",
     ];
-    eventually(120, "every probe succeeds in Prometheus", || {
-        let r = prometheus(&lab, "probe_success{job=\"prober\"}");
-        let results = r["data"]["result"].as_array().cloned().unwrap_or_default();
-        // 3 members × (api, topology, postgres) + 1 write + 3 etcd + 4 node_exporter.
-        if results.len() != 17 {
-            return Err(format!("{} series: {r}", results.len()));
-        }
-        let failing: Vec<String> = results
-            .iter()
-            .filter(|s| s["value"][1] != "1")
-            .map(|s| format!("{} {}", s["metric"]["probe"], s["metric"]["dst"]))
-            .collect();
-        let seen: Vec<&str> = results
-            .iter()
-            .filter_map(|s| s["metric"]["probe"].as_str())
-            .collect();
-        if let Some(missing) = names.iter().find(|n| !seen.contains(n)) {
-            return Err(format!("no {missing} series"));
-        }
-        if failing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("failing: {failing:?}"))
-        }
-    });
+    eventually(
+        "every probe succeeds in Prometheus",
+        Duration::from_secs(120),
+        || {
+            let r = prometheus(&lab, "probe_success{job=\"prober\"}");
+            let results = r["data"]["result"].as_array().cloned().unwrap_or_default();
+            // 3 members × (api, topology, postgres) + 1 write + 3 etcd + 4 node_exporter.
+            if results.len() != 17 {
+                return Err(format!("{} series: {r}", results.len()));
+            }
+            let failing: Vec<String> = results
+                .iter()
+                .filter(|s| s["value"][1] != "1")
+                .map(|s| format!("{} {}", s["metric"]["probe"], s["metric"]["dst"]))
+                .collect();
+            let seen: Vec<&str> = results
+                .iter()
+                .filter_map(|s| s["metric"]["probe"].as_str())
+                .collect();
+            if let Some(missing) = names.iter().find(|n| !seen.contains(n)) {
+                return Err(format!("no {missing} series"));
+            }
+            if failing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("failing: {failing:?}"))
+            }
+        },
+    );
     // The domain gauges say the same: one leader, both replicas streaming, writes flowing.
-    let m = samples(&get(PROBER, "/metrics").expect("the prober answers").1);
-    assert_eq!(sum(&m, "hactl_patroni_leaders", &[]), 1.0, "{m:?}");
-    assert_eq!(sum(&m, "hactl_patroni_replicas_streaming", &[]), 2.0);
-    assert_eq!(sum(&m, "hactl_etcd_has_leader", &[]), 3.0);
-    assert!(sum(&m, "hactl_write_seconds_since_success", &[]) < 3.0);
+    let page = http_get(PROBER.parse().expect("an address"), "/metrics")
+        .expect("the prober answers")
+        .1;
+    let m = Metrics::parse(&page);
+    assert_eq!(m.sum("hactl_patroni_leaders", &[]), 1.0, "{page}");
+    assert_eq!(
+        m.sum("hactl_patroni_replicas_streaming", &[]),
+        2.0,
+        "{page}"
+    );
+    assert_eq!(m.sum("hactl_etcd_has_leader", &[]), 3.0, "{page}");
+    assert!(
+        m.sum("hactl_write_seconds_since_success", &[]) < 3.0,
+        "{page}"
+    );
     // It logs in as its own role, which is no superuser.
     let probes = lab.run("prmt-1", "cat /etc/hactl/probes.yml");
     assert!(probes.contains("user: \"hactl_prober\""), "{probes}");
@@ -144,8 +118,7 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
     );
     assert_eq!(role, "f|t", "hactl_prober: superuser | in pg_monitor");
     // The prober's journal never shows the PostgreSQL password.
-    let secrets = std::fs::read_to_string(common::repo().join("inventory/lab.secrets.yml"))
-        .expect("the lab's secret store");
+    let secrets = std::fs::read_to_string(lab.secrets()).expect("the lab's secret store");
     let journal = lab.run("prmt-1", "journalctl -u hactl-prober --no-pager -o cat");
     for line in secrets.lines() {
         if let Some((_, secret)) = line.split_once(": ") {
@@ -163,37 +136,43 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
 #[test]
 fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() {
     let lab = lab();
-    stack(&lab);
-    let metrics = || samples(&get(PROBER, "/metrics").map(|r| r.1).unwrap_or_default());
-    let before = eventually(60, "the prober sees a healthy cluster", || {
-        let m = metrics();
-        if sum(&m, "hactl_patroni_leaders", &[]) == 1.0
-            && sum(&m, "hactl_write_seconds_since_success", &[]) < 3.0
-        {
-            Ok(m)
-        } else {
-            Err(format!("{m:?}"))
-        }
-    });
-    let (out, report) = common::failover("kill-node", "36");
+    lab.stack();
+    let before = eventually(
+        "the prober sees a healthy cluster",
+        Duration::from_secs(60),
+        || {
+            let m = metrics(PROBER);
+            if m.sum("hactl_patroni_leaders", &[]) == 1.0
+                && m.sum("hactl_write_seconds_since_success", &[]) < 3.0
+            {
+                Ok(m)
+            } else {
+                Err(m.text)
+            }
+        },
+    );
+    let (out, report) = lab.failover("kill-node", "36");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let downtime = report["write_downtime_s"].as_f64().expect("write downtime");
     let new_leader = report["new_leader"].as_str().expect("new leader");
-    let changes = |m: &BTreeMap<String, f64>| sum(m, "hactl_patroni_leader_changes_total", &[]);
-    let outages = |m: &BTreeMap<String, f64>| sum(m, "hactl_write_outages_total", &[]);
-    let after = eventually(30, "the prober records the failover", || {
-        let m = metrics();
-        let leader = format!("member=\"{new_leader}\"");
-        if changes(&m) > changes(&before)
-            && outages(&m) > outages(&before)
-            && sum(&m, "hactl_patroni_leader", &[&leader]) == 1.0
-        {
-            Ok(m)
-        } else {
-            Err(format!("{m:?}"))
-        }
-    });
-    let outage = sum(&after, "hactl_write_last_outage_seconds", &[]);
+    let changes = |m: &Metrics| m.sum("hactl_patroni_leader_changes_total", &[]);
+    let outages = |m: &Metrics| m.sum("hactl_write_outages_total", &[]);
+    let after = eventually(
+        "the prober records the failover",
+        Duration::from_secs(30),
+        || {
+            let m = metrics(PROBER);
+            if changes(&m) > changes(&before)
+                && outages(&m) > outages(&before)
+                && m.sum("hactl_patroni_leader", &[("member", new_leader)]) == 1.0
+            {
+                Ok(m)
+            } else {
+                Err(m.text)
+            }
+        },
+    );
+    let outage = after.sum("hactl_write_last_outage_seconds", &[]);
     eprintln!("failover report: {downtime} s of write downtime; write probe: {outage} s");
     assert!(
         (outage - downtime).abs() <= 3.0,
@@ -229,7 +208,7 @@ impl Drop for Prober {
 #[test]
 fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab() {
     let lab = lab();
-    stack(&lab);
+    lab.stack();
     let (quiet, _h) = silent();
     let listen = {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -264,43 +243,46 @@ fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab()
         Command::new(env!("CARGO_BIN_EXE_hactl"))
             .args(["probe", "--config"])
             .arg(&config)
-            .args(["-i", INVENTORY, "--listen", &listen])
+            .args(["-i", &lab.inventory(), "--listen", &listen])
             .current_dir(common::repo())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start the prober"),
     );
-    let m = eventually(30, "every probe has run at least 3 times", || {
-        let m = samples(&get(&listen, "/metrics").map(|r| r.1).unwrap_or_default());
-        let probes = [
-            "pg_any",
-            "pg_primary",
-            "pg_badpass",
-            "pg_silent",
-            "write_ok",
-            "write_silent",
-            "etcd_ok",
-            "etcd_wrong",
-            "etcd_silent",
-            "patroni_ok",
-            "patroni_wrong",
-            "patroni_silent",
-        ];
-        for p in probes {
-            let runs = m
-                .iter()
-                .filter(|(k, _)| k.starts_with("total{") && k.contains(&format!("probe=\"{p}\"")))
-                .map(|(_, v)| *v)
-                .fold(f64::MAX, f64::min);
-            if runs == f64::MAX || runs < 3.0 {
-                return Err(format!("{p}: {runs} runs"));
+    let m = eventually(
+        "every probe has run at least 3 times",
+        Duration::from_secs(30),
+        || {
+            let m = metrics(&listen);
+            let probes = [
+                "pg_any",
+                "pg_primary",
+                "pg_badpass",
+                "pg_silent",
+                "write_ok",
+                "write_silent",
+                "etcd_ok",
+                "etcd_wrong",
+                "etcd_silent",
+                "patroni_ok",
+                "patroni_wrong",
+                "patroni_silent",
+            ];
+            for p in probes {
+                let runs = m
+                    .with("total", &[("probe", p)])
+                    .map(|s| s.value)
+                    .fold(f64::MAX, f64::min);
+                if runs == f64::MAX || runs < 3.0 {
+                    return Err(format!("{p}: {runs} runs"));
+                }
             }
-        }
-        Ok(m)
-    });
-    let ok = |p: &str| sum(&m, "probe_success", &[&format!("probe=\"{p}\"")]);
-    let timeouts = |p: &str| sum(&m, "timeouts", &[&format!("probe=\"{p}\"")]);
+            Ok(m)
+        },
+    );
+    let ok = |p: &str| m.sum("probe_success", &[("probe", p)]);
+    let timeouts = |p: &str| m.sum("timeouts", &[("probe", p)]);
     let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
     // Success: every member answers; the one primary is the leader; writes go through.
     assert_eq!(ok("pg_any"), 3.0, "{stderr}");
@@ -310,18 +292,15 @@ fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab()
         "exactly one member is the primary: {stderr}"
     );
     assert_eq!(
-        sum(&m, "hactl_postgres_is_primary", &["probe=\"pg_any\""]),
+        m.sum("hactl_postgres_is_primary", &[("probe", "pg_any")]),
         1.0
     );
     assert_eq!(ok("write_ok"), 1.0, "{stderr}");
     assert_eq!(ok("etcd_ok"), 3.0, "{stderr}");
-    assert_eq!(
-        sum(&m, "hactl_etcd_has_leader", &["probe=\"etcd_ok\""]),
-        3.0
-    );
+    assert_eq!(m.sum("hactl_etcd_has_leader", &[("probe", "etcd_ok")]), 3.0);
     assert_eq!(ok("patroni_ok"), 3.0, "{stderr}");
     assert_eq!(
-        sum(&m, "hactl_patroni_leaders", &["probe=\"patroni_ok\""]),
+        m.sum("hactl_patroni_leaders", &[("probe", "patroni_ok")]),
         1.0
     );
     // Failure, not timeout: a wrong password, a port that is not etcd or Patroni.
@@ -339,10 +318,9 @@ fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab()
         assert!(timeouts(p) >= 1.0, "{p} did not time out: {stderr}");
     }
     assert!(
-        sum(
-            &m,
+        m.sum(
             "hactl_write_seconds_since_success",
-            &["probe=\"write_silent\""]
+            &[("probe", "write_silent")]
         ) > 1.0
     );
 }

@@ -5,14 +5,8 @@ mod common;
 
 use std::process::Output;
 
-use common::{failover, lab, text, Lab, CLUSTER, INVENTORY};
+use common::{lab, text, CLUSTER};
 use serde_json::Value;
-
-/// The stack, applied (a no-op when an earlier test built it).
-fn stack(lab: &Lab) {
-    let out = lab.hactl(&["apply", INVENTORY]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-}
 
 /// What every passing run must show.
 fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: bool) {
@@ -45,7 +39,7 @@ fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: 
 #[test]
 fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
     let lab = lab();
-    stack(&lab);
+    lab.stack();
     // Goals: a planned switchover within 3 s of write downtime, a graceful stop and a crashed
     // postmaster within 10 s.
     for (mode, goal, leader_changes) in [
@@ -53,7 +47,7 @@ fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
         ("stop", "10", true),
         ("kill-postgres", "10", false),
     ] {
-        let (out, report) = failover(mode, goal);
+        let (out, report) = lab.failover(mode, goal);
         eprintln!("{mode}: {report}");
         assert_healthy_failover(mode, &out, &report, leader_changes);
     }
@@ -65,9 +59,9 @@ fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
 #[test]
 fn kill_node_five_times_in_a_row_loses_no_acknowledged_write() {
     let lab = lab();
-    stack(&lab);
+    lab.stack();
     for round in 1..=5 {
-        let (out, report) = failover("kill-node", "36");
+        let (out, report) = lab.failover("kill-node", "36");
         eprintln!("kill-node #{round}: {report}");
         assert_healthy_failover("kill-node", &out, &report, true);
         let old = report["old_leader"].as_str().unwrap_or_default();
@@ -86,8 +80,8 @@ fn kill_node_five_times_in_a_row_loses_no_acknowledged_write() {
 #[test]
 fn partition_fails_over_and_the_old_leader_follows_after_healing() {
     let lab = lab();
-    stack(&lab);
-    let (out, report) = failover("partition", "36");
+    lab.stack();
+    let (out, report) = lab.failover("partition", "36");
     eprintln!("partition: {report}");
     assert_healthy_failover("partition", &out, &report, true);
     let old = report["old_leader"].as_str().unwrap_or_default();
@@ -109,7 +103,7 @@ fn partition_fails_over_and_the_old_leader_follows_after_healing() {
 #[test]
 fn an_unhealthy_cluster_is_refused_and_left_alone() {
     let lab = lab();
-    stack(&lab);
+    lab.stack();
     let leader_before = lab.leader();
     let replica = CLUSTER
         .iter()
@@ -120,7 +114,7 @@ fn an_unhealthy_cluster_is_refused_and_left_alone() {
     let out = common::hactl(&[
         "failover-test",
         "-i",
-        INVENTORY,
+        &lab.inventory(),
         "--mode",
         "kill-node",
         "--settle",
@@ -140,6 +134,6 @@ fn an_unhealthy_cluster_is_refused_and_left_alone() {
         "active"
     );
     // Left healthy for the next test: the replica streams again.
-    let (out, report) = failover("switchover", "3");
+    let (out, report) = lab.failover("switchover", "3");
     assert_healthy_failover("switchover", &out, &report, true);
 }
