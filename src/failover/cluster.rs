@@ -29,6 +29,7 @@ impl Cluster {
         if stack.postgres.len() < 2 {
             return Err(FailoverError::TooFewMembers {
                 inventory: inventory.path.clone(),
+                group: stack.postgres_group.clone(),
             });
         }
         let patroni = Client::new(API_TIMEOUT).map_err(|error| FailoverError::Http { error })?;
@@ -75,7 +76,8 @@ impl Cluster {
     pub async fn preflight(&self, max_lag: u64) -> Result<String, FailoverError> {
         let unhealthy = |why: Vec<String>| Err(FailoverError::Unhealthy(why));
         let Some(topology) = self.topology(None).await else {
-            return unhealthy(vec!["no member's Patroni REST API answers".into()]);
+            let tried = self.stack.postgres.iter().map(|m| m.api_url()).collect();
+            return Err(FailoverError::Unreachable(tried));
         };
         let expected: Vec<String> = self.stack.postgres.iter().map(|m| m.name.clone()).collect();
         let problems = topology.problems(&expected, max_lag);

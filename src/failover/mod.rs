@@ -58,11 +58,14 @@ pub enum FailoverError {
     /// The inventory does not describe a stack: nothing was done.
     #[error(transparent)]
     Stack(#[from] StackError),
-    #[error("{}: the group postgres_cluster needs at least 2 hosts for a failover", inventory.display())]
-    TooFewMembers { inventory: PathBuf },
+    #[error("{}: the group {group} needs at least 2 hosts for a failover", inventory.display())]
+    TooFewMembers { inventory: PathBuf, group: String },
     /// The cluster is not healthy before the test: nothing was injected.
     #[error("the cluster is not healthy, nothing was done: {}", .0.join("; "))]
     Unhealthy(Vec<String>),
+    /// No member could be asked at all: nothing was injected.
+    #[error("nothing was done: no member's Patroni REST API answers ({})", .0.join(", "))]
+    Unreachable(Vec<String>),
     #[error("the Patroni REST API client: {error}")]
     Http { error: reqwest::Error },
     #[error(transparent)]
@@ -82,6 +85,7 @@ impl exit::Code for FailoverError {
             FailoverError::Stack(_)
             | FailoverError::TooFewMembers { .. }
             | FailoverError::Fault(FaultError::Target(_)) => exit::BAD_INPUT,
+            FailoverError::Unreachable(_) => exit::UNREACHABLE,
             _ => exit::FAILURE,
         }
     }

@@ -68,6 +68,8 @@ impl std::fmt::Debug for Credentials {
 /// The stack as the inventory describes it.
 #[derive(Debug, Clone)]
 pub struct Stack {
+    /// The inventory group of the PostgreSQL members (`patroni_group`).
+    pub postgres_group: String,
     pub scope: String,
     /// Patroni's key prefix in etcd (`/service/`).
     pub namespace: String,
@@ -104,7 +106,9 @@ impl Stack {
             let name = read.string(&any, var)?;
             Ok(inventory.hosts_in(&name))
         };
-        let postgres = group("patroni_group")?
+        let postgres_group = read.string(&any, "patroni_group")?;
+        let postgres = inventory
+            .hosts_in(&postgres_group)
             .into_iter()
             .map(|h| {
                 Ok(PgMember {
@@ -125,6 +129,7 @@ impl Stack {
             })
             .collect::<Result<_, StackError>>()?;
         Ok(Stack {
+            postgres_group,
             scope: read.string(&any, "patroni_scope")?,
             namespace: read.string(&any, "patroni_namespace")?,
             postgres,
