@@ -11,7 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::probe::{eventually, http_get, Metrics};
+use common::eventually;
+use common::http::http_get;
+use common::metrics::Metrics;
 use tempfile::TempDir;
 
 /// How long a test waits for the prober to get somewhere.
