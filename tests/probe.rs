@@ -11,7 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::probe::{eventually, http_get, Metrics};
+use common::eventually;
+use common::http::http_get;
+use common::metrics::Metrics;
 use tempfile::TempDir;
 
 /// How long a test waits for the prober to get somewhere.
@@ -349,23 +351,26 @@ fn http_probes_check_status_and_body_and_time_out_without_delaying_others() {
     );
 
     // The hanging target does not hold the healthy probe back: it keeps its 200 ms pace (8
-    // runs take 1.6 s), while each run of web_hang waits 1.5 s of every 2.
+    // runs take 1.6 s), while each run of web_hang waits 1.5 s of every 2, and the hanging
+    // target is probed again (its first run ended before `start`, so the second ends within 2 s).
     let before = m.count("total", "web_ok", &ok);
     let start = Instant::now();
-    let m = prober.wait_for("web_ok to run 8 more times", |m| {
-        m.count("total", "web_ok", &ok) >= before + 8.0
-    });
+    let m = prober.wait_for(
+        "web_ok to run 8 more times, and web_hang a second time",
+        |m| {
+            m.count("total", "web_ok", &ok) >= before + 8.0
+                && m.count("total", "web_hang", &hang) >= 2.0
+        },
+    );
     let took = start.elapsed();
     assert!(
         took < Duration::from_secs(3),
-        "web_ok took {took:?} for 8 runs at a 200 ms interval:\n{}",
+        "took {took:?} for 8 runs of web_ok at a 200 ms interval and a second of web_hang at 2 s:\n{}",
         m.text
     );
-    // And the hanging target is probed again, every web_ok run a success meanwhile.
-    prober.wait_for(
-        "web_hang to run again, and every web_ok run to succeed",
-        |m| m.count("total", "web_hang", &hang) >= 2.0 && m.every_run("success", "web_ok", &ok),
-    );
+    prober.wait_for("every web_ok run to succeed", |m| {
+        m.every_run("success", "web_ok", &ok)
+    });
 }
 
 /// A run that times out counts in `timeouts`, as it does for tcp and external probes.

@@ -7,7 +7,6 @@ pub mod events;
 pub mod fixture;
 pub mod http;
 pub mod metrics;
-pub mod probe;
 pub mod release;
 
 use std::path::{Path, PathBuf};
@@ -167,8 +166,9 @@ impl Lab {
     }
 }
 
-/// Calls `check` until it gives a value, every 200 ms for up to `within`; then panics naming
-/// `what` never happened, with the last answer.
+/// Calls `check` until it gives a value, every 200 ms for up to `within` (how a test waits for
+/// an event: never a bare sleep); then panics naming `what` it waited for, with the last reason
+/// `check` gave (a page or a log can run to many lines, so it starts on a line of its own).
 pub fn eventually<T>(
     what: &str,
     within: Duration,
@@ -179,7 +179,7 @@ pub fn eventually<T>(
         match check() {
             Ok(value) => return value,
             Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not so after {within:?}; last: {last}")
+                panic!("gave up after {within:?} waiting for: {what}\nthe last check said:\n{last}")
             }
             // The poll interval, not a synchronization: the condition is checked again.
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
