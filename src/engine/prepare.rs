@@ -169,6 +169,20 @@ fn fill_in(
                 )?),
             };
         }
+        Action::Wheels(args) => {
+            let asset = role.files.get(&args.lock).ok_or_else(|| {
+                format!(
+                    "{}:{}: wheels: no `{}` in role {}'s files/ ({})",
+                    task.file,
+                    task.args_line,
+                    args.lock,
+                    role.name,
+                    list(role.files.keys())
+                )
+            })?;
+            let lock = crate::modules::wheels::Lock::parse(&asset.bytes, &asset.display)?;
+            args.locked = Some(std::sync::Arc::new(lock));
+        }
         _ => {}
     }
     Ok(())

@@ -12,7 +12,7 @@
 //!    [`fake::FakeRemote`]: absent, present and equal, present and different.
 //! 2. `pub mod NAME;` and a line `Variant => NAME::Type,` in `registry!` below.
 //!
-//! Only a module that needs a file from its role (as `copy` and `template` do) touches more:
+//! Only a module that needs a file from its role (as `copy`, `template` and `wheels` do) touches more:
 //! `engine::prepare` reads or renders it into the arguments.
 
 mod args;
@@ -28,12 +28,14 @@ pub mod package;
 mod paths;
 pub mod patroni_config;
 pub mod patroni_restart;
+pub mod patroni_upgrade;
 mod plan;
 pub mod release;
 mod remote;
 pub mod service;
 pub mod user;
 pub mod wait_for;
+pub mod wheels;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::LazyLock;
@@ -84,11 +86,13 @@ registry! {
     Package => package::Package,
     PatroniConfig => patroni_config::PatroniConfig,
     PatroniRestart => patroni_restart::PatroniRestart,
+    PatroniUpgrade => patroni_upgrade::PatroniUpgrade,
     Release => release::Release,
     Service => service::Service,
     Template => copy::Template,
     User => user::User,
     WaitFor => wait_for::WaitFor,
+    Wheels => wheels::Wheels,
 }
 
 /// The contract: observe the host, plan from what was observed, apply the plan. The engine

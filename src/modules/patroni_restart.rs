@@ -99,7 +99,7 @@ fn target(args: &Args, member: &Member) -> Result<Target> {
     }
 }
 
-async fn read_cluster(ctx: &Ctx<'_>, base: &str) -> Result<Cluster> {
+pub(crate) async fn read_cluster(ctx: &Ctx<'_>, base: &str) -> Result<Cluster> {
     let resp = request(ctx, "GET", &format!("{base}/cluster"), None, None).await?;
     if resp.status != 200 {
         return fail(format!(
@@ -112,7 +112,7 @@ async fn read_cluster(ctx: &Ctx<'_>, base: &str) -> Result<Cluster> {
 }
 
 /// Polls the cluster until `done` holds, or fails after `timeout`.
-async fn wait_until(
+pub(crate) async fn wait_until(
     ctx: &Ctx<'_>,
     base: &str,
     timeout: Duration,
@@ -169,7 +169,28 @@ async fn switch_over(
     old: &Target,
     timeout: Duration,
 ) -> Result<String> {
-    let base = base(args);
+    let auth = Auth {
+        user: &args.username,
+        password: &args.password,
+    };
+    let candidate = hand_over(ctx, base(args), auth, &old.name, timeout).await?;
+    let after = read_cluster(ctx, base(args)).await?;
+    if after.member(&old.name).is_some_and(|m| m.pending_restart) {
+        restart(ctx, args, old, timeout).await?;
+    }
+    Ok(candidate)
+}
+
+/// Switches over from the leader `old` to a running replica (the synchronous standby in
+/// synchronous mode), asking the REST API at `base`, and waits until the replica leads and
+/// `old` runs again. Returns the new leader.
+pub(crate) async fn hand_over(
+    ctx: &Ctx<'_>,
+    base: &str,
+    auth: Auth<'_>,
+    old: &str,
+    timeout: Duration,
+) -> Result<String> {
     // In synchronous mode only the synchronous standby may take over; after the replica
     // restarts it takes Patroni a loop or two to name one again.
     let config = request(ctx, "GET", &format!("{base}/config"), None, None).await?;
@@ -186,20 +207,15 @@ async fn switch_over(
     let candidate = cluster
         .members
         .iter()
-        .filter(|m| m.name != old.name && m.is_running())
+        .filter(|m| m.name != old && m.is_running())
         .find(|m| !sync_mode || m.role == Role::SyncStandby)
         .map(|m| m.name.clone());
     let Some(candidate) = candidate else {
         return fail(format!(
-            "{} needs a restart, but no healthy replica can take over",
-            old.name
+            "{old} must hand over the lead, but no healthy replica can take over"
         ));
     };
-    let auth = Auth {
-        user: &args.username,
-        password: &args.password,
-    };
-    let body = json!({"leader": old.name, "candidate": candidate});
+    let body = json!({"leader": old, "candidate": candidate});
     let resp = request(
         ctx,
         "POST",
@@ -216,13 +232,9 @@ async fn switch_over(
         ));
     }
     wait_until(ctx, base, timeout, &format!("{candidate} to lead"), |c| {
-        c.member(&candidate).is_some_and(Member::is_leader) && running(c, &old.name)
+        c.member(&candidate).is_some_and(Member::is_leader) && running(c, old)
     })
     .await?;
-    let after = read_cluster(ctx, base).await?;
-    if after.member(&old.name).is_some_and(|m| m.pending_restart) {
-        restart(ctx, args, old, timeout).await?;
-    }
     Ok(candidate)
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -41,10 +41,14 @@ type Unpacked = HashMap<String, Arc<[u8]>>;
 /// One download, shared by every host that waits for it.
 type Fetch = Arc<OnceCell<std::result::Result<Arc<Unpacked>, String>>>;
 
+/// Bytes made once and pushed to many hosts (a bundle of wheels).
+type Bundle = Arc<OnceCell<std::result::Result<Arc<[u8]>, String>>>;
+
 /// Downloads shared by all hosts of a run: each URL is fetched and unpacked once.
 #[derive(Default)]
 pub struct Cache {
     entries: Mutex<HashMap<String, Fetch>>,
+    bundles: Mutex<HashMap<String, Bundle>>,
     dir: Option<PathBuf>,
 }
 
@@ -56,8 +60,22 @@ impl Cache {
         });
         Cache {
             entries: Mutex::default(),
+            bundles: Mutex::default(),
             dir,
         }
+    }
+
+    /// What `make` builds from the cache directory, once per `key` and run.
+    pub(crate) async fn bundle<F>(
+        &self,
+        key: String,
+        make: impl FnOnce(Option<PathBuf>) -> F,
+    ) -> std::result::Result<Arc<[u8]>, String>
+    where
+        F: std::future::Future<Output = std::result::Result<Arc<[u8]>, String>>,
+    {
+        let cell = self.bundles.lock().await.entry(key).or_default().clone();
+        cell.get_or_init(|| make(self.dir.clone())).await.clone()
     }
 
     async fn get(&self, args: &Args) -> std::result::Result<Arc<Unpacked>, String> {
@@ -103,37 +121,42 @@ async fn expected_sum(args: &Args) -> std::result::Result<String, String> {
 
 async fn fetch(dir: Option<PathBuf>, args: &Args) -> std::result::Result<Arc<Unpacked>, String> {
     let sum = expected_sum(args).await?;
-    let cached = dir
-        .as_ref()
-        .map(|d| d.join(format!("{sum}-{}", file_name(&args.url))));
+    let tarball = verified_download(dir.as_deref(), &args.url, &sum).await?;
+    unpack(&tarball, &args.binaries.0).map(Arc::new)
+}
+
+/// The file at `url` whose sha256 is `sum`: from the cache in `dir` if it holds it, else
+/// downloaded, checked and cached.
+pub(crate) async fn verified_download(
+    dir: Option<&Path>,
+    url: &str,
+    sum: &str,
+) -> std::result::Result<Vec<u8>, String> {
+    let cached = dir.map(|d| d.join(format!("{sum}-{}", file_name(url))));
     let from_cache = cached
         .as_ref()
         .and_then(|p| std::fs::read(p).ok())
         .filter(|b| hex(&sha2::Sha256::digest(b)) == sum);
-    let tarball = match from_cache {
-        Some(b) => b,
-        None => {
-            let bytes = download(&args.url).await?;
-            let got = hex(&sha2::Sha256::digest(&bytes));
-            if got != sum {
-                return Err(format!(
-                    "{}: sha256 {got} does not match the expected {sum} — refusing to install it",
-                    args.url
-                ));
-            }
-            if let (Some(path), Some(d)) = (&cached, &dir) {
-                let tmp = path.with_extension("part");
-                let saved = std::fs::create_dir_all(d)
-                    .and_then(|()| std::fs::write(&tmp, &bytes))
-                    .and_then(|()| std::fs::rename(&tmp, path));
-                if let Err(e) = saved {
-                    warn(&format!("cannot cache {}: {e}", path.display()));
-                }
-            }
-            bytes
+    if let Some(bytes) = from_cache {
+        return Ok(bytes);
+    }
+    let bytes = download(url).await?;
+    let got = hex(&sha2::Sha256::digest(&bytes));
+    if got != sum {
+        return Err(format!(
+            "{url}: sha256 {got} does not match the expected {sum} — refusing to install it"
+        ));
+    }
+    if let (Some(path), Some(d)) = (&cached, dir) {
+        let tmp = path.with_extension("part");
+        let saved = std::fs::create_dir_all(d)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = saved {
+            warn(&format!("cannot cache {}: {e}", path.display()));
         }
-    };
-    unpack(&tarball, &args.binaries.0).map(Arc::new)
+    }
+    Ok(bytes)
 }
 
 /// A cache that cannot be written only costs a download next time.
