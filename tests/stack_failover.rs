@@ -271,6 +271,21 @@ impl<'a> Failsafe<'a> {
                     .ok_or_else(|| config.to_string())
             },
         );
+        // The leader writes the members it needs to hear from (the failsafe key) on its next loop.
+        eventually(
+            "Patroni's failsafe key in etcd",
+            Duration::from_secs(30),
+            || {
+                let keys = lab.run(
+                    &host,
+                    "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 get --prefix /service/ --keys-only",
+                );
+                keys.lines()
+                    .any(|k| k.ends_with("/failsafe"))
+                    .then_some(())
+                    .ok_or(keys)
+            },
+        );
         Failsafe { lab, host }
     }
 }
