@@ -56,7 +56,7 @@ const WRITES_DURING_FAULT: Duration = Duration::from_secs(5);
 const DURING_FAULT_LOOKUP: Duration = Duration::from_secs(15);
 /// How long the cluster may take to pass the pre-flight check before each run after the first
 /// of `--repeat`: the last run's member may still be catching up.
-pub const REPEAT_SETTLE: Duration = Duration::from_secs(300);
+const REPEAT_SETTLE: Duration = Duration::from_secs(300);
 /// How often the wait for writes after the fault looks at the acknowledgements.
 const ACK_POLL: Duration = Duration::from_millis(100);
 /// How often the cluster is asked again while waiting for a leader or the old leader's return.

@@ -105,10 +105,13 @@ pub fn run_line(i: usize, n: usize, r: &Report) -> String {
 
 /// The summary as a table, and the result.
 pub fn table(rep: &Repeated) -> String {
-    let mut out = format!(
-        "{:<24} {:>10} {:>10} {:>10}\n",
-        "figure", "min", "median", "max"
-    );
+    let mut out = String::new();
+    if !rep.summary.is_empty() {
+        out.push_str(&format!(
+            "{:<24} {:>10} {:>10} {:>10}\n",
+            "figure", "min", "median", "max"
+        ));
+    }
     for (name, s) in &rep.summary {
         out.push_str(&format!(
             "{name:<24} {:>10} {:>10} {:>10}\n",
