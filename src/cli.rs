@@ -75,7 +75,7 @@ pub struct FailoverArgs {
     /// The inventory file of the cluster.
     #[arg(short, long, default_value = "inventory/lab.yml")]
     pub inventory: PathBuf,
-    /// The fault: switchover, stop, kill-postgres, kill-node or partition.
+    /// The fault (README: failover-test has each one's expected outcome and default goal).
     #[arg(long, value_enum, default_value_t = crate::failover::Mode::KillNode)]
     pub mode: crate::failover::Mode,
     /// Writers (connections) inserting at once.
@@ -84,19 +84,25 @@ pub struct FailoverArgs {
     /// Inserts per second, per writer.
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
-    /// Seconds of write downtime allowed.
-    #[arg(long, default_value_t = 45.0)]
-    pub max_downtime: f64,
+    /// Seconds of write downtime allowed (default: the mode's own goal, which the report names).
+    #[arg(long)]
+    pub max_downtime: Option<f64>,
     /// Acknowledged writes that may be lost.
     #[arg(long, default_value_t = 0)]
     pub max_lost: u64,
-    /// Seconds after which a partition heals by itself, even if hactl is gone.
+    /// Seconds after which a partition heals by itself, and what a fault stopped (Patroni,
+    /// etcd) is started again by itself, even if hactl is gone.
     #[arg(long, default_value_t = 90)]
     pub partition_heal_after: u64,
     /// Seconds the cluster may take to become healthy before the test refuses to start.
     #[arg(long, default_value_t = 30)]
     pub settle: u64,
-    /// `text` (a table) or `json` (one object).
+    /// Runs the test N times (default 1), each once the cluster is healthy again, and sums up
+    /// each figure's min / median / max.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: Option<u32>,
+    /// `text` (a table; with --repeat a line per run and a summary) or `json` (one object: the
+    /// report; with --repeat {"runs", "summary", "passed", "error"}).
     #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
     pub output: crate::engine::Format,
 }

@@ -96,7 +96,8 @@ fn apply(args: ApplyArgs) -> Result<u8> {
     Ok(summary.exit_code())
 }
 
-/// Fails the leader under a write load and reports what users felt; exit 1 when a target is missed.
+/// Fails part of the cluster under a write load (once, or `--repeat` times) and reports what
+/// users felt; exit 1 when a run misses its goal, or the code of the error that stopped it.
 fn failover_test(args: FailoverArgs) -> Result<u8> {
     let inventory = Inventory::load(&args.inventory)?;
     let opts = crate::failover::Options {
@@ -119,16 +120,39 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
         None => &systemd,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(crate::failover::run(&inventory, &opts, power))?;
-    match args.output {
-        engine::Format::Text => print!("{}", crate::failover::table(&report)),
-        engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    let passed = |yes: bool| if yes { exit::OK } else { exit::FAILURE };
+    let Some(runs) = args.repeat else {
+        let report = runtime.block_on(crate::failover::run(&inventory, &opts, power))?;
+        match args.output {
+            engine::Format::Text => print!("{}", crate::failover::table(&report)),
+            engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        }
+        return Ok(passed(report.passed));
+    };
+    let runs = runs as usize;
+    let format = args.output;
+    // A line per run as it ends: on stdout for text, on stderr beside the JSON.
+    let each = |i: usize, report: &crate::failover::Report| {
+        let line = crate::failover::run_line(i, runs, report);
+        match format {
+            engine::Format::Text => println!("{line}"),
+            engine::Format::Json => eprintln!("{line}"),
+        }
+    };
+    let (repeated, error) = runtime.block_on(crate::failover::repeat(
+        &inventory, &opts, power, runs, each,
+    ));
+    match format {
+        engine::Format::Text => print!("{}", crate::failover::summary_table(&repeated)),
+        engine::Format::Json => println!("{}", serde_json::to_string_pretty(&repeated)?),
     }
-    Ok(if report.passed {
-        exit::OK
-    } else {
-        exit::FAILURE
-    })
+    match error {
+        Some(e) => {
+            eprintln!("hactl: {}", repeated.error.as_deref().unwrap_or_default());
+            Ok(e.exit_code())
+        }
+        None => Ok(passed(repeated.passed)),
+    }
 }
 
 /// The prober daemon: runs until SIGTERM; SIGHUP reloads its configuration.

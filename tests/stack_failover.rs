@@ -1,12 +1,68 @@
 //! `hactl failover-test` on the lab's stack: every mode end to end with its report checked,
-//! kill-node five times in a row, and the refusal to start on an unhealthy cluster.
+//! kill-node five times in a row, `--repeat`, and the refusal to start on an unhealthy cluster.
 
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
 
-use common::{lab, text, CLUSTER};
+use common::{eventually, lab, text, Lab, CLUSTER};
 use serde_json::Value;
+
+/// `hactl failover-test --output json` on the lab with `args`: the output and its JSON.
+fn failover_test(lab: &Lab, args: &[&str]) -> (Output, Value) {
+    let inventory = lab.inventory();
+    let mut all = vec!["failover-test", "-i", &inventory, "--output", "json"];
+    all.extend_from_slice(args);
+    let out = common::hactl(&all);
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}):\n{}", text(&out)));
+    (out, json)
+}
+
+/// What every passing run of a mode that spares the leader must show: the mode's own goal
+/// (`goal` seconds) met, nothing lost, the leader still leading, and what was hit back.
+fn assert_leader_spared(mode: &str, out: &Output, r: &Value, goal: f64) {
+    assert_eq!(out.status.code(), Some(0), "{mode}: {}", text(out));
+    assert_eq!(r["mode"], mode);
+    assert_eq!(r["passed"], true, "{r}");
+    assert_eq!(r["lost_acked_writes"], 0, "{r}");
+    assert_eq!(r["duplicated_writes"], 0, "{r}");
+    assert_eq!(r["split_brain"], false, "{r}");
+    assert!(r["acked_writes"].as_u64().unwrap_or(0) > 100, "{r}");
+    assert_eq!(r["old_leader"], r["new_leader"], "{r}");
+    assert_eq!(r["max_downtime_s"].as_f64(), Some(goal), "{r}");
+    assert_ne!(r["max_downtime_from"], "--max-downtime", "{r}");
+    assert!(
+        r["write_downtime_s"].as_f64().is_some_and(|d| d <= goal),
+        "{r}"
+    );
+    assert_eq!(r["timeline_before"], r["timeline_after"], "{r}");
+    assert!(r["back_s"].as_f64().is_some(), "{r}");
+    assert!(r["hit"].as_array().is_some_and(|h| !h.is_empty()), "{r}");
+}
+
+/// The hosts a report says the fault hit.
+fn hit(r: &Value) -> Vec<String> {
+    r["hit"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Patroni's dynamic configuration, as the leader serves it.
+fn patroni_config(lab: &Lab) -> Value {
+    let leader = lab.leader();
+    let body = lab.run(
+        &leader,
+        "curl -sf http://$(hostname -I | cut -d' ' -f1):8008/config",
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config: {e}: {body}"))
+}
 
 /// What every passing run must show.
 fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: bool) {
@@ -136,4 +192,173 @@ fn an_unhealthy_cluster_is_refused_and_left_alone() {
     // Left healthy for the next test: the replica streams again.
     let (out, report) = lab.failover("switchover", "3");
     assert_healthy_failover("switchover", &out, &report, true);
+}
+
+/// A replica that is neither leader nor synchronous standby loses power: nobody notices.
+/// Goal: no leader change, 1 s of write downtime at most, the replica streams again.
+#[test]
+fn kill_replica_leaves_the_leader_alone_and_the_replica_streams_again() {
+    let lab = lab();
+    lab.stack();
+    let (out, r) = failover_test(&lab, &["--mode", "kill-replica"]);
+    eprintln!("kill-replica: {r}");
+    assert_leader_spared("kill-replica", &out, &r, 1.0);
+    let replica = &hit(&r)[0];
+    assert_ne!(r["old_leader"].as_str(), Some(replica.as_str()), "{r}");
+    assert_eq!(lab.run(replica, "systemctl is-active patroni"), "active");
+}
+
+/// The synchronous standby's Patroni and PostgreSQL die: commits wait until Patroni names
+/// another synchronous standby. Goal: loop_wait + 2 s of stall (loop_wait from /config).
+#[test]
+fn kill_sync_standby_stalls_writes_until_another_standby_is_named() {
+    let lab = lab();
+    lab.stack();
+    let loop_wait = patroni_config(&lab)["loop_wait"].as_f64().unwrap_or(10.0);
+    let (out, r) = failover_test(&lab, &["--mode", "kill-sync-standby"]);
+    eprintln!("kill-sync-standby: {r}");
+    assert_leader_spared("kill-sync-standby", &out, &r, loop_wait + 2.0);
+    let killed = &hit(&r)[0];
+    let during = r["sync_standby_during"].as_str().unwrap_or_default();
+    assert!(
+        CLUSTER.contains(&during) && during != killed && Some(during) != r["old_leader"].as_str(),
+        "{r}"
+    );
+    assert_eq!(lab.run(killed, "systemctl is-active patroni"), "active");
+}
+
+/// etcd's leader dies: etcd elects another within its election timeout, which Patroni's leader
+/// rides out. Goal: no leader change, 1 s of write downtime at most, the member healthy again.
+#[test]
+fn kill_etcd_leader_moves_etcds_leadership_and_not_patronis() {
+    let lab = lab();
+    lab.stack();
+    let (out, r) = failover_test(&lab, &["--mode", "kill-etcd-leader"]);
+    eprintln!("kill-etcd-leader: {r}");
+    assert_leader_spared("kill-etcd-leader", &out, &r, 1.0);
+    let killed = &hit(&r)[0];
+    assert_eq!(
+        r["etcd_leader_before"].as_str(),
+        Some(killed.as_str()),
+        "{r}"
+    );
+    let after = r["etcd_leader_after"].as_str().unwrap_or_default();
+    assert!(CLUSTER.contains(&after) && after != killed, "{r}");
+    assert_eq!(lab.run(killed, "systemctl is-active etcd"), "active");
+}
+
+/// Turns Patroni's failsafe_mode on for as long as it lives, and back to unset (the stack
+/// role's) when dropped, however the test ends.
+struct Failsafe<'a> {
+    lab: &'a Lab,
+    host: String,
+}
+
+impl<'a> Failsafe<'a> {
+    fn on(lab: &'a Lab) -> Failsafe<'a> {
+        let host = lab.leader();
+        lab.run(
+            &host,
+            "patronictl -c /etc/patroni/config.yml edit-config --force -s failsafe_mode=true >/dev/null",
+        );
+        eventually(
+            "Patroni's /config says failsafe_mode: true",
+            Duration::from_secs(30),
+            || {
+                let config = patroni_config(lab);
+                (config["failsafe_mode"] == true)
+                    .then_some(())
+                    .ok_or_else(|| config.to_string())
+            },
+        );
+        // The leader writes the members it needs to hear from (the failsafe key) on its next loop.
+        eventually(
+            "Patroni's failsafe key in etcd",
+            Duration::from_secs(30),
+            || {
+                let keys = lab.run(
+                    &host,
+                    "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 get --prefix /service/ --keys-only",
+                );
+                keys.lines()
+                    .any(|k| k.ends_with("/failsafe"))
+                    .then_some(())
+                    .ok_or(keys)
+            },
+        );
+        Failsafe { lab, host }
+    }
+}
+
+impl Drop for Failsafe<'_> {
+    fn drop(&mut self) {
+        self.lab.ssh(
+            &self.host,
+            "patronictl -c /etc/patroni/config.yml edit-config --force -s failsafe_mode=null >/dev/null",
+        );
+    }
+}
+
+/// etcd stopped on two of its three members for ttl + 2 × loop_wait, with failsafe_mode on: the
+/// leader keeps leading because every member confirms it. Goal: no write outage at all (no gap
+/// over one writer's interval + 0.5 s) and the leader unchanged.
+#[test]
+fn lose_etcd_quorum_with_failsafe_mode_costs_no_write() {
+    let lab = lab();
+    lab.stack();
+    let failsafe = Failsafe::on(&lab);
+    let (out, r) = failover_test(&lab, &["--mode", "lose-etcd-quorum", "--rate", "20"]);
+    drop(failsafe);
+    eprintln!("lose-etcd-quorum: {r}");
+    // One writer's interval at 20 inserts/s, plus the slack.
+    assert_leader_spared("lose-etcd-quorum", &out, &r, 0.55);
+    assert!(
+        r["expected"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("failsafe_mode on")),
+        "{r}"
+    );
+    let stopped = hit(&r);
+    assert_eq!(stopped.len(), 2, "{r}");
+    for host in &stopped {
+        assert_eq!(lab.run(host, "systemctl is-active etcd"), "active");
+    }
+}
+
+/// `--repeat 2`: two switchovers, each report kept, every figure summed up, and the result.
+#[test]
+fn repeat_runs_the_mode_again_and_sums_each_figure_up() {
+    let lab = lab();
+    lab.stack();
+    let (out, j) = failover_test(
+        &lab,
+        &[
+            "--mode",
+            "switchover",
+            "--max-downtime",
+            "3",
+            "--repeat",
+            "2",
+        ],
+    );
+    eprintln!("switchover --repeat 2: {j}");
+    let runs = j["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 2, "{j}");
+    for r in &runs {
+        assert_healthy_failover("switchover", &out, r, true);
+    }
+    assert_eq!(j["passed"], true, "{j}");
+    assert_eq!(j["error"], Value::Null, "{j}");
+    let summary = j["summary"].as_object().cloned().unwrap_or_default();
+    for figure in ["write_downtime_s", "acked_writes", "lost_acked_writes"] {
+        assert!(summary.contains_key(figure), "{figure}: {j}");
+    }
+    for (figure, s) in &summary {
+        let (min, median, max) = (s["min"].as_f64(), s["median"].as_f64(), s["max"].as_f64());
+        assert!(
+            min.is_some() && min <= median && median <= max,
+            "{figure}: {s}"
+        );
+    }
+    assert_eq!(summary["lost_acked_writes"]["max"], 0.0, "{j}");
 }

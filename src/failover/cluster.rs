@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::FailoverError;
 use crate::inventory::Inventory;
-use crate::stack::patroni::{self, Client};
-use crate::stack::{etcd, Credentials, Login, PgMember, Stack};
+use crate::stack::patroni::{self, Client, DynamicConfig};
+use crate::stack::{etcd, Credentials, EtcdMember, Login, PgMember, Stack};
 
 /// Each call to a member's Patroni REST API or to etcd: a member that takes longer is counted
 /// as not answering, and the next one is asked.
@@ -72,8 +72,67 @@ impl Cluster {
         Some(self.topology(except).await?.leader()?.name.clone())
     }
 
-    /// The leader, if the cluster is healthy now; else what is wrong, in words.
-    pub async fn preflight(&self, max_lag: u64) -> Result<String, FailoverError> {
+    /// Patroni's dynamic configuration, as `leader` serves it.
+    pub async fn dynamic_config(&self, leader: &str) -> Result<DynamicConfig, FailoverError> {
+        let member = self
+            .member(leader)
+            .ok_or_else(|| FailoverError::Config(format!("no member {leader}")))?;
+        self.patroni
+            .config(&member.api_url())
+            .await
+            .map_err(|e| FailoverError::Config(format!("{leader}: {e}")))
+    }
+
+    /// The host of etcd's leader, as the first member other than `except` that knows a leader
+    /// says; None when none does, or the leader is not in the inventory.
+    pub async fn etcd_leader(&self, except: Option<&str>) -> Option<String> {
+        for m in self
+            .stack
+            .etcd
+            .iter()
+            .filter(|m| Some(m.name.as_str()) != except)
+        {
+            let Ok(mut client) = etcd::connect(&[m.client_url()], API_TIMEOUT).await else {
+                continue;
+            };
+            let Ok(status) = client.status().await else {
+                continue;
+            };
+            if status.leader() == 0 {
+                continue;
+            }
+            let Ok(list) = client.member_list().await else {
+                continue;
+            };
+            let urls = list
+                .members()
+                .iter()
+                .find(|member| member.id() == status.leader())
+                .map(|member| member.client_urls().to_vec())
+                .unwrap_or_default();
+            return member_at(&self.stack.etcd, &urls).map(|m| m.name.clone());
+        }
+        None
+    }
+
+    /// Whether etcd on each of `hosts` answers and knows a leader.
+    pub async fn etcd_healthy(&self, hosts: &[String]) -> bool {
+        let endpoints: Vec<String> = self
+            .stack
+            .etcd
+            .iter()
+            .filter(|m| hosts.contains(&m.name))
+            .map(EtcdMember::client_url)
+            .collect();
+        etcd::healthy_members(&endpoints, API_TIMEOUT).await == endpoints.len()
+    }
+
+    /// The leader and the members as it sees them, if the cluster is healthy now; else what is
+    /// wrong, in words.
+    pub async fn preflight(
+        &self,
+        max_lag: u64,
+    ) -> Result<(String, patroni::Cluster), FailoverError> {
         let unhealthy = |why: Vec<String>| Err(FailoverError::Unhealthy(why));
         let Some(topology) = self.topology(None).await else {
             let tried = self.stack.postgres.iter().map(|m| m.api_url()).collect();
@@ -93,6 +152,41 @@ impl Cluster {
                 endpoints.len()
             )]);
         }
-        Ok(leader)
+        Ok((leader, topology))
+    }
+}
+
+/// The inventory's etcd member that serves one of `client_urls` (as etcd's member list gives
+/// them: `http://HOST:PORT`, maybe with a slash after).
+fn member_at<'a>(members: &'a [EtcdMember], client_urls: &[String]) -> Option<&'a EtcdMember> {
+    members.iter().find(|m| {
+        client_urls
+            .iter()
+            .any(|u| u.trim_end_matches('/') == m.client_url())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcds_leader_is_found_by_its_client_url() {
+        let members: Vec<EtcdMember> = ["e-1", "e-2"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| EtcdMember {
+                name: n.to_string(),
+                address: format!("192.0.2.{}", i + 1),
+                client_port: 2379,
+            })
+            .collect();
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let found = member_at(
+            &members,
+            &urls(&["http://127.0.0.1:2379", "http://192.0.2.2:2379/"]),
+        );
+        assert_eq!(found.map(|m| m.name.as_str()), Some("e-2"));
+        assert!(member_at(&members, &urls(&["http://192.0.2.2:2380"])).is_none());
     }
 }

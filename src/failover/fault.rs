@@ -1,5 +1,6 @@
-//! The faults, and how each one is undone so the cluster is left healthy. A power loss depends
-//! on where the members run, so it comes from the caller as a [`PowerLoss`].
+//! The faults: whom each one hits, how it is injected, and how it is undone so the cluster is
+//! left healthy. A power loss depends on where the members run, so it comes from the caller as a
+//! [`PowerLoss`].
 
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use serde_json::json;
 use super::cluster::Cluster;
 use crate::inventory::{Inventory, InventoryError};
 use crate::ssh::{self, HostKeyPolicy, Session, SshError};
+use crate::stack::patroni::{self, Role};
+use crate::stack::EtcdMember;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,6 +28,17 @@ pub enum Mode {
     /// The leader cut off from etcd and its peers by nft rules that a timer on that host
     /// removes by itself.
     Partition,
+    /// Power loss of a replica that is neither the leader nor the synchronous standby (the lab:
+    /// `lab kill`; elsewhere: SIGKILL to its Patroni and PostgreSQL), powered on again after a
+    /// few seconds of writes.
+    KillReplica,
+    /// SIGKILL to the synchronous standby's Patroni and PostgreSQL (the host stays up), started
+    /// again once writes resumed.
+    KillSyncStandby,
+    /// SIGKILL to etcd on the host of etcd's leader, started again after a few seconds of writes.
+    KillEtcdLeader,
+    /// etcd stopped on a majority of its members for ttl + 2 × loop_wait, then started again.
+    LoseEtcdQuorum,
 }
 
 impl std::fmt::Display for Mode {
@@ -35,6 +49,10 @@ impl std::fmt::Display for Mode {
             Mode::KillPostgres => "kill-postgres",
             Mode::KillNode => "kill-node",
             Mode::Partition => "partition",
+            Mode::KillReplica => "kill-replica",
+            Mode::KillSyncStandby => "kill-sync-standby",
+            Mode::KillEtcdLeader => "kill-etcd-leader",
+            Mode::LoseEtcdQuorum => "lose-etcd-quorum",
         };
         f.write_str(name)
     }
@@ -95,13 +113,15 @@ impl PowerLoss for SystemdKill<'_> {
     }
 }
 
-/// What undoing the fault needs.
+/// What undoing the fault needs: the hosts it hit, and a session to each host it changed.
 pub struct Injected {
-    session: Option<Session>,
-    host: String,
+    sessions: Vec<Session>,
+    hosts: Vec<String>,
 }
 
 const HEAL_UNIT: &str = "hactl-partition-heal";
+/// The timer that starts again what a fault stopped, should hactl not get to it.
+const SAFETY_UNIT: &str = "hactl-failover-heal";
 /// The shortest time after which a partition heals by itself: the fault must last long enough
 /// to be a fault.
 const MIN_PARTITION: Duration = Duration::from_secs(10);
@@ -150,40 +170,131 @@ async fn switchover(cluster: &Cluster, leader: &str) -> Result<(), FaultError> {
     Ok(())
 }
 
-/// Fails `leader` as `mode` says.
+/// The hosts `mode` hits, picked from a healthy `topology` led by `leader`, the inventory's
+/// `etcd` members and etcd's leader (looked up for `kill-etcd-leader` only). `Err` says why the
+/// cluster has no such target.
+pub fn targets(
+    mode: Mode,
+    topology: &patroni::Cluster,
+    leader: &str,
+    etcd: &[EtcdMember],
+    etcd_leader: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let roles = || {
+        let mut members: Vec<String> = topology
+            .members
+            .iter()
+            .map(|m| format!("{} {}", m.name, role_name(&m.role)))
+            .collect();
+        members.sort();
+        members.join(", ")
+    };
+    match mode {
+        Mode::Switchover
+        | Mode::Stop
+        | Mode::KillPostgres
+        | Mode::KillNode
+        | Mode::Partition => Ok(vec![leader.to_string()]),
+        Mode::KillReplica => {
+            let mut replicas: Vec<&str> = topology
+                .members
+                .iter()
+                .filter(|m| m.role == Role::Replica && m.is_running() && m.name != leader)
+                .map(|m| m.name.as_str())
+                .collect();
+            replicas.sort();
+            match replicas.first() {
+                Some(r) => Ok(vec![r.to_string()]),
+                None => Err(format!(
+                    "{mode} needs a replica that is neither the leader nor the synchronous standby, and the cluster has none ({}): add a member",
+                    roles()
+                )),
+            }
+        }
+        Mode::KillSyncStandby => match topology.sync_standby() {
+            Some(s) => Ok(vec![s.name.clone()]),
+            None => Err(format!(
+                "{mode} needs a synchronous standby, and the cluster has none ({}): turn on synchronous_mode",
+                roles()
+            )),
+        },
+        Mode::KillEtcdLeader => match etcd_leader {
+            Some(l) => Ok(vec![l.to_string()]),
+            None => Err(format!(
+                "{mode}: no etcd member names a leader that the inventory lists"
+            )),
+        },
+        // The first majority in the inventory's order: the same members every run.
+        Mode::LoseEtcdQuorum => Ok(etcd
+            .iter()
+            .take(etcd.len() / 2 + 1)
+            .map(|m| m.name.clone())
+            .collect()),
+    }
+}
+
+fn role_name(role: &Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::StandbyLeader => "standby leader",
+        Role::SyncStandby => "synchronous standby",
+        Role::Replica => "replica",
+        Role::Other => "(other role)",
+    }
+}
+
+/// `fault`, after a timer on the host that runs `undo` after `after` should hactl not get to it.
+fn with_safety_net(undo: &str, after: Duration, fault: &str) -> String {
+    format!(
+        "systemctl stop {SAFETY_UNIT}.timer >/dev/null 2>&1; systemctl reset-failed {SAFETY_UNIT}.service >/dev/null 2>&1; \
+         systemd-run --quiet --unit={SAFETY_UNIT} --on-active={secs}s {undo} && {fault}",
+        secs = after.max(MIN_PARTITION).as_secs()
+    )
+}
+
+/// `undo`, and the safety net's timer gone.
+fn undo(undo: &str) -> String {
+    format!("systemctl stop {SAFETY_UNIT}.timer >/dev/null 2>&1; {undo}")
+}
+
+/// Fails `hosts` (from [`targets`]) as `mode` says. What stops a service leaves a timer on its
+/// host that starts it again after `heal_after`, should hactl die meanwhile.
 pub async fn inject(
     mode: Mode,
     inventory: &Inventory,
     cluster: &Cluster,
-    leader: &str,
+    hosts: &[String],
     heal_after: Duration,
     power: &dyn PowerLoss,
 ) -> Result<Injected, FaultError> {
     let mut injected = Injected {
-        session: None,
-        host: leader.to_string(),
+        sessions: Vec::new(),
+        hosts: hosts.to_vec(),
     };
+    let first = hosts
+        .first()
+        .ok_or_else(|| FaultError::NoMember(format!("(no target for {mode})")))?;
     match mode {
-        Mode::Switchover => switchover(cluster, leader).await?,
+        Mode::Switchover => switchover(cluster, first).await?,
         Mode::Stop => {
-            let s = session(inventory, leader).await?;
+            let s = session(inventory, first).await?;
             run(&s, "systemctl stop patroni", "systemctl stop patroni").await?;
-            injected.session = Some(s);
+            injected.sessions.push(s);
         }
         Mode::KillPostgres => {
-            let s = session(inventory, leader).await?;
+            let s = session(inventory, first).await?;
             run(
                 &s,
                 "SIGKILL to the postmaster",
                 "kill -KILL $(pgrep -o -u postgres -x postgres)",
             )
             .await?;
-            injected.session = Some(s);
+            injected.sessions.push(s);
         }
-        Mode::KillNode => power.power_off(leader).await?,
+        Mode::KillNode | Mode::KillReplica => power.power_off(first).await?,
         Mode::Partition => {
-            let s = session(inventory, leader).await?;
-            let me = cluster.address(leader);
+            let s = session(inventory, first).await?;
+            let me = cluster.address(first);
             let mut peers: Vec<String> = cluster
                 .stack
                 .postgres
@@ -208,7 +319,49 @@ pub async fn inject(
                 secs = heal_after.max(MIN_PARTITION).as_secs()
             );
             run(&s, "nft partition", &script).await?;
-            injected.session = Some(s);
+            injected.sessions.push(s);
+        }
+        Mode::KillSyncStandby => {
+            let s = session(inventory, first).await?;
+            run(
+                &s,
+                "SIGKILL to the synchronous standby's Patroni and PostgreSQL",
+                &with_safety_net(
+                    "systemctl start patroni",
+                    heal_after,
+                    "systemctl kill -s KILL --kill-whom=all patroni",
+                ),
+            )
+            .await?;
+            injected.sessions.push(s);
+        }
+        Mode::KillEtcdLeader => {
+            let s = session(inventory, first).await?;
+            run(
+                &s,
+                "SIGKILL to etcd",
+                &with_safety_net(
+                    "systemctl start etcd",
+                    heal_after,
+                    "systemctl kill -s KILL etcd",
+                ),
+            )
+            .await?;
+            injected.sessions.push(s);
+        }
+        Mode::LoseEtcdQuorum => {
+            for host in hosts {
+                let s = session(inventory, host).await?;
+                // Pushed before the stop: a later host's failure still starts this one again.
+                injected.sessions.push(s);
+                let s = injected.sessions.last().expect("just pushed");
+                run(
+                    s,
+                    "systemctl stop etcd",
+                    &with_safety_net("systemctl start etcd", heal_after, "systemctl stop etcd"),
+                )
+                .await?;
+            }
         }
     }
     Ok(injected)
@@ -217,11 +370,12 @@ pub async fn inject(
 impl Injected {
     /// Undoes the fault: starts what was stopped, powers on what lost power, heals the partition.
     pub async fn heal(self, mode: Mode, power: &dyn PowerLoss) -> Result<(), FaultError> {
-        match (mode, &self.session) {
+        let first = self.hosts.first().map(String::as_str).unwrap_or_default();
+        match (mode, self.sessions.first()) {
             (Mode::Stop, Some(s)) => {
                 run(s, "systemctl start patroni", "systemctl start patroni").await
             }
-            (Mode::KillNode, _) => power.power_on(&self.host).await,
+            (Mode::KillNode | Mode::KillReplica, _) => power.power_on(first).await,
             (Mode::Partition, Some(s)) => {
                 run(
                     s,
@@ -230,7 +384,106 @@ impl Injected {
                 )
                 .await
             }
+            (Mode::KillSyncStandby, Some(s)) => {
+                run(s, "systemctl start patroni", &undo("systemctl start patroni")).await
+            }
+            (Mode::KillEtcdLeader, Some(s)) => {
+                run(s, "systemctl start etcd", &undo("systemctl start etcd")).await
+            }
+            // At once: a member's start waits for a quorum that the others' starts make.
+            (Mode::LoseEtcdQuorum, _) => {
+                let start = undo("systemctl start etcd");
+                let starts = self
+                    .sessions
+                    .iter()
+                    .map(|s| run(s, "systemctl start etcd", &start));
+                futures::future::join_all(starts)
+                    .await
+                    .into_iter()
+                    .collect()
+            }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(members: serde_json::Value) -> patroni::Cluster {
+        serde_json::from_value(serde_json::json!({ "members": members })).unwrap()
+    }
+
+    fn three() -> patroni::Cluster {
+        topology(serde_json::json!([
+            {"name": "pg-c", "role": "replica", "state": "streaming", "timeline": 3, "lag": 0},
+            {"name": "pg-a", "role": "leader", "state": "running", "timeline": 3},
+            {"name": "pg-b", "role": "sync_standby", "state": "running", "timeline": 3, "lag": 0},
+        ]))
+    }
+
+    fn etcd(names: &[&str]) -> Vec<EtcdMember> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| EtcdMember {
+                name: n.to_string(),
+                address: format!("192.0.2.{}", i + 1),
+                client_port: 2379,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_mode_hits_its_member() {
+        let t = three();
+        let e = etcd(&["e-1", "e-2", "e-3"]);
+        let hit = |mode| targets(mode, &t, "pg-a", &e, Some("e-2"));
+        assert_eq!(hit(Mode::KillNode), Ok(vec!["pg-a".to_string()]));
+        assert_eq!(hit(Mode::KillReplica), Ok(vec!["pg-c".to_string()]));
+        assert_eq!(hit(Mode::KillSyncStandby), Ok(vec!["pg-b".to_string()]));
+        assert_eq!(hit(Mode::KillEtcdLeader), Ok(vec!["e-2".to_string()]));
+        assert_eq!(
+            hit(Mode::LoseEtcdQuorum),
+            Ok(vec!["e-1".to_string(), "e-2".to_string()])
+        );
+        let five = etcd(&["e-1", "e-2", "e-3", "e-4", "e-5"]);
+        assert_eq!(
+            targets(Mode::LoseEtcdQuorum, &t, "pg-a", &five, None).map(|h| h.len()),
+            Ok(3)
+        );
+    }
+
+    #[test]
+    fn two_members_have_no_replica_to_kill_and_say_so() {
+        let t = topology(serde_json::json!([
+            {"name": "pg-a", "role": "leader", "state": "running", "timeline": 3},
+            {"name": "pg-b", "role": "sync_standby", "state": "running", "timeline": 3, "lag": 0},
+        ]));
+        assert_eq!(
+            targets(Mode::KillReplica, &t, "pg-a", &[], None),
+            Err("kill-replica needs a replica that is neither the leader nor the synchronous standby, and the cluster has none (pg-a leader, pg-b synchronous standby): add a member".to_string())
+        );
+    }
+
+    #[test]
+    fn without_synchronous_mode_there_is_no_standby_to_kill() {
+        let t = topology(serde_json::json!([
+            {"name": "pg-a", "role": "leader", "state": "running", "timeline": 3},
+            {"name": "pg-b", "role": "replica", "state": "running", "timeline": 3, "lag": 0},
+        ]));
+        let err = targets(Mode::KillSyncStandby, &t, "pg-a", &[], None).unwrap_err();
+        assert!(err.ends_with("turn on synchronous_mode"), "{err}");
+        assert!(targets(Mode::KillEtcdLeader, &t, "pg-a", &[], None).is_err());
+    }
+
+    #[test]
+    fn a_stopped_service_is_started_again_by_a_timer_set_first() {
+        assert_eq!(
+            with_safety_net("systemctl start etcd", Duration::from_secs(90), "systemctl stop etcd"),
+            "systemctl stop hactl-failover-heal.timer >/dev/null 2>&1; systemctl reset-failed hactl-failover-heal.service >/dev/null 2>&1; \
+             systemd-run --quiet --unit=hactl-failover-heal --on-active=90s systemctl start etcd && systemctl stop etcd"
+        );
     }
 }

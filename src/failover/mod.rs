@@ -1,9 +1,12 @@
-//! `hactl failover-test`: fails the Patroni leader while writers run, and reports what users
-//! felt — seconds without writes, acknowledged writes lost, split brain, the old leader's return.
+//! `hactl failover-test`: fails part of the cluster (the leader, a replica, etcd) while writers
+//! run, and reports what users felt — seconds without writes, acknowledged writes lost, split
+//! brain, what was hit coming back — against what the mode expects.
 
 mod cluster;
+mod expect;
 mod fault;
 mod report;
+mod summary;
 mod verdict;
 mod workload;
 
@@ -18,8 +21,10 @@ use crate::inventory::Inventory;
 use crate::stack::etcd::{self, EtcdError};
 use crate::stack::{PgMember, StackError};
 use cluster::Cluster;
+use expect::{Back, LeaderChange};
 pub use fault::{FaultError, Mode, PowerLoss, SystemdKill};
 pub use report::{table, Report};
+pub use summary::{run_line, table as summary_table, Repeated};
 use verdict::{KeyEvent, Recording, Stored};
 use workload::Ack;
 
@@ -43,6 +48,15 @@ const REJOIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the cluster may take to pass the pre-flight check again once the old leader
 /// streams: its lag drains and every etcd member answers again.
 const HEALTHY_AGAIN_TIMEOUT: Duration = Duration::from_secs(90);
+/// What spares the leader lasts this long once writes are seen to go on (or resume): long enough
+/// for an outage it causes late to show.
+const WRITES_DURING_FAULT: Duration = Duration::from_secs(5);
+/// How long etcd may take to elect a new leader, or Patroni to name another synchronous standby,
+/// while the fault lasts.
+const DURING_FAULT_LOOKUP: Duration = Duration::from_secs(15);
+/// How long the cluster may take to pass the pre-flight check before each run after the first
+/// of `--repeat`: the last run's member may still be catching up.
+const REPEAT_SETTLE: Duration = Duration::from_secs(300);
 /// How often the wait for writes after the fault looks at the acknowledgements.
 const ACK_POLL: Duration = Duration::from_millis(100);
 /// How often the cluster is asked again while waiting for a leader or the old leader's return.
@@ -77,6 +91,11 @@ pub enum FailoverError {
     },
     #[error(transparent)]
     Fault(#[from] FaultError),
+    /// The cluster has nothing the mode could hit: nothing was done.
+    #[error("nothing was done: {0}")]
+    NoTarget(String),
+    #[error("Patroni's dynamic configuration (GET /config): {0}")]
+    Config(String),
 }
 
 impl exit::Code for FailoverError {
@@ -84,6 +103,7 @@ impl exit::Code for FailoverError {
         match self {
             FailoverError::Stack(_)
             | FailoverError::TooFewMembers { .. }
+            | FailoverError::NoTarget(_)
             | FailoverError::Fault(FaultError::Target(_)) => exit::BAD_INPUT,
             FailoverError::Unreachable(_) => exit::UNREACHABLE,
             _ => exit::FAILURE,
@@ -97,11 +117,13 @@ pub struct Options {
     pub writers: usize,
     /// Inserts per second, per writer.
     pub rate: f64,
-    pub max_downtime: f64,
+    /// `--max-downtime`; None: the mode's default goal.
+    pub max_downtime: Option<f64>,
     pub max_lost: u64,
     /// Replication lag a replica may have at the start (bytes).
     pub max_lag: u64,
-    /// When the partition heals by itself at the latest.
+    /// When the partition heals by itself at the latest, and what another mode stopped is
+    /// started again by itself (no earlier than etcd's quorum returns in lose-etcd-quorum).
     pub partition_heal_after: Duration,
     /// How long the cluster may take to be healthy before the test refuses to start.
     pub settle: Duration,
@@ -109,11 +131,28 @@ pub struct Options {
 
 type KeyEvents = Arc<Mutex<Vec<KeyEvent>>>;
 
-/// Records every change of the leader key into `events`, from now on.
+/// A watch of the leader key, from `revision` on when given.
+async fn leader_key_watch(
+    endpoints: &[String],
+    key: &str,
+    revision: Option<i64>,
+) -> Result<etcd_client::WatchStream, EtcdError> {
+    let mut client = etcd::connect(endpoints, ETCD_TIMEOUT).await?;
+    let options = revision.map(|r| etcd_client::WatchOptions::new().with_start_revision(r));
+    client.watch(key, options).await.map_err(|e| EtcdError {
+        what: "watch",
+        why: e.to_string(),
+    })
+}
+
+/// Records every change of the leader key into `events`, from now until `stop` turns true.
+/// A watch that breaks (its etcd member died, etcd lost its quorum) is made again from the
+/// revision after the last event seen, so nothing in between is missed.
 async fn watch_leader_key(
     cluster: &Cluster,
     old_address: &str,
     events: KeyEvents,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), FailoverError> {
     // Not through the old leader's host: it may be the one that fails.
     let endpoints: Vec<String> = cluster
@@ -123,27 +162,42 @@ async fn watch_leader_key(
         .filter(|m| m.address != old_address)
         .map(|m| m.client_url())
         .collect();
-    let mut client = etcd::connect(&endpoints, ETCD_TIMEOUT).await?;
-    let mut stream = client
-        .watch(cluster.stack.leader_key(), None)
-        .await
-        .map_err(|e| EtcdError {
-            what: "watch",
-            why: e.to_string(),
-        })?;
+    let key = cluster.stack.leader_key();
+    let mut stream = Some(leader_key_watch(&endpoints, &key, None).await?);
     tokio::spawn(async move {
-        while let Ok(Some(resp)) = stream.message().await {
-            let now = Instant::now();
-            for event in resp.events() {
-                let holder = match event.event_type() {
-                    etcd_client::EventType::Put => event
-                        .kv()
-                        .and_then(|kv| kv.value_str().ok())
-                        .map(str::to_string),
-                    etcd_client::EventType::Delete => None,
-                };
-                lock(&events).push(KeyEvent { at: now, holder });
+        let mut next_revision = None;
+        loop {
+            if let Some(mut s) = stream.take() {
+                loop {
+                    let message = tokio::select! {
+                        m = s.message() => m,
+                        _ = stop.changed() => return,
+                    };
+                    let Ok(Some(resp)) = message else { break };
+                    let now = Instant::now();
+                    for event in resp.events() {
+                        let holder = match event.event_type() {
+                            etcd_client::EventType::Put => event
+                                .kv()
+                                .and_then(|kv| kv.value_str().ok())
+                                .map(str::to_string),
+                            etcd_client::EventType::Delete => None,
+                        };
+                        if let Some(kv) = event.kv() {
+                            next_revision = Some(kv.mod_revision() + 1);
+                        }
+                        lock(&events).push(KeyEvent { at: now, holder });
+                    }
+                }
             }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(CLUSTER_POLL) => {}
+                _ = stop.changed() => return,
+            }
+            stream = leader_key_watch(&endpoints, &key, next_revision).await.ok();
         }
     });
     Ok(())
@@ -162,15 +216,71 @@ fn run_id() -> String {
     format!("run-{nanos}")
 }
 
+/// `--repeat N`: [`run`] `runs` times, each after the cluster is healthy again (up to
+/// [`REPEAT_SETTLE`]); `each` hears of every report as it comes. A run that gives no report
+/// stops the repeat: its error comes back beside the reports.
+pub async fn repeat(
+    inventory: &Inventory,
+    opts: &Options,
+    power: &dyn PowerLoss,
+    runs: usize,
+    mut each: impl FnMut(usize, &Report),
+) -> (Repeated, Option<FailoverError>) {
+    let mut reports = Vec::new();
+    for i in 1..=runs {
+        let settle = if i == 1 {
+            opts.settle
+        } else {
+            opts.settle.max(REPEAT_SETTLE)
+        };
+        let opts = Options {
+            settle,
+            ..opts.clone()
+        };
+        match run(inventory, &opts, power).await {
+            Ok(report) => {
+                each(i, &report);
+                reports.push(report);
+            }
+            Err(e) => {
+                let why = format!("run {i} of {runs}: {e}");
+                return (Repeated::of(reports, Some(why)), Some(e));
+            }
+        }
+    }
+    (Repeated::of(reports, None), None)
+}
+
 /// The whole test: pre-flight, writers, fault, observation, healing, verification. `power`
-/// is how the leader loses power in `--mode kill-node`.
+/// is how a member loses power in `--mode kill-node` and `kill-replica`.
 pub async fn run(
     inventory: &Inventory,
     opts: &Options,
     power: &dyn PowerLoss,
 ) -> Result<Report, FailoverError> {
+    let mode = opts.mode;
     let cluster = Cluster::load(inventory)?;
-    let old_leader = settled(&cluster, opts.max_lag, opts.settle).await?;
+    let (old_leader, topology) = settled(&cluster, opts.max_lag, opts.settle).await?;
+    let config = cluster.dynamic_config(&old_leader).await?;
+    let expected = expect::expectation(mode, &config, opts.rate, opts.max_downtime);
+    let etcd_leader_before = match mode {
+        Mode::KillEtcdLeader => cluster.etcd_leader(None).await,
+        _ => None,
+    };
+    let hit = fault::targets(
+        mode,
+        &topology,
+        &old_leader,
+        &cluster.stack.etcd,
+        etcd_leader_before.as_deref(),
+    )
+    .map_err(FailoverError::NoTarget)?;
+    let hold = expect::quorum_hold(&config);
+    // What a mode stops comes back by itself only after the fault is meant to end.
+    let heal_after = match mode {
+        Mode::LoseEtcdQuorum => opts.partition_heal_after.max(hold * 2),
+        _ => opts.partition_heal_after,
+    };
     let old_address = cluster.address(&old_leader);
     let pg = workload::config(&cluster);
     workload::prepare_table(&pg)
@@ -181,9 +291,9 @@ pub async fn run(
         })?;
 
     let key_events: KeyEvents = Arc::default();
-    watch_leader_key(&cluster, &old_address, key_events.clone()).await?;
-    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
+    watch_leader_key(&cluster, &old_address, key_events.clone(), stop_rx.clone()).await?;
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
     let run = run_id();
     let writers: Vec<_> = (0..opts.writers.max(1))
         .map(|i| {
@@ -200,15 +310,7 @@ pub async fn run(
     tokio::time::sleep(WARM_UP).await;
 
     let fault_at = Instant::now();
-    let injected = fault::inject(
-        opts.mode,
-        inventory,
-        &cluster,
-        &old_leader,
-        opts.partition_heal_after,
-        power,
-    )
-    .await;
+    let injected = fault::inject(mode, inventory, &cluster, &hit, heal_after, power).await;
     let injected = match injected {
         Ok(i) => i,
         Err(e) => {
@@ -216,13 +318,38 @@ pub async fn run(
             return Err(e.into());
         }
     };
+    // Writes that count as resumed: over a new connection when the leader may change (the old
+    // one may take a last write before the fault takes hold); else sent once the fault held.
+    let resumed_since = match expected.leader {
+        LeaderChange::Expected | LeaderChange::Either => Since::NewConnection(fault_at),
+        LeaderChange::Unchanged => Since::SentAfter(Instant::now()),
+    };
 
-    let resumed_at = writes_resumed(&acks, fault_at).await;
+    let mut resumed_at = None;
+    if mode == Mode::LoseEtcdQuorum {
+        tokio::time::sleep(hold).await;
+    } else {
+        resumed_at = writes_resumed(&acks, resumed_since).await;
+        if expected.leader == LeaderChange::Unchanged && resumed_at.is_some() {
+            tokio::time::sleep(WRITES_DURING_FAULT).await;
+        }
+    }
+    let sync_standby_during = match mode {
+        Mode::KillSyncStandby => another_sync_standby(&cluster, &hit).await,
+        _ => None,
+    };
+    let etcd_leader_after = match mode {
+        Mode::KillEtcdLeader => another_etcd_leader(&cluster, &hit).await,
+        _ => None,
+    };
     let heal_error = injected
-        .heal(opts.mode, power)
+        .heal(mode, power)
         .await
         .err()
         .map(|e| e.to_string());
+    if mode == Mode::LoseEtcdQuorum {
+        resumed_at = writes_resumed(&acks, resumed_since).await;
+    }
     tokio::time::sleep(AFTER_HEAL).await;
     let _ = stop_tx.send(true);
     for w in writers {
@@ -235,9 +362,16 @@ pub async fn run(
         None => leader_at_the_end(&cluster, &old_leader).await,
     };
     let new_member = new_leader.as_deref().and_then(|n| cluster.member(n));
-    let rejoined = match new_member.filter(|m| m.name != old_leader) {
-        Some(new) => rejoined(&cluster, new, &old_address, fault_at).await,
-        None => None,
+    let first_hit = hit.first().map(String::as_str).unwrap_or_default();
+    let back = match (expected.back, new_member) {
+        (Back::OldLeaderRejoins, Some(new)) if new.name != old_leader => {
+            rejoined(&cluster, new, &old_address, fault_at).await
+        }
+        (Back::Streams, Some(leader)) => {
+            rejoined(&cluster, leader, &cluster.address(first_hit), fault_at).await
+        }
+        (Back::EtcdHealthy, _) => etcd_back(&cluster, &hit, fault_at).await,
+        _ => None,
     };
     let stored = stored(&pg, &run).await?;
     let acks = lock(&acks).clone();
@@ -247,6 +381,9 @@ pub async fn run(
         .err()
         .map(|e| e.to_string());
     let recording = Recording {
+        mode,
+        expected,
+        hit,
         new_leader_address: new_member.map(|m| m.address.clone()),
         old_leader,
         new_leader,
@@ -255,23 +392,37 @@ pub async fn run(
         acks,
         stored,
         key_events,
-        rejoined,
+        back,
+        sync_standby_during,
+        etcd_leader_before,
+        etcd_leader_after,
         heal_error,
         unhealthy_after,
     };
-    Ok(verdict::verdict(&recording, opts))
+    Ok(verdict::verdict(&recording, opts.max_lost))
 }
 
-/// The first write a primary acknowledged after the fault (a new one, or the old one after a
-/// crash it recovers from), waiting up to [`WRITES_RESUME_TIMEOUT`] for it.
-async fn writes_resumed(acks: &Mutex<Vec<Ack>>, fault_at: Instant) -> Option<Instant> {
-    let resumed_by = fault_at + WRITES_RESUME_TIMEOUT;
+/// Which acknowledgements show that writes resumed after the fault.
+#[derive(Debug, Clone, Copy)]
+enum Since {
+    /// Over a connection made after this.
+    NewConnection(Instant),
+    /// Sent after this.
+    SentAfter(Instant),
+}
+
+/// The first write acknowledged after the fault (by a new primary, or the old one after a
+/// crash it recovers from, or the leader that stayed), waiting up to [`WRITES_RESUME_TIMEOUT`].
+async fn writes_resumed(acks: &Mutex<Vec<Ack>>, since: Since) -> Option<Instant> {
+    let (Since::NewConnection(from) | Since::SentAfter(from)) = since;
+    let resumed_by = from + WRITES_RESUME_TIMEOUT;
     loop {
         let found = lock(acks)
             .iter()
-            // Over a connection made after the fault: the old one may have taken a last write
-            // before the fault took hold.
-            .filter(|a| a.connected_at > fault_at)
+            .filter(|a| match since {
+                Since::NewConnection(t) => a.connected_at > t,
+                Since::SentAfter(t) => a.sent_at > t,
+            })
             .map(|a| a.at)
             .min();
         if found.is_some() || Instant::now() > resumed_by {
@@ -279,6 +430,50 @@ async fn writes_resumed(acks: &Mutex<Vec<Ack>>, fault_at: Instant) -> Option<Ins
         }
         tokio::time::sleep(ACK_POLL).await;
     }
+}
+
+/// The synchronous standby Patroni names instead of the killed one (`hit`), if it does within
+/// [`DURING_FAULT_LOOKUP`].
+async fn another_sync_standby(cluster: &Cluster, hit: &[String]) -> Option<String> {
+    let deadline = Instant::now() + DURING_FAULT_LOOKUP;
+    loop {
+        let named = cluster.topology(hit.first().map(String::as_str)).await;
+        let other = named
+            .as_ref()
+            .and_then(|t| t.sync_standby())
+            .map(|m| m.name.clone())
+            .filter(|n| !hit.contains(n));
+        if other.is_some() || Instant::now() > deadline {
+            return other;
+        }
+        tokio::time::sleep(CLUSTER_POLL).await;
+    }
+}
+
+/// etcd's leader once another member than the killed one (`hit`) leads, if one does within
+/// [`DURING_FAULT_LOOKUP`]; else whichever the others last named.
+async fn another_etcd_leader(cluster: &Cluster, hit: &[String]) -> Option<String> {
+    let deadline = Instant::now() + DURING_FAULT_LOOKUP;
+    loop {
+        let leader = cluster.etcd_leader(hit.first().map(String::as_str)).await;
+        let elected = leader.as_ref().is_some_and(|l| !hit.contains(l));
+        if elected || Instant::now() > deadline {
+            return leader;
+        }
+        tokio::time::sleep(CLUSTER_POLL).await;
+    }
+}
+
+/// Fault to etcd on every one of `hosts` answering with a leader, if within [`REJOIN_TIMEOUT`].
+async fn etcd_back(cluster: &Cluster, hosts: &[String], fault_at: Instant) -> Option<Duration> {
+    let deadline = Instant::now() + REJOIN_TIMEOUT;
+    while Instant::now() < deadline {
+        if cluster.etcd_healthy(hosts).await {
+            return Some(fault_at.elapsed());
+        }
+        tokio::time::sleep(CLUSTER_POLL).await;
+    }
+    None
 }
 
 /// The leader as Patroni sees it, asked of the other members first: an old leader back from a
@@ -297,19 +492,19 @@ async fn leader_at_the_end(cluster: &Cluster, old_leader: &str) -> Option<String
     }
 }
 
-/// Fault to the old leader (at `old_address`) streaming from the new one, if it does within
-/// [`REJOIN_TIMEOUT`].
+/// Fault to the member at `address` (the old leader, a replica) streaming from the leader
+/// `new`, if it does within [`REJOIN_TIMEOUT`].
 async fn rejoined(
     cluster: &Cluster,
     new: &PgMember,
-    old_address: &str,
+    address: &str,
     fault_at: Instant,
 ) -> Option<Duration> {
     let deadline = Instant::now() + REJOIN_TIMEOUT;
     let new_pg = workload::single_host(cluster, new);
     while Instant::now() < deadline {
         if let Ok(client) = workload::connect(&new_pg).await {
-            if workload::streams_from(&client, old_address).await {
+            if workload::streams_from(&client, address).await {
                 return Some(fault_at.elapsed());
             }
         }
@@ -332,12 +527,17 @@ async fn stored(pg: &tokio_postgres::Config, run: &str) -> Result<Stored, Failov
     }
 }
 
-/// The leader, once the cluster passes the pre-flight check (retried for up to `wait`).
-async fn settled(cluster: &Cluster, max_lag: u64, wait: Duration) -> Result<String, FailoverError> {
+/// The leader and the members, once the cluster passes the pre-flight check (retried for up to
+/// `wait`).
+async fn settled(
+    cluster: &Cluster,
+    max_lag: u64,
+    wait: Duration,
+) -> Result<(String, crate::stack::patroni::Cluster), FailoverError> {
     let deadline = Instant::now() + wait;
     loop {
         match cluster.preflight(max_lag).await {
-            Ok(leader) => return Ok(leader),
+            Ok(settled) => return Ok(settled),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(SETTLE_POLL).await,
         }
@@ -360,7 +560,7 @@ mod tests {
             mode: Mode::KillNode,
             writers: 1,
             rate: 1.0,
-            max_downtime: 45.0,
+            max_downtime: None,
             max_lost: 0,
             max_lag: 0,
             partition_heal_after: Duration::from_secs(90),

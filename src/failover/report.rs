@@ -8,6 +8,10 @@ use super::Mode;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mode: Mode,
+    /// The outcome the mode expects, which the verdict checked.
+    pub expected: String,
+    /// The hosts the fault hit.
+    pub hit: Vec<String>,
     pub old_leader: String,
     pub new_leader: Option<String>,
     /// Last acknowledged write before the fault to the first one after it (client clock).
@@ -26,7 +30,17 @@ pub struct Report {
     pub split_brain: bool,
     /// Fault to the old leader streaming again as a replica.
     pub old_leader_rejoined_s: Option<f64>,
+    /// Fault to what was hit being back: the old leader streaming again (when the leader
+    /// changed), the replica streaming again, or etcd on the hit hosts healthy again.
+    pub back_s: Option<f64>,
+    /// The synchronous standby while the killed one was down (kill-sync-standby).
+    pub sync_standby_during: Option<String>,
+    /// etcd's leader before the fault and during it (kill-etcd-leader).
+    pub etcd_leader_before: Option<String>,
+    pub etcd_leader_after: Option<String>,
     pub max_downtime_s: f64,
+    /// Where `max_downtime_s` came from: `--max-downtime` or the mode's default.
+    pub max_downtime_from: String,
     pub max_lost: u64,
     pub passed: bool,
     /// Why it did not pass.
@@ -36,8 +50,11 @@ pub struct Report {
 /// The report as a table.
 pub fn table(r: &Report) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{s:.3} s"));
+    let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let rows = [
         ("mode", r.mode.to_string()),
+        ("expected", r.expected.clone()),
+        ("hit", r.hit.join(", ")),
         ("old leader", r.old_leader.clone()),
         (
             "new leader",
@@ -46,9 +63,10 @@ pub fn table(r: &Report) -> String {
         (
             "write downtime",
             format!(
-                "{} (at most {} s)",
+                "{} (at most {} s: {})",
                 opt(r.write_downtime_s),
-                r.max_downtime_s
+                r.max_downtime_s,
+                r.max_downtime_from
             ),
         ),
         ("write gap in the database", opt(r.db_write_gap_s)),
@@ -76,6 +94,19 @@ pub fn table(r: &Report) -> String {
             "old leader streaming again after",
             opt(r.old_leader_rejoined_s),
         ),
+        ("hit member back after", opt(r.back_s)),
+        (
+            "sync standby during the fault",
+            name(&r.sync_standby_during),
+        ),
+        (
+            "etcd leader before -> during",
+            format!(
+                "{} -> {}",
+                name(&r.etcd_leader_before),
+                name(&r.etcd_leader_after)
+            ),
+        ),
         (
             "result",
             if r.passed {
@@ -95,6 +126,8 @@ mod tests {
     fn report() -> Report {
         Report {
             mode: Mode::KillNode,
+            expected: "a replica takes over".into(),
+            hit: vec!["pg-a".into()],
             old_leader: "pg-a".into(),
             new_leader: Some("pg-b".into()),
             write_downtime_s: Some(5.05),
@@ -108,7 +141,12 @@ mod tests {
             timeline_after: Some(4),
             split_brain: false,
             old_leader_rejoined_s: Some(20.0),
+            back_s: Some(20.0),
+            sync_standby_during: None,
+            etcd_leader_before: None,
+            etcd_leader_after: None,
             max_downtime_s: 45.0,
+            max_downtime_from: "--max-downtime".into(),
             max_lost: 0,
             passed: false,
             problems: vec!["1 acknowledged writes lost (at most 0 allowed)".into()],
@@ -128,6 +166,8 @@ mod tests {
             keys,
             [
                 "mode",
+                "expected",
+                "hit",
                 "old_leader",
                 "new_leader",
                 "write_downtime_s",
@@ -141,7 +181,12 @@ mod tests {
                 "timeline_after",
                 "split_brain",
                 "old_leader_rejoined_s",
+                "back_s",
+                "sync_standby_during",
+                "etcd_leader_before",
+                "etcd_leader_after",
                 "max_downtime_s",
+                "max_downtime_from",
                 "max_lost",
                 "passed",
                 "problems",
@@ -157,9 +202,11 @@ mod tests {
             table(&report()),
             "\
 mode                               kill-node
+expected                           a replica takes over
+hit                                pg-a
 old leader                         pg-a
 new leader                         pg-b
-write downtime                     5.050 s (at most 45 s)
+write downtime                     5.050 s (at most 45 s: --max-downtime)
 write gap in the database          5.049 s
 leader key lost after              1.000 s
 new leader key after               -
@@ -169,6 +216,9 @@ duplicated writes                  0
 timeline                           3 -> 4
 split brain                        no
 old leader streaming again after   20.000 s
+hit member back after              20.000 s
+sync standby during the fault      -
+etcd leader before -> during       - -> -
 result                             FAILED: 1 acknowledged writes lost (at most 0 allowed)
 "
         );

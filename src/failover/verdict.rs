@@ -1,12 +1,14 @@
 //! The verdict: what a failover test recorded, turned into its report. No I/O here, so that
-//! every rule (downtime, lost and duplicated writes, split brain, pass or fail) is unit-tested.
+//! every rule (downtime, lost and duplicated writes, split brain, the mode's expected outcome,
+//! pass or fail) is unit-tested.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::expect::{Back, Expectation, LeaderChange};
 use super::report::Report;
 use super::workload::Ack;
-use super::{Options, HEALTHY_AGAIN_TIMEOUT, REJOIN_TIMEOUT, WRITES_RESUME_TIMEOUT};
+use super::{Mode, HEALTHY_AGAIN_TIMEOUT, REJOIN_TIMEOUT, WRITES_RESUME_TIMEOUT};
 
 /// A change of Patroni's leader key in etcd: when it was seen, and the new holder (None: deleted).
 #[derive(Debug, Clone)]
@@ -34,22 +36,33 @@ pub enum Stored {
 /// Everything a test recorded, on the control machine's monotonic clock.
 #[derive(Debug, Clone)]
 pub struct Recording {
+    pub mode: Mode,
+    /// What the mode expects, and the goal.
+    pub expected: Expectation,
+    /// The hosts the fault hit.
+    pub hit: Vec<String>,
     pub old_leader: String,
     /// Who leads at the end (etcd's leader key, else Patroni's /cluster).
     pub new_leader: Option<String>,
     /// The new leader's address as the inventory gives it: writes it acknowledged carry it.
     pub new_leader_address: Option<String>,
     pub fault_at: Instant,
-    /// The first write acknowledged over a connection made after the fault, if one came within
+    /// The first write acknowledged after the fault (over a connection made after it when the
+    /// leader may change; sent after the fault took hold when it should not), if one came within
     /// [`WRITES_RESUME_TIMEOUT`].
     pub resumed_at: Option<Instant>,
     /// Every acknowledged write, in any order.
     pub acks: Vec<Ack>,
     pub stored: Stored,
     pub key_events: Vec<KeyEvent>,
-    /// Fault to the old leader streaming again from the new one (looked for only when the
-    /// leader changed).
-    pub rejoined: Option<Duration>,
+    /// Fault to what the mode expects back ([`Expectation::back`]) being back, if it was within
+    /// [`REJOIN_TIMEOUT`] (the old leader is looked for only when the leader changed).
+    pub back: Option<Duration>,
+    /// The synchronous standby while the old one was down (kill-sync-standby).
+    pub sync_standby_during: Option<String>,
+    /// etcd's leader before the fault and during it (kill-etcd-leader).
+    pub etcd_leader_before: Option<String>,
+    pub etcd_leader_after: Option<String>,
     /// Why undoing the fault failed.
     pub heal_error: Option<String>,
     /// Why the cluster was not healthy again within [`HEALTHY_AGAIN_TIMEOUT`].
@@ -65,9 +78,12 @@ pub fn key_holder(events: &[KeyEvent], fault_at: Instant) -> Option<String> {
         .find_map(|e| e.holder.clone().filter(|_| e.at >= fault_at))
 }
 
-/// The report of `rec`, judged against `opts`' limits.
-pub fn verdict(rec: &Recording, opts: &Options) -> Report {
+/// The report of `rec`, judged against its mode's expectation and `max_lost`.
+pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
+    let mode = rec.mode;
+    let expected = &rec.expected;
     let old_leader = &rec.old_leader;
+    let hit = rec.hit.join(", ");
     let fault_at = rec.fault_at;
     let acks = &rec.acks;
     let mut problems = Vec::new();
@@ -75,11 +91,41 @@ pub fn verdict(rec: &Recording, opts: &Options) -> Report {
         problems.push(format!("healing: {e}"));
     }
     let leader_changed = rec.new_leader.as_ref().is_some_and(|n| n != old_leader);
-    if leader_changed && rec.rejoined.is_none() {
-        problems.push(format!(
-            "{old_leader} did not come back as a streaming replica within {} s",
-            REJOIN_TIMEOUT.as_secs()
-        ));
+    match (expected.leader, &rec.new_leader) {
+        (LeaderChange::Expected, Some(new)) if !leader_changed => problems.push(format!(
+            "the leader stayed {new}: {mode} expects another member to lead"
+        )),
+        (LeaderChange::Unchanged, Some(new)) if leader_changed => problems.push(format!(
+            "the leader changed from {old_leader} to {new}: {mode} expects it to stay"
+        )),
+        _ => {}
+    }
+    let back_needed = match expected.back {
+        Back::OldLeaderRejoins => leader_changed,
+        Back::Streams | Back::EtcdHealthy => true,
+    };
+    if back_needed && rec.back.is_none() {
+        let within = REJOIN_TIMEOUT.as_secs();
+        problems.push(match expected.back {
+            Back::OldLeaderRejoins => {
+                format!("{old_leader} did not come back as a streaming replica within {within} s")
+            }
+            Back::Streams => format!("{hit} did not stream again within {within} s"),
+            Back::EtcdHealthy => format!("etcd on {hit} was not healthy again within {within} s"),
+        });
+    }
+    match mode {
+        Mode::KillSyncStandby => match &rec.sync_standby_during {
+            Some(s) if !rec.hit.contains(s) => {}
+            _ => problems.push(format!(
+                "no other member became synchronous standby while {hit} was down"
+            )),
+        },
+        Mode::KillEtcdLeader => match &rec.etcd_leader_after {
+            Some(after) if rec.etcd_leader_before.as_ref() != Some(after) => {}
+            _ => problems.push(format!("etcd elected no new leader after {hit} was killed")),
+        },
+        _ => {}
     }
 
     let mut stored: HashSet<(i32, i64)> = HashSet::new();
@@ -126,11 +172,15 @@ pub fn verdict(rec: &Recording, opts: &Options) -> Report {
         ));
     }
 
-    // Split brain: another member still acknowledging after the new leader started to.
-    let new_address = rec.new_leader_address.as_deref().filter(|_| leader_changed);
-    let split_brain = new_address.is_some_and(|new| {
-        let first_new = acks.iter().filter(|a| a.server == new).map(|a| a.at).min();
-        first_new.is_some_and(|t| acks.iter().any(|a| a.at > t && a.server != new))
+    // Split brain: another member acknowledging after the leader at the end first did since
+    // the fault.
+    let split_brain = rec.new_leader_address.as_deref().is_some_and(|leader| {
+        let first = acks
+            .iter()
+            .filter(|a| a.server == leader && a.at >= fault_at)
+            .map(|a| a.at)
+            .min();
+        first.is_some_and(|t| acks.iter().any(|a| a.at > t && a.server != leader))
     });
     let timeline_before = acks
         .iter()
@@ -154,16 +204,16 @@ pub fn verdict(rec: &Recording, opts: &Options) -> Report {
         .filter(|e| e.holder.as_ref().is_some_and(|h| h != old_leader))
         .find_map(since_fault);
 
-    if let Some(d) = downtime.filter(|d| *d > opts.max_downtime) {
+    let goal = &expected.goal;
+    if let Some(d) = downtime.filter(|d| *d > goal.max_downtime_s) {
         problems.push(format!(
             "write downtime {d} s is over the {} s allowed",
-            opts.max_downtime
+            goal.max_downtime_s
         ));
     }
-    if lost as u64 > opts.max_lost {
+    if lost as u64 > max_lost {
         problems.push(format!(
-            "{lost} acknowledged writes lost (at most {} allowed)",
-            opts.max_lost
+            "{lost} acknowledged writes lost (at most {max_lost} allowed)"
         ));
     }
     if split_brain {
@@ -178,8 +228,11 @@ pub fn verdict(rec: &Recording, opts: &Options) -> Report {
             HEALTHY_AGAIN_TIMEOUT.as_secs()
         ));
     }
+    let back = rec.back.filter(|_| back_needed).map(secs);
     Report {
-        mode: opts.mode,
+        mode,
+        expected: expected.outcome.clone(),
+        hit: rec.hit.clone(),
         old_leader: old_leader.clone(),
         new_leader: rec.new_leader.clone(),
         write_downtime_s: downtime,
@@ -192,9 +245,14 @@ pub fn verdict(rec: &Recording, opts: &Options) -> Report {
         timeline_before,
         timeline_after,
         split_brain,
-        old_leader_rejoined_s: rec.rejoined.map(secs),
-        max_downtime_s: opts.max_downtime,
-        max_lost: opts.max_lost,
+        old_leader_rejoined_s: back.filter(|_| expected.back == Back::OldLeaderRejoins),
+        back_s: back,
+        sync_standby_during: rec.sync_standby_during.clone(),
+        etcd_leader_before: rec.etcd_leader_before.clone(),
+        etcd_leader_after: rec.etcd_leader_after.clone(),
+        max_downtime_s: goal.max_downtime_s,
+        max_downtime_from: goal.source.clone(),
+        max_lost,
         passed: problems.is_empty(),
         problems,
     }
@@ -208,7 +266,8 @@ pub fn secs(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::Mode;
+    use crate::failover::expect::expectation;
+    use crate::stack::patroni::DynamicConfig;
 
     const A: &str = "10.0.0.1";
     const B: &str = "10.0.0.2";
@@ -240,6 +299,7 @@ mod tests {
             Ack {
                 writer: 0,
                 seq,
+                sent_at: self.at(ms - 5),
                 at: self.at(ms),
                 server: server.into(),
                 timeline,
@@ -248,17 +308,16 @@ mod tests {
         }
     }
 
-    fn opts() -> Options {
-        Options {
-            mode: Mode::KillNode,
-            writers: 1,
-            rate: 10.0,
-            max_downtime: 10.0,
-            max_lost: 0,
-            max_lag: 0,
-            partition_heal_after: Duration::from_secs(90),
-            settle: Duration::from_secs(30),
-        }
+    const CONFIG: DynamicConfig = DynamicConfig {
+        ttl: 30,
+        loop_wait: 6,
+        failsafe_mode: true,
+    };
+
+    /// `mode`'s expectation with the stack's timings, 10 inserts per second per writer, and
+    /// `max_downtime` given (None: the mode's default goal).
+    fn expected(mode: Mode, max_downtime: Option<f64>) -> Expectation {
+        expectation(mode, &CONFIG, 10.0, max_downtime)
     }
 
     /// The database's clock, in seconds, as rows carry it.
@@ -283,6 +342,9 @@ mod tests {
             .chain((11..=15).map(|i| row(i, 6.05 + ((i - 11) * 100) as f64 / 1000.0)))
             .collect();
         Recording {
+            mode: Mode::KillNode,
+            expected: expected(Mode::KillNode, Some(10.0)),
+            hit: vec!["pg-a".into()],
             old_leader: "pg-a".into(),
             new_leader: Some("pg-b".into()),
             new_leader_address: Some(B.into()),
@@ -304,7 +366,10 @@ mod tests {
                     holder: Some("pg-b".into()),
                 },
             ],
-            rejoined: Some(Duration::from_millis(20_000)),
+            back: Some(Duration::from_millis(20_000)),
+            sync_standby_during: None,
+            etcd_leader_before: None,
+            etcd_leader_after: None,
             heal_error: None,
             unhealthy_after: None,
         }
@@ -313,7 +378,7 @@ mod tests {
     #[test]
     fn a_clean_failover_passes_and_its_downtime_straddles_the_fault() {
         let c = Clock::new();
-        let r = verdict(&failover(&c), &opts());
+        let r = verdict(&failover(&c), 0);
         assert!(r.passed, "{:?}", r.problems);
         assert!(r.problems.is_empty());
         assert_eq!(r.old_leader, "pg-a");
@@ -330,6 +395,9 @@ mod tests {
         assert!(!r.split_brain);
         assert_eq!(r.old_leader_rejoined_s, Some(20.0));
         assert_eq!((r.max_downtime_s, r.max_lost), (10.0, 0));
+        assert_eq!(r.max_downtime_from, "--max-downtime");
+        assert_eq!(r.hit, ["pg-a"]);
+        assert_eq!(r.back_s, Some(20.0));
     }
 
     #[test]
@@ -342,7 +410,7 @@ mod tests {
         if let Stored::Rows(rows) = &mut rec.stored {
             rows.extend([row(100, -9.0), row(101, -3.0)]);
         }
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert_eq!(r.write_downtime_s, Some(5.05));
         assert!(r.passed, "{:?}", r.problems);
     }
@@ -350,13 +418,9 @@ mod tests {
     #[test]
     fn downtime_over_the_limit_fails() {
         let c = Clock::new();
-        let r = verdict(
-            &failover(&c),
-            &Options {
-                max_downtime: 3.0,
-                ..opts()
-            },
-        );
+        let mut rec = failover(&c);
+        rec.expected.goal.max_downtime_s = 3.0;
+        let r = verdict(&rec, 0);
         assert!(!r.passed);
         assert_eq!(
             r.problems,
@@ -373,7 +437,7 @@ mod tests {
         if let Stored::Rows(rows) = &mut rec.stored {
             rows.push(row(16, 6.1));
         }
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert!(r.split_brain);
         assert!(!r.passed);
         assert_eq!(
@@ -391,7 +455,7 @@ mod tests {
         if let Stored::Rows(rows) = &mut rec.stored {
             rows.push(row(16, 1.2));
         }
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert!(!r.split_brain);
         assert!(r.passed, "{:?}", r.problems);
     }
@@ -401,11 +465,13 @@ mod tests {
         let c = Clock::new();
         let mut rec = failover(&c);
         // kill-postgres: pg-a recovers and leads again; B's acknowledgements do not matter.
+        rec.mode = Mode::KillPostgres;
+        rec.expected = expected(Mode::KillPostgres, Some(10.0));
         rec.new_leader = Some("pg-a".into());
         rec.new_leader_address = Some(A.into());
-        rec.rejoined = None;
+        rec.back = None;
         rec.acks.push(c.ack(16, 6000, A, 3, 5500));
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert!(!r.split_brain);
         assert_eq!(r.lost_acked_writes, 1);
         assert_eq!(
@@ -422,7 +488,7 @@ mod tests {
             rows.push(row(12, 6.15));
             rows.push(row(12, 6.16));
         }
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert_eq!(r.duplicated_writes, 2);
         assert_eq!(r.lost_acked_writes, 0);
     }
@@ -435,20 +501,14 @@ mod tests {
             // The last two writes on A never reached pg-b.
             rows.retain(|r| r.seq != 9 && r.seq != 10);
         }
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert_eq!(r.lost_acked_writes, 2);
         assert!(!r.passed);
         assert_eq!(
             r.problems,
             ["2 acknowledged writes lost (at most 0 allowed)"]
         );
-        let allowed = verdict(
-            &rec,
-            &Options {
-                max_lost: 2,
-                ..opts()
-            },
-        );
+        let allowed = verdict(&rec, 2);
         assert!(allowed.passed, "{:?}", allowed.problems);
     }
 
@@ -457,7 +517,7 @@ mod tests {
         let c = Clock::new();
         let mut rec = failover(&c);
         rec.stored = Stored::Unreadable("connection refused".into());
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert_eq!(r.db_write_gap_s, None);
         assert_eq!(r.lost_acked_writes, 15);
         assert_eq!(
@@ -478,7 +538,7 @@ mod tests {
         if let Stored::Rows(rows) = &mut rec.stored {
             rows.retain(|r| r.seq <= 10);
         }
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert_eq!(r.write_downtime_s, None);
         assert_eq!(r.timeline_after, None);
         assert!(!r.passed);
@@ -493,9 +553,9 @@ mod tests {
         let c = Clock::new();
         let mut rec = failover(&c);
         rec.heal_error = Some("booting pg-a again: no".into());
-        rec.rejoined = None;
+        rec.back = None;
         rec.unhealthy_after = Some("etcd has no quorum".into());
-        let r = verdict(&rec, &opts());
+        let r = verdict(&rec, 0);
         assert_eq!(
             r.problems,
             [
@@ -507,8 +567,181 @@ mod tests {
         let mut leaderless = failover(&c);
         leaderless.new_leader = None;
         leaderless.new_leader_address = None;
-        let r = verdict(&leaderless, &opts());
+        let r = verdict(&leaderless, 0);
         assert_eq!(r.problems, ["no leader at the end"]);
+    }
+
+    /// `mode` hit `hit` and the leader pg-a stayed: writes on A every 100 ms from 1 s before the
+    /// fault to 12 s after it, none in `gap` (ms from, ms to, open), every one stored; the member
+    /// hit is back after 15 s.
+    fn steady(c: &Clock, mode: Mode, hit: &[&str], gap: Option<(i64, i64)>) -> Recording {
+        let times: Vec<i64> = (-10..=120)
+            .map(|i| i * 100)
+            .filter(|ms| gap.is_none_or(|(from, to)| *ms <= from || *ms >= to))
+            .collect();
+        let acks = (1..)
+            .zip(&times)
+            .map(|(seq, ms)| c.ack(seq, *ms, A, 3, -60_000));
+        let rows = (1..)
+            .zip(&times)
+            .map(|(seq, ms)| row(seq, *ms as f64 / 1000.0));
+        let resumed = times.iter().find(|ms| **ms > 0).map(|ms| c.at(*ms));
+        Recording {
+            mode,
+            expected: expected(mode, None),
+            hit: hit.iter().map(|h| h.to_string()).collect(),
+            old_leader: "pg-a".into(),
+            new_leader: Some("pg-a".into()),
+            new_leader_address: Some(A.into()),
+            fault_at: c.fault_at,
+            resumed_at: resumed,
+            acks: acks.collect(),
+            stored: Stored::Rows(rows.collect()),
+            key_events: Vec::new(),
+            back: Some(Duration::from_secs(15)),
+            sync_standby_during: None,
+            etcd_leader_before: None,
+            etcd_leader_after: None,
+            heal_error: None,
+            unhealthy_after: None,
+        }
+    }
+
+    #[test]
+    fn a_killed_replica_passes_when_the_leader_stays_and_it_streams_again() {
+        let c = Clock::new();
+        let r = verdict(&steady(&c, Mode::KillReplica, &["pg-c"], None), 0);
+        assert!(r.passed, "{:?}", r.problems);
+        assert_eq!(
+            r.expected,
+            "no leader change; writes continue; the replica streams again once powered on"
+        );
+        assert_eq!(r.hit, ["pg-c"]);
+        assert_eq!(r.write_downtime_s, Some(0.1));
+        assert_eq!((r.back_s, r.old_leader_rejoined_s), (Some(15.0), None));
+        assert_eq!(r.max_downtime_s, 1.0);
+        assert_eq!(r.max_downtime_from, "the kill-replica default");
+    }
+
+    #[test]
+    fn a_killed_replica_that_does_not_stream_again_or_moves_the_leader_fails() {
+        let c = Clock::new();
+        let mut rec = steady(&c, Mode::KillReplica, &["pg-c"], None);
+        rec.back = None;
+        assert_eq!(
+            verdict(&rec, 0).problems,
+            ["pg-c did not stream again within 180 s"]
+        );
+        let mut moved = steady(&c, Mode::KillReplica, &["pg-c"], None);
+        moved.new_leader = Some("pg-b".into());
+        moved.new_leader_address = Some(B.into());
+        assert_eq!(
+            verdict(&moved, 0).problems,
+            ["the leader changed from pg-a to pg-b: kill-replica expects it to stay"]
+        );
+    }
+
+    #[test]
+    fn another_member_acknowledging_while_the_leader_stays_is_split_brain() {
+        let c = Clock::new();
+        let mut rec = steady(&c, Mode::KillReplica, &["pg-c"], None);
+        rec.acks.push(c.ack(1000, 5050, B, 3, 5000));
+        if let Stored::Rows(rows) = &mut rec.stored {
+            rows.push(row(1000, 5.05));
+        }
+        let r = verdict(&rec, 0);
+        assert!(r.split_brain);
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn a_killed_sync_standby_passes_when_writes_stall_until_another_is_named() {
+        let c = Clock::new();
+        let mut rec = steady(&c, Mode::KillSyncStandby, &["pg-b"], Some((0, 4000)));
+        rec.sync_standby_during = Some("pg-c".into());
+        let r = verdict(&rec, 0);
+        assert!(r.passed, "{:?}", r.problems);
+        assert_eq!(r.write_downtime_s, Some(4.0));
+        assert_eq!(r.max_downtime_s, 8.0);
+        assert_eq!(r.sync_standby_during.as_deref(), Some("pg-c"));
+    }
+
+    #[test]
+    fn a_killed_sync_standby_fails_without_a_new_one_or_with_a_long_stall() {
+        let c = Clock::new();
+        let mut rec = steady(&c, Mode::KillSyncStandby, &["pg-b"], Some((0, 9000)));
+        rec.sync_standby_during = Some("pg-b".into());
+        assert_eq!(
+            verdict(&rec, 0).problems,
+            [
+                "no other member became synchronous standby while pg-b was down",
+                "write downtime 9 s is over the 8 s allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_killed_etcd_leader_passes_when_etcd_elects_another_and_writes_go_on() {
+        let c = Clock::new();
+        let mut rec = steady(&c, Mode::KillEtcdLeader, &["e-1"], None);
+        rec.etcd_leader_before = Some("e-1".into());
+        rec.etcd_leader_after = Some("e-2".into());
+        let r = verdict(&rec, 0);
+        assert!(r.passed, "{:?}", r.problems);
+        assert_eq!(r.max_downtime_s, 1.0);
+        assert_eq!(r.etcd_leader_after.as_deref(), Some("e-2"));
+    }
+
+    #[test]
+    fn a_killed_etcd_leader_fails_when_no_other_leads_or_etcd_stays_down() {
+        let c = Clock::new();
+        let mut rec = steady(&c, Mode::KillEtcdLeader, &["e-1"], None);
+        rec.etcd_leader_before = Some("e-1".into());
+        rec.etcd_leader_after = Some("e-1".into());
+        rec.back = None;
+        assert_eq!(
+            verdict(&rec, 0).problems,
+            [
+                "etcd on e-1 was not healthy again within 180 s",
+                "etcd elected no new leader after e-1 was killed",
+            ]
+        );
+    }
+
+    #[test]
+    fn losing_etcd_quorum_with_failsafe_mode_passes_without_any_gap() {
+        let c = Clock::new();
+        let r = verdict(&steady(&c, Mode::LoseEtcdQuorum, &["e-1", "e-2"], None), 0);
+        assert!(r.passed, "{:?}", r.problems);
+        // One writer's interval at 10/s plus the slack.
+        assert_eq!(r.max_downtime_s, 0.6);
+        assert_eq!(r.hit, ["e-1", "e-2"]);
+    }
+
+    #[test]
+    fn losing_etcd_quorum_with_failsafe_mode_fails_on_a_gap_over_the_slack() {
+        let c = Clock::new();
+        let rec = steady(
+            &c,
+            Mode::LoseEtcdQuorum,
+            &["e-1", "e-2"],
+            Some((2000, 2800)),
+        );
+        assert_eq!(
+            verdict(&rec, 0).problems,
+            ["write downtime 0.8 s is over the 0.6 s allowed"]
+        );
+    }
+
+    #[test]
+    fn a_switchover_that_leaves_the_leader_in_place_fails() {
+        let c = Clock::new();
+        let mut rec = steady(&c, Mode::Switchover, &["pg-a"], None);
+        rec.back = None;
+        assert_eq!(
+            verdict(&rec, 0).problems,
+            ["the leader stayed pg-a: switchover expects another member to lead"]
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::stack::{Credentials, PgMember};
 pub struct Ack {
     pub writer: i32,
     pub seq: i64,
+    /// When the insert was sent.
+    pub sent_at: Instant,
     pub at: Instant,
     /// The member that acknowledged it (its address).
     pub server: String,
@@ -127,12 +129,14 @@ pub async fn writer(
         };
         seq += 1;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&run, &writer, &seq];
+        let sent_at = Instant::now();
         let insert = c.query_one(INSERT, &params);
         match tokio::time::timeout(WRITE_TIMEOUT, insert).await {
             Ok(Ok(row)) => {
                 let ack = Ack {
                     writer,
                     seq,
+                    sent_at,
                     at: Instant::now(),
                     server: row.get(0),
                     timeline: row.get(1),

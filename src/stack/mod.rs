@@ -42,6 +42,8 @@ impl PgMember {
 /// An etcd member.
 #[derive(Debug, Clone)]
 pub struct EtcdMember {
+    /// Its host in the inventory.
+    pub name: String,
     pub address: String,
     pub client_port: u16,
 }
@@ -125,6 +127,7 @@ impl Stack {
                 Ok(EtcdMember {
                     address: read.string(&h, "hactl_address")?,
                     client_port: read.port(&h, "etcd_client_port")?,
+                    name: h,
                 })
             })
             .collect::<Result<_, StackError>>()?;

@@ -198,6 +198,35 @@ impl Cluster {
     }
 }
 
+/// The part of Patroni's dynamic configuration (`GET /config`) whose timing a test depends on;
+/// what the DCS leaves out has Patroni's default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DynamicConfig {
+    /// Seconds the leader key lives without being renewed.
+    #[serde(default = "default_ttl")]
+    pub ttl: u64,
+    /// Seconds between two runs of Patroni's loop.
+    #[serde(default = "default_loop_wait")]
+    pub loop_wait: u64,
+    /// The leader keeps leading without etcd while every member confirms it (Patroni 3.0+).
+    #[serde(default)]
+    pub failsafe_mode: bool,
+}
+
+fn default_ttl() -> u64 {
+    30
+}
+
+fn default_loop_wait() -> u64 {
+    10
+}
+
+impl DynamicConfig {
+    pub fn parse(body: &str) -> Result<DynamicConfig, ApiError> {
+        serde_json::from_str(body).map_err(|e| ApiError(format!("not Patroni's /config: {e}")))
+    }
+}
+
 /// Patroni's REST API on one member, from the control machine (failover-test, the prober).
 /// Redirects are never followed: an answer comes from the member asked, or not at all.
 #[derive(Debug, Clone)]
@@ -221,29 +250,37 @@ impl Client {
 
     /// `GET {base}/cluster`, where `base` is `http://HOST:PORT`.
     pub async fn cluster(&self, base: &str) -> Result<Cluster, ApiError> {
+        Cluster::parse(&self.get(base, "/cluster").await?)
+    }
+
+    /// `GET {base}/config`: the dynamic configuration as the DCS holds it.
+    pub async fn config(&self, base: &str) -> Result<DynamicConfig, ApiError> {
+        DynamicConfig::parse(&self.get(base, "/config").await?)
+    }
+
+    /// The body of a successful `GET {base}{path}`.
+    async fn get(&self, base: &str, path: &str) -> Result<String, ApiError> {
         let resp = self
             .http
-            .get(format!("{}/cluster", base.trim_end_matches('/')))
+            .get(format!("{}{path}", base.trim_end_matches('/')))
             .send()
             .await
             .map_err(|e| {
                 ApiError(if e.is_timeout() {
-                    "GET /cluster: timed out".to_string()
+                    format!("GET {path}: timed out")
                 } else {
-                    format!("GET /cluster: {e}")
+                    format!("GET {path}: {e}")
                 })
             })?;
         if !resp.status().is_success() {
             return Err(ApiError(format!(
-                "GET /cluster: status {}",
+                "GET {path}: status {}",
                 resp.status().as_u16()
             )));
         }
-        let body = resp
-            .text()
+        resp.text()
             .await
-            .map_err(|e| ApiError(format!("GET /cluster: {e}")))?;
-        Cluster::parse(&body)
+            .map_err(|e| ApiError(format!("GET {path}: {e}")))
     }
 }
 
@@ -261,6 +298,27 @@ mod tests {
             {"name": "b", "role": "sync_standby", "state": "streaming", "timeline": 3, "lag": 0},
             {"name": "c", "role": "replica", "state": "running", "timeline": 3, "lag": 120},
         ]}))
+    }
+
+    #[test]
+    fn the_dynamic_configuration_falls_back_to_patronis_defaults() {
+        let set = DynamicConfig::parse(
+            r#"{"ttl": 30, "loop_wait": 6, "failsafe_mode": true, "postgresql": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            set,
+            DynamicConfig {
+                ttl: 30,
+                loop_wait: 6,
+                failsafe_mode: true
+            }
+        );
+        let unset = DynamicConfig::parse("{}").unwrap();
+        assert_eq!(
+            (unset.ttl, unset.loop_wait, unset.failsafe_mode),
+            (30, 10, false)
+        );
     }
 
     #[test]
