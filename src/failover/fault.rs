@@ -252,6 +252,23 @@ fn with_safety_net(undo: &str, after: Duration, fault: &str) -> String {
     )
 }
 
+/// SIGKILL to every process of `unit`, which stays down (its `Restart=` held off by a runtime
+/// drop-in) until [`started_again`]: a process that dies, not one systemd brings back at once.
+fn kill_and_hold(unit: &str) -> String {
+    format!(
+        "mkdir -p /run/systemd/system/{unit}.service.d && \
+         printf '[Service]\\nRestart=no\\n' > /run/systemd/system/{unit}.service.d/hactl-fault.conf && \
+         systemctl daemon-reload && systemctl kill -s KILL --kill-whom=all {unit}"
+    )
+}
+
+/// Undoes [`kill_and_hold`]: the drop-in gone, the unit started.
+fn started_again(unit: &str) -> String {
+    format!(
+        "sh -c 'rm -f /run/systemd/system/{unit}.service.d/hactl-fault.conf; systemctl daemon-reload; systemctl start {unit}'"
+    )
+}
+
 /// `undo`, and the safety net's timer gone.
 fn undo(undo: &str) -> String {
     format!("systemctl stop {SAFETY_UNIT}.timer >/dev/null 2>&1; {undo}")
@@ -327,9 +344,9 @@ pub async fn inject(
                 &s,
                 "SIGKILL to the synchronous standby's Patroni and PostgreSQL",
                 &with_safety_net(
-                    "systemctl start patroni",
+                    &started_again("patroni"),
                     heal_after,
-                    "systemctl kill -s KILL --kill-whom=all patroni",
+                    &kill_and_hold("patroni"),
                 ),
             )
             .await?;
@@ -340,11 +357,7 @@ pub async fn inject(
             run(
                 &s,
                 "SIGKILL to etcd",
-                &with_safety_net(
-                    "systemctl start etcd",
-                    heal_after,
-                    "systemctl kill -s KILL etcd",
-                ),
+                &with_safety_net(&started_again("etcd"), heal_after, &kill_and_hold("etcd")),
             )
             .await?;
             injected.sessions.push(s);
@@ -385,10 +398,10 @@ impl Injected {
                 .await
             }
             (Mode::KillSyncStandby, Some(s)) => {
-                run(s, "systemctl start patroni", &undo("systemctl start patroni")).await
+                run(s, "systemctl start patroni", &undo(&started_again("patroni"))).await
             }
             (Mode::KillEtcdLeader, Some(s)) => {
-                run(s, "systemctl start etcd", &undo("systemctl start etcd")).await
+                run(s, "systemctl start etcd", &undo(&started_again("etcd"))).await
             }
             // At once: a member's start waits for a quorum that the others' starts make.
             (Mode::LoseEtcdQuorum, _) => {
