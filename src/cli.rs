@@ -87,6 +87,10 @@ pub struct FailoverArgs {
     /// Seconds of write downtime allowed (default: the mode's own goal, which the report names).
     #[arg(long)]
     pub max_downtime: Option<f64>,
+    /// With `--mode command`: what runs (through `sh -c`) while the writers write, e.g.
+    /// "hactl apply inventory/prod.yml"; its output goes to stderr.
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
     /// Acknowledged writes that may be lost.
     #[arg(long, default_value_t = 0)]
     pub max_lost: u64,

@@ -151,7 +151,7 @@ fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() 
             }
         },
     );
-    let (out, report) = lab.failover("kill-node", "36");
+    let (out, report) = lab.failover("kill-node");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let downtime = report["write_downtime_s"].as_f64().expect("write downtime");
     let new_leader = report["new_leader"].as_str().expect("new leader");

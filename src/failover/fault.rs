@@ -39,6 +39,9 @@ pub enum Mode {
     KillEtcdLeader,
     /// etcd stopped on a majority of its members for ttl + 2 × loop_wait, then started again.
     LoseEtcdQuorum,
+    /// `--command` runs here (an apply that upgrades Patroni, a rolling restart) while the
+    /// writers write: whatever it does, it must lose no acknowledged write.
+    Command,
 }
 
 impl std::fmt::Display for Mode {
@@ -53,6 +56,7 @@ impl std::fmt::Display for Mode {
             Mode::KillSyncStandby => "kill-sync-standby",
             Mode::KillEtcdLeader => "kill-etcd-leader",
             Mode::LoseEtcdQuorum => "lose-etcd-quorum",
+            Mode::Command => "command",
         };
         f.write_str(name)
     }
@@ -224,6 +228,7 @@ pub fn targets(
                 "{mode}: no etcd member names a leader that the inventory lists"
             )),
         },
+        Mode::Command => Ok(Vec::new()),
         // The first majority in the inventory's order: the same members every run.
         Mode::LoseEtcdQuorum => Ok(etcd
             .iter()
@@ -269,6 +274,32 @@ fn started_again(unit: &str) -> String {
     )
 }
 
+/// Runs `command` on this machine to its end, its output on stderr (stdout carries the report).
+async fn run_here(command: &str) -> Result<(), FaultError> {
+    use std::os::fd::AsFd as _;
+    let failed = |why: String| FaultError::Command {
+        what: format!("`{command}`"),
+        stderr: why,
+    };
+    let stdout = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| failed(e.to_string()))?;
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .status()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!("it exited with {status}")))
+    }
+}
+
 /// `undo`, and the safety net's timer gone.
 fn undo(undo: &str) -> String {
     format!("systemctl stop {SAFETY_UNIT}.timer >/dev/null 2>&1; {undo}")
@@ -276,6 +307,7 @@ fn undo(undo: &str) -> String {
 
 /// Fails `hosts` (from [`targets`]) as `mode` says. What stops a service leaves a timer on its
 /// host that starts it again after `heal_after`, should hactl die meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub async fn inject(
     mode: Mode,
     inventory: &Inventory,
@@ -283,15 +315,19 @@ pub async fn inject(
     hosts: &[String],
     heal_after: Duration,
     power: &dyn PowerLoss,
+    command: Option<&str>,
 ) -> Result<Injected, FaultError> {
     let mut injected = Injected {
         sessions: Vec::new(),
         hosts: hosts.to_vec(),
     };
-    let first = hosts
-        .first()
-        .ok_or_else(|| FaultError::NoMember(format!("(no target for {mode})")))?;
+    let first = match (mode, hosts.first()) {
+        (Mode::Command, _) => "",
+        (_, Some(host)) => host.as_str(),
+        (_, None) => return Err(FaultError::NoMember(format!("(no target for {mode})"))),
+    };
     match mode {
+        Mode::Command => run_here(command.unwrap_or_default()).await?,
         Mode::Switchover => switchover(cluster, first).await?,
         Mode::Stop => {
             let s = session(inventory, first).await?;

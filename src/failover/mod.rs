@@ -127,6 +127,8 @@ pub struct Options {
     pub partition_heal_after: Duration,
     /// How long the cluster may take to be healthy before the test refuses to start.
     pub settle: Duration,
+    /// What `--mode command` runs.
+    pub command: Option<String>,
 }
 
 type KeyEvents = Arc<Mutex<Vec<KeyEvent>>>;
@@ -259,6 +261,19 @@ pub async fn run(
     power: &dyn PowerLoss,
 ) -> Result<Report, FailoverError> {
     let mode = opts.mode;
+    match (mode, &opts.command) {
+        (Mode::Command, None) => {
+            return Err(FailoverError::NoTarget(
+                "--mode command needs --command 'CMD': what to run while the writers write".into(),
+            ))
+        }
+        (Mode::Command, Some(_)) | (_, None) => {}
+        (_, Some(_)) => {
+            return Err(FailoverError::NoTarget(format!(
+                "--command is for --mode command, not {mode}"
+            )))
+        }
+    }
     let cluster = Cluster::load(inventory)?;
     let (old_leader, topology) = settled(&cluster, opts.max_lag, opts.settle).await?;
     let config = cluster.dynamic_config(&old_leader).await?;
@@ -310,7 +325,16 @@ pub async fn run(
     tokio::time::sleep(WARM_UP).await;
 
     let fault_at = Instant::now();
-    let injected = fault::inject(mode, inventory, &cluster, &hit, heal_after, power).await;
+    let injected = fault::inject(
+        mode,
+        inventory,
+        &cluster,
+        &hit,
+        heal_after,
+        power,
+        opts.command.as_deref(),
+    )
+    .await;
     let injected = match injected {
         Ok(i) => i,
         Err(e) => {
@@ -320,7 +344,9 @@ pub async fn run(
     };
     // Writes that count as resumed: over a new connection when the leader may change (the old
     // one may take a last write before the fault takes hold); else sent once the fault held.
+    // A command has run to its end: any write since counts (the longest gap is the downtime).
     let resumed_since = match expected.leader {
+        _ if mode == Mode::Command => Since::SentAfter(Instant::now()),
         LeaderChange::Expected | LeaderChange::Either => Since::NewConnection(fault_at),
         LeaderChange::Unchanged => Since::SentAfter(Instant::now()),
     };
@@ -565,6 +591,7 @@ mod tests {
             max_lag: 0,
             partition_heal_after: Duration::from_secs(90),
             settle: Duration::from_secs(0),
+            command: None,
         }
     }
 

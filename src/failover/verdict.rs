@@ -103,6 +103,7 @@ pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
     let back_needed = match expected.back {
         Back::OldLeaderRejoins => leader_changed,
         Back::Streams | Back::EtcdHealthy => true,
+        Back::Nothing => false,
     };
     if back_needed && rec.back.is_none() {
         let within = REJOIN_TIMEOUT.as_secs();
@@ -112,6 +113,7 @@ pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
             }
             Back::Streams => format!("{hit} did not stream again within {within} s"),
             Back::EtcdHealthy => format!("etcd on {hit} was not healthy again within {within} s"),
+            Back::Nothing => String::new(),
         });
     }
     match mode {
