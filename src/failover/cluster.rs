@@ -144,6 +144,14 @@ impl Cluster {
             Some(leader) if problems.is_empty() => leader.name.clone(),
             _ => return unhealthy(problems),
         };
+        // After a restart or a failover, the leader runs without a synchronous standby until
+        // Patroni's next loop names one: a fault then would hit a cluster in transition.
+        let config = self.dynamic_config(&leader).await?;
+        if config.synchronous_mode && topology.sync_standby().is_none() {
+            return unhealthy(vec![format!(
+                "synchronous_mode is on and {leader} has no synchronous standby yet"
+            )]);
+        }
         let endpoints = self.stack.etcd_endpoints();
         let healthy = etcd::healthy_members(&endpoints, API_TIMEOUT).await;
         if !etcd::has_quorum(healthy, endpoints.len()) {

@@ -314,6 +314,7 @@ mod tests {
         ttl: 30,
         loop_wait: 6,
         failsafe_mode: true,
+        synchronous_mode: true,
     };
 
     /// `mode`'s expectation with the stack's timings, 10 inserts per second per writer, and

@@ -211,6 +211,9 @@ pub struct DynamicConfig {
     /// The leader keeps leading without etcd while every member confirms it (Patroni 3.0+).
     #[serde(default)]
     pub failsafe_mode: bool,
+    /// Commits wait for a synchronous standby that Patroni names.
+    #[serde(default)]
+    pub synchronous_mode: bool,
 }
 
 fn default_ttl() -> u64 {
@@ -311,7 +314,8 @@ mod tests {
             DynamicConfig {
                 ttl: 30,
                 loop_wait: 6,
-                failsafe_mode: true
+                failsafe_mode: true,
+                synchronous_mode: false,
             }
         );
         let unset = DynamicConfig::parse("{}").unwrap();
