@@ -616,6 +616,35 @@ mod tests {
         assert_eq!(err.exit_code(), exit::BAD_INPUT);
     }
 
+    #[tokio::test]
+    async fn command_mode_without_a_command_or_a_command_elsewhere_is_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let inventory = inventory(
+            dir.path(),
+            "all:\n  children:\n    postgres_cluster:\n      hosts:\n        pg-a:\n        pg-b:\n",
+        );
+        let power = SystemdKill {
+            inventory: &inventory,
+        };
+        let missing = Options {
+            mode: Mode::Command,
+            ..opts()
+        };
+        let err = run(&inventory, &missing, &power).await.unwrap_err();
+        assert!(err.to_string().contains("needs --command"), "{err}");
+        assert_eq!(err.exit_code(), exit::BAD_INPUT);
+        let elsewhere = Options {
+            command: Some("true".into()),
+            ..opts()
+        };
+        let err = run(&inventory, &elsewhere, &power).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "nothing was done: --command is for --mode command, not kill-node"
+        );
+        assert_eq!(err.exit_code(), exit::BAD_INPUT);
+    }
+
     #[test]
     fn an_unhealthy_cluster_fails_and_says_why() {
         let err = FailoverError::Unhealthy(vec![
