@@ -96,14 +96,14 @@ fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: 
 }
 
 /// Each mode's goal (the report's `max_downtime_s`, from the mode and Patroni's /config):
-/// switchover 2 s, stop 3 s, kill-postgres loop_wait + 4 s.
+/// switchover 2.5 s, stop 3 s, kill-postgres loop_wait + 4 s.
 #[test]
 fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
     let lab = lab();
     lab.stack();
     let loop_wait = patroni_config(&lab)["loop_wait"].as_f64().unwrap_or(10.0);
     for (mode, goal, leader_changes) in [
-        ("switchover", 2.0, true),
+        ("switchover", 2.5, true),
         ("stop", 3.0, true),
         ("kill-postgres", loop_wait + 4.0, false),
     ] {
