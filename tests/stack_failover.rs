@@ -258,7 +258,7 @@ fn kill_etcd_leader_moves_etcds_leadership_and_not_patronis() {
 /// etcd stopped on two of its three members for ttl + 2 × loop_wait, with failsafe_mode on (the
 /// stack's default): the
 /// leader keeps leading because every member confirms it. Goal: no write outage at all (no gap
-/// over one writer's interval + 0.5 s) and the leader unchanged.
+/// over one writer's interval + 1 s) and the leader unchanged.
 #[test]
 fn lose_etcd_quorum_with_failsafe_mode_costs_no_write() {
     let lab = lab();
@@ -271,7 +271,7 @@ fn lose_etcd_quorum_with_failsafe_mode_costs_no_write() {
     let (out, r) = failover_test(&lab, &["--mode", "lose-etcd-quorum", "--rate", "20"]);
     eprintln!("lose-etcd-quorum: {r}");
     // One writer's interval at 20 inserts/s, plus the slack.
-    assert_leader_spared("lose-etcd-quorum", &out, &r, 0.55);
+    assert_leader_spared("lose-etcd-quorum", &out, &r, 1.05);
     assert!(
         r["expected"]
             .as_str()

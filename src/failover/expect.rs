@@ -8,9 +8,10 @@ use serde::Serialize;
 use super::Mode;
 use crate::stack::patroni::DynamicConfig;
 
-/// A write outage shorter than one writer's interval plus this is no outage: an insert's round
-/// trip, a commit waiting on the synchronous standby and the scheduler's jitter fit within it.
-pub const NO_OUTAGE_SLACK: f64 = 0.5;
+/// A write stall shorter than one writer's interval plus this is latency, not an outage: with
+/// etcd gone, the leader's loop calls every member's `/failsafe` and commits wait on the
+/// synchronous standby meanwhile (0.06-0.69 s on the lab, over 5 runs).
+pub const NO_OUTAGE_SLACK: f64 = 1.0;
 
 /// Whether the fault should move the leadership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +234,7 @@ mod tests {
         assert_eq!(goal(Mode::KillSyncStandby), 8.0);
         assert_eq!(goal(Mode::KillEtcdLeader), 1.0);
         // One writer's interval at 20/s plus the slack.
-        assert_eq!(goal(Mode::LoseEtcdQuorum), 0.55);
+        assert_eq!(goal(Mode::LoseEtcdQuorum), 1.05);
     }
 
     #[test]
