@@ -717,7 +717,7 @@ mod tests {
         let r = verdict(&steady(&c, Mode::LoseEtcdQuorum, &["e-1", "e-2"], None), 0);
         assert!(r.passed, "{:?}", r.problems);
         // One writer's interval at 10/s plus the slack.
-        assert_eq!(r.max_downtime_s, 0.6);
+        assert_eq!(r.max_downtime_s, 1.1);
         assert_eq!(r.hit, ["e-1", "e-2"]);
     }
 
@@ -728,11 +728,11 @@ mod tests {
             &c,
             Mode::LoseEtcdQuorum,
             &["e-1", "e-2"],
-            Some((2000, 2800)),
+            Some((2000, 3300)),
         );
         assert_eq!(
             verdict(&rec, 0).problems,
-            ["write downtime 0.8 s is over the 0.6 s allowed"]
+            ["write downtime 1.3 s is over the 1.1 s allowed"]
         );
     }
 
