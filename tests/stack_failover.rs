@@ -99,7 +99,7 @@ fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: 
 /// switchover 2.5 s, stop 3 s, kill-postgres loop_wait + 4 s.
 #[test]
 fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let loop_wait = patroni_config(&lab)["loop_wait"].as_f64().unwrap_or(10.0);
     for (mode, goal, leader_changes) in [
@@ -119,7 +119,7 @@ fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
 /// time. Goal: ttl + loop_wait of write downtime (36 s in the default profile).
 #[test]
 fn kill_node_five_times_in_a_row_loses_no_acknowledged_write() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let config = patroni_config(&lab);
     let goal = config["ttl"].as_f64().unwrap_or(0.0) + config["loop_wait"].as_f64().unwrap_or(0.0);
@@ -143,7 +143,7 @@ fn kill_node_five_times_in_a_row_loses_no_acknowledged_write() {
 /// 12's Patroni 3.0.2 did the latter until the patroni role carried upstream's fix).
 #[test]
 fn partition_fails_over_and_the_old_leader_follows_after_healing() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let (out, report) = lab.failover("partition");
     eprintln!("partition: {report}");
@@ -166,7 +166,7 @@ fn partition_fails_over_and_the_old_leader_follows_after_healing() {
 /// nothing (the leader stays the leader).
 #[test]
 fn an_unhealthy_cluster_is_refused_and_left_alone() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let leader_before = lab.leader();
     let replica = CLUSTER
@@ -206,7 +206,7 @@ fn an_unhealthy_cluster_is_refused_and_left_alone() {
 /// Goal: no leader change, 1 s of write downtime at most, the replica streams again.
 #[test]
 fn kill_replica_leaves_the_leader_alone_and_the_replica_streams_again() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let (out, r) = failover_test(&lab, &["--mode", "kill-replica"]);
     eprintln!("kill-replica: {r}");
@@ -220,7 +220,7 @@ fn kill_replica_leaves_the_leader_alone_and_the_replica_streams_again() {
 /// another synchronous standby. Goal: loop_wait + 2 s of stall (loop_wait from /config).
 #[test]
 fn kill_sync_standby_stalls_writes_until_another_standby_is_named() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let loop_wait = patroni_config(&lab)["loop_wait"].as_f64().unwrap_or(10.0);
     let (out, r) = failover_test(&lab, &["--mode", "kill-sync-standby"]);
@@ -239,7 +239,7 @@ fn kill_sync_standby_stalls_writes_until_another_standby_is_named() {
 /// rides out. Goal: no leader change, 1 s of write downtime at most, the member healthy again.
 #[test]
 fn kill_etcd_leader_moves_etcds_leadership_and_not_patronis() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let (out, r) = failover_test(&lab, &["--mode", "kill-etcd-leader"]);
     eprintln!("kill-etcd-leader: {r}");
@@ -261,7 +261,7 @@ fn kill_etcd_leader_moves_etcds_leadership_and_not_patronis() {
 /// over one writer's interval + 1 s) and the leader unchanged.
 #[test]
 fn lose_etcd_quorum_with_failsafe_mode_costs_no_write() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     assert_eq!(
         patroni_config(&lab)["failsafe_mode"],
@@ -288,7 +288,7 @@ fn lose_etcd_quorum_with_failsafe_mode_costs_no_write() {
 /// `--repeat 2`: two switchovers, each report kept, every figure summed up, and the result.
 #[test]
 fn repeat_runs_the_mode_again_and_sums_each_figure_up() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let (out, j) = failover_test(
         &lab,
@@ -359,7 +359,7 @@ impl Drop for Profile<'_> {
 /// Patroni's minimum ttl of 20: see the README).
 #[test]
 fn the_fast_profile_fails_over_in_about_twenty_seconds() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let _fast = Profile::set(&lab, "fast");
     let config = patroni_config(&lab);

@@ -32,7 +32,7 @@ fn prometheus(lab: &Lab, query: &str) -> Value {
 
 #[test]
 fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     assert_eq!(
         lab.run("prmt-1", "systemctl is-active hactl-prober"),
@@ -135,7 +135,7 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
 
 #[test]
 fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let before = eventually(
         "the prober sees a healthy cluster",
@@ -207,7 +207,7 @@ impl Drop for Prober {
 
 #[test]
 fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab() {
-    let lab = lab();
+    let mut lab = lab();
     lab.stack();
     let (quiet, _h) = silent();
     let listen = {

@@ -22,11 +22,21 @@ pub const STATE_DIR: &str = "/var/lib/hactl/lab";
 /// The lab inventory as shipped. Only read: commands keep state beside their inventory.
 const SHIPPED_INVENTORY: &str = "inventory/lab.yml";
 
-static LAB: Mutex<bool> = Mutex::new(false);
+/// What this test binary knows of the lab.
+struct State {
+    up: bool,
+    /// The stack was applied and no lab test has failed since.
+    stack: bool,
+}
+
+static LAB: Mutex<State> = Mutex::new(State {
+    up: false,
+    stack: false,
+});
 
 /// The lab, up, and held by this test alone until the guard is dropped.
 pub struct Lab {
-    up: MutexGuard<'static, bool>,
+    up: MutexGuard<'static, State>,
 }
 
 /// Brings the lab up once per test run (later calls find it up) and locks it for one test.
@@ -35,11 +45,16 @@ pub fn lab() -> Lab {
         nix_is_root(),
         "the lab tests need root (they make a bridge, mounts and containers): run `sudo scripts/test.sh`"
     );
-    let mut up = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !*up {
+    let mut up = LAB.lock().unwrap_or_else(|poisoned| {
+        // A lab test failed holding it: what it left is not known to be a healthy stack.
+        let mut state = poisoned.into_inner();
+        state.stack = false;
+        state
+    });
+    if !up.up {
         let out = hactl(&["lab", "up", "-i", &lab_inventory()]);
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
-        *up = true;
+        up.up = true;
     }
     Lab { up }
 }
@@ -124,13 +139,19 @@ impl Lab {
         )
     }
 
-    /// The HA stack (the built-in roles/site.yml) applied: a no-op when an earlier test built it.
+    /// The HA stack (the built-in roles/site.yml) applied once per test file: later tests find it
+    /// applied, unless a lab test failed since (then it is applied again, which also heals what
+    /// that test may have left).
     /// Building it on bare hosts takes minutes, so the files of the tests that need it are named
     /// `stack*.rs`: cargo runs test files in name order, so they run together, after
     /// lab_lifecycle.rs has taken the lab down and stack.rs has built the stack again.
-    pub fn stack(&self) {
+    pub fn stack(&mut self) {
+        if self.up.stack {
+            return;
+        }
         let out = hactl(&["apply", &self.inventory()]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        self.up.stack = true;
     }
 
     /// `hactl failover-test --mode MODE` on the lab, held to the mode's own goal, with a JSON
@@ -152,7 +173,8 @@ impl Lab {
 
     /// Takes the lab down, which must succeed; the next `lab()` brings it up again.
     pub fn down(&mut self) {
-        *self.up = false;
+        self.up.up = false;
+        self.up.stack = false;
         let out = hactl(&["lab", "down", "-i", &self.inventory()]);
         assert!(out.status.success(), "lab down:\n{}", text(&out));
     }
@@ -161,7 +183,7 @@ impl Lab {
     pub fn up(&mut self) {
         let out = hactl(&["lab", "up", "-i", &self.inventory()]);
         assert!(out.status.success(), "lab up:\n{}", text(&out));
-        *self.up = true;
+        self.up.up = true;
     }
 }
 
