@@ -87,7 +87,8 @@ impl Cache {
     }
 }
 
-fn file_name(url: &str) -> &str {
+/// The last part of a URL's path.
+pub(crate) fn file_name(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::release::verified_download;
+use super::release::{file_name, verified_download};
 use super::{apply_steps, fail, run, Ctx, Module, Outcome, Plan, Result, Step, Upload};
 use crate::ssh::shell_quote;
 
@@ -84,10 +84,6 @@ impl Lock {
             .map(String::as_str)
             .collect()
     }
-}
-
-fn file_name(url: &str) -> &str {
-    url.rsplit('/').next().unwrap_or(url)
 }
 
 /// A package name as pip writes it in `NAME-VERSION.dist-info`.
