@@ -352,11 +352,12 @@ impl Drop for Profile<'_> {
 }
 
 /// The fast profile (ttl 20, loop_wait 2): a crashed postmaster costs at most 6 s of writes
-/// (loop_wait + 4; 4.2-4.3 s measured). A power loss costs about ttl + 3 s: the leader key outlives its ttl by etcd's
-/// lease handling (up to ~1.5 s when etcd's leader dies with it) and Patroni waits a fixed 2 s
-/// for the dead leader's REST API before it promotes; measured 22.1-24.7 s on the lab, so the
-/// threshold here is ttl + loop_wait + 3 s (the goal of 22 s is not reachable with
-/// Patroni's minimum ttl of 20: see the README).
+/// (loop_wait + 4; 3.7-4.3 s measured). A power loss costs about ttl + 2 to 4 s: the leader key
+/// outlives its ttl by etcd's lease handling (up to ~1.5 s when etcd's leader dies with it),
+/// Patroni waits a fixed 2 s for the dead leader's REST API before it promotes, and the writers
+/// reconnect (a 1 s connect timeout per member tried). Measured 21.4-24.7 s on the lab, so the
+/// threshold here is ttl + 6 = 26 s: the goal of 22 s is not reachable with Patroni's
+/// minimum ttl of 20 (see the README).
 #[test]
 fn the_fast_profile_fails_over_in_about_twenty_seconds() {
     let mut lab = lab();
@@ -372,7 +373,7 @@ fn the_fast_profile_fails_over_in_about_twenty_seconds() {
     eprintln!("kill-postgres, fast: {r}");
     assert_eq!(r["max_downtime_s"].as_f64(), Some(6.0), "{r}");
     assert_healthy_failover("kill-postgres", &out, &r, false);
-    let (out, r) = failover_test(&lab, &["--mode", "kill-node", "--max-downtime", "25"]);
+    let (out, r) = failover_test(&lab, &["--mode", "kill-node", "--max-downtime", "26"]);
     eprintln!("kill-node, fast: {r}");
     assert_healthy_failover("kill-node", &out, &r, true);
 }
