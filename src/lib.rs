@@ -11,6 +11,7 @@ mod failover;
 pub mod inventory;
 mod lab;
 mod modules;
+mod pki;
 mod probe;
 mod roles;
 mod secrets;

@@ -76,6 +76,20 @@ fn parse(text: &str) -> Value {
     Value::Object(facts)
 }
 
+/// Adds `control_address`: this machine's address as the host sees it (the source address the
+/// kernel picks to reach it), for allowlists and pg_hba lines that name the control machine.
+pub fn with_control_address(mut facts: Value, address: &str, port: u16) -> Value {
+    let local = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect((address, port)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    if let Value::Object(map) = &mut facts {
+        map.insert("control_address".into(), json!(local));
+    }
+    facts
+}
+
 /// Facts of the right shape for checking roles before any host is reached.
 pub fn placeholder(host: &str) -> Value {
     json!({
@@ -83,6 +97,7 @@ pub fn placeholder(host: &str) -> Value {
         "os_name": "Debian GNU/Linux 12 (bookworm)", "arch": "x86_64", "goarch": "amd64", "kernel": "6.1.0",
         "hostname": host, "fqdn": host, "default_ipv4": "192.0.2.1", "all_ipv4": ["192.0.2.1"],
         "cpus": 2, "memory_mb": 2048, "service_manager": "systemd", "user": "root",
+        "control_address": "192.0.2.2",
     })
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use crate::inventory::{is_secret_name, Inventory, InventoryError};
 use crate::modules::{self, release, Ctx, Diff, ModuleError, Outcome, Ran};
 use crate::roles::{Play, Role, RoleError, Site, Task};
+use crate::pki::Pki;
 use crate::secrets::SecretStore;
 use crate::ssh::{self, HostKeyPolicy, Session, SshError};
 use crate::template::{self, World};
@@ -130,6 +131,7 @@ pub async fn apply(
     let forks = Arc::new(Semaphore::new(opts.forks.unwrap_or(involved.len()).max(1)));
     let mut hosts = connect_all(inventory, &involved, opts, &reporter, &forks).await?;
     let releases = release::Cache::new(opts.release_cache.clone());
+    let pki = Pki::of(inventory);
 
     for plan in &plans {
         let world = world_for(inventory, site, plan, &hosts, opts, &env, false);
@@ -138,6 +140,7 @@ pub async fn apply(
             opts,
             reporter: &reporter,
             releases: &releases,
+            pki: &pki,
             forks: &forks,
         };
         let play_hosts: Vec<String> = plan
@@ -493,7 +496,9 @@ async fn connect_all(
             let _slot = forks.acquire().await;
             let session = Session::connect(&target, policy).await?;
             let session = session.with_become_password(opts.become_password.clone());
-            let facts = facts::gather(&session).await?;
+            let facts = facts::gather(&session)
+                .await?
+                .map(|f| facts::with_control_address(f, &target.address, target.port));
             Ok::<_, SshError>((session, facts))
         }
     }))
@@ -560,6 +565,7 @@ struct PlayRun<'a> {
     opts: &'a Options,
     reporter: &'a Reporter,
     releases: &'a release::Cache,
+    pki: &'a Pki,
     forks: &'a Arc<Semaphore>,
 }
 
@@ -684,8 +690,10 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
     };
     let ctx = Ctx {
         remote: session.as_ref(),
+        host: &run.name,
         diff: play.opts.diff,
         releases: play.releases,
+        pki: play.pki,
         units_changed: &run.units_changed,
     };
     let check = play.opts.check && task.check_mode != Some(false);

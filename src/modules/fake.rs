@@ -110,6 +110,7 @@ impl Remote for FakeRemote {
 pub struct TestHost {
     pub remote: FakeRemote,
     pub releases: release::Cache,
+    pub pki: crate::pki::Pki,
     pub units_changed: AtomicBool,
     pub diff: bool,
 }
@@ -119,6 +120,10 @@ impl TestHost {
         TestHost {
             remote,
             releases: release::Cache::new(None),
+            pki: crate::pki::Pki::new(
+                std::env::temp_dir().join("hactl-fake-host.pki"),
+                crate::pki::CaSource::Own,
+            ),
             units_changed: AtomicBool::new(false),
             diff: false,
         }
@@ -127,8 +132,10 @@ impl TestHost {
     pub fn ctx(&self) -> Ctx<'_> {
         Ctx {
             remote: &self.remote,
+            host: "fake-host",
             diff: self.diff,
             releases: &self.releases,
+            pki: &self.pki,
             units_changed: &self.units_changed,
         }
     }

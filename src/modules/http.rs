@@ -7,8 +7,18 @@ use serde_json::{json, Value};
 use super::{fail, Ctx, Result};
 
 const CLIENT: &str = r#"
-import base64, json, sys, urllib.request, urllib.error
+import base64, json, ssl, sys, urllib.request, urllib.error
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
 r = json.load(sys.stdin)
+handlers = [NoRedirect()]
+if r.get("tls") is not None:
+    d = r["tls"]
+    ctx = ssl.create_default_context(cafile=d + "/ca.crt")
+    ctx.load_cert_chain(d + "/server.crt", d + "/server.key")
+    handlers.append(urllib.request.HTTPSHandler(context=ctx))
+opener = urllib.request.build_opener(*handlers)
 req = urllib.request.Request(r["url"], method=r["method"])
 if r.get("user") is not None:
     token = base64.b64encode((r["user"] + ":" + r["password"]).encode()).decode()
@@ -18,7 +28,7 @@ if r.get("body") is not None:
     data = json.dumps(r["body"]).encode()
     req.add_header("Content-Type", "application/json")
 try:
-    with urllib.request.urlopen(req, data=data, timeout=r["timeout"]) as resp:
+    with opener.open(req, data=data, timeout=r["timeout"]) as resp:
         status, text = resp.status, resp.read().decode("utf-8", "replace")
 except urllib.error.HTTPError as e:
     status, text = e.code, e.read().decode("utf-8", "replace")
@@ -26,6 +36,19 @@ except Exception as e:
     status, text = 0, str(e)
 print(json.dumps({"status": status, "body": text}))
 "#;
+
+/// A REST API as a host reaches it: its base URL and, for https, the host's TLS directory.
+#[derive(Debug, Clone, Copy)]
+pub struct Api<'a> {
+    pub url: &'a str,
+    pub tls: Option<&'a str>,
+}
+
+impl std::fmt::Display for Api<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.url)
+    }
+}
 
 /// Who to authenticate as, for unsafe methods.
 #[derive(Debug, Clone, Copy)]
@@ -47,15 +70,19 @@ impl Response {
     }
 }
 
+/// A request from the host to `url`, never following a redirect. With `tls`, a directory of the
+/// host holding `ca.crt` (the CA the server's certificate must chain to, with its name checked)
+/// and `server.crt`/`server.key` (shown as the client's certificate).
 pub async fn request(
     ctx: &Ctx<'_>,
+    tls: Option<&str>,
     method: &str,
     url: &str,
     auth: Option<Auth<'_>>,
     body: Option<&Value>,
 ) -> Result<Response> {
     let input = json!({
-        "method": method, "url": url, "timeout": 30,
+        "method": method, "url": url, "timeout": 30, "tls": tls,
         "user": auth.map(|a| a.user), "password": auth.map(|a| a.password), "body": body,
     });
     let script = format!("python3 -c {}", crate::ssh::shell_quote(CLIENT));
@@ -112,6 +139,7 @@ mod tests {
         };
         let resp = request(
             &host.ctx(),
+            None,
             "POST",
             "http://h:8008/restart",
             Some(auth),

@@ -16,6 +16,7 @@
 //! `engine::prepare` reads or renders it into the arguments.
 
 mod args;
+pub mod certificate;
 pub mod command;
 pub mod copy;
 pub mod debug;
@@ -76,6 +77,7 @@ macro_rules! registry {
 }
 
 registry! {
+    Certificate => certificate::Certificate,
     Command => command::Command,
     Shell => command::Shell,
     Copy => copy::Copy,
@@ -222,9 +224,13 @@ impl Action {
 /// What a module sees of the host and the run.
 pub struct Ctx<'a> {
     pub remote: &'a dyn Remote,
+    /// The host's inventory name.
+    pub host: &'a str,
     /// Read files' text, so that plans carry their diffs (`--diff`).
     pub diff: bool,
     pub releases: &'a release::Cache,
+    /// The inventory's CA, on the control machine.
+    pub pki: &'a crate::pki::Pki,
     /// Set when a unit file was written on this host and systemd has not re-read them since.
     pub units_changed: &'a AtomicBool,
 }

@@ -13,6 +13,9 @@ use super::{fail, Ctx, Module, Outcome, Plan, Result};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// A directory of the host with `ca.crt`, `server.crt` and `server.key`: the REST API is
+    /// asked over https, its certificate checked against that CA, this one shown as the client's.
+    pub tls_dir: Option<String>,
     /// The REST API of any member: `http://10.0.0.11:8008`.
     pub url: String,
     pub username: Option<String>,
@@ -91,7 +94,7 @@ impl Module for PatroniConfig {
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Response> {
         let base = args.url.trim_end_matches('/');
-        request(ctx, "GET", &format!("{base}/config"), None, None).await
+        request(ctx, args.tls_dir.as_deref(), "GET", &format!("{base}/config"), None, None).await
     }
 
     fn plan(args: &Args, current: Response) -> Result<Plan<Todo>> {
@@ -128,7 +131,7 @@ impl Module for PatroniConfig {
             (Some(user), Some(password)) => Some(Auth { user, password }),
             _ => None,
         };
-        let resp = request(ctx, "PATCH", &format!("{base}/config"), auth, Some(&diff)).await?;
+        let resp = request(ctx, args.tls_dir.as_deref(), "PATCH", &format!("{base}/config"), auth, Some(&diff)).await?;
         if resp.status != 200 {
             return fail(format!(
                 "PATCH {base}/config: status {} {}",

@@ -8,13 +8,16 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::http::{request, Auth};
+use super::http::{request, Api, Auth};
 use super::{de_u64, fail, Ctx, Module, ModuleError, Outcome, Plan, Result};
 use crate::stack::patroni::{Cluster, Member, Role};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// A directory of the host with `ca.crt`, `server.crt` and `server.key`: the REST API is
+    /// asked over https, its certificate checked against that CA, this one shown as the client's.
+    pub tls_dir: Option<String>,
     /// The REST API asked for the cluster's state and the switchover: `http://10.0.0.11:8008`.
     pub url: String,
     /// Each member's REST API by its Patroni name, as the inventory knows it.
@@ -79,8 +82,11 @@ pub enum Todo {
     Unreadable(String),
 }
 
-fn base(args: &Args) -> &str {
-    args.url.trim_end_matches('/')
+fn base(args: &Args) -> Api<'_> {
+    Api {
+        url: args.url.trim_end_matches('/'),
+        tls: args.tls_dir.as_deref(),
+    }
 }
 
 fn target(args: &Args, member: &Member) -> Result<Target> {
@@ -99,8 +105,8 @@ fn target(args: &Args, member: &Member) -> Result<Target> {
     }
 }
 
-pub(crate) async fn read_cluster(ctx: &Ctx<'_>, base: &str) -> Result<Cluster> {
-    let resp = request(ctx, "GET", &format!("{base}/cluster"), None, None).await?;
+pub(crate) async fn read_cluster(ctx: &Ctx<'_>, base: Api<'_>) -> Result<Cluster> {
+    let resp = request(ctx, base.tls, "GET", &format!("{base}/cluster"), None, None).await?;
     if resp.status != 200 {
         return fail(format!(
             "GET {base}/cluster: status {} {}",
@@ -114,7 +120,7 @@ pub(crate) async fn read_cluster(ctx: &Ctx<'_>, base: &str) -> Result<Cluster> {
 /// Polls the cluster until `done` holds, or fails after `timeout`.
 pub(crate) async fn wait_until(
     ctx: &Ctx<'_>,
-    base: &str,
+    base: Api<'_>,
     timeout: Duration,
     what: &str,
     done: impl Fn(&Cluster) -> bool,
@@ -148,7 +154,7 @@ async fn restart(ctx: &Ctx<'_>, args: &Args, m: &Target, timeout: Duration) -> R
         password: &args.password,
     };
     let url = format!("{}/restart", m.api);
-    let resp = request(ctx, "POST", &url, Some(auth), Some(&json!({}))).await?;
+    let resp = request(ctx, base(args).tls, "POST", &url, Some(auth), Some(&json!({}))).await?;
     if resp.status != 200 {
         return fail(format!(
             "restart of {}: status {} {}",
@@ -186,14 +192,14 @@ async fn switch_over(
 /// `old` runs again. Returns the new leader.
 pub(crate) async fn hand_over(
     ctx: &Ctx<'_>,
-    base: &str,
+    base: Api<'_>,
     auth: Auth<'_>,
     old: &str,
     timeout: Duration,
 ) -> Result<String> {
     // In synchronous mode only the synchronous standby may take over; after the replica
     // restarts it takes Patroni a loop or two to name one again.
-    let config = request(ctx, "GET", &format!("{base}/config"), None, None).await?;
+    let config = request(ctx, base.tls, "GET", &format!("{base}/config"), None, None).await?;
     let sync_mode = config
         .json()
         .is_some_and(|c| c["synchronous_mode"].as_bool() == Some(true));
@@ -216,8 +222,7 @@ pub(crate) async fn hand_over(
         ));
     };
     let body = json!({"leader": old, "candidate": candidate});
-    let resp = request(
-        ctx,
+    let resp = request(ctx, base.tls,
         "POST",
         &format!("{base}/switchover"),
         Some(auth),

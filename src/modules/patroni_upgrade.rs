@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::http::{request, Auth};
+use super::http::{request, Api, Auth};
 use super::patroni_restart::{hand_over, read_cluster};
 use super::{de_bool, de_u64, fail, run, Ctx, Module, Outcome, Plan, Result};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// A directory of the host with `ca.crt`, `server.crt` and `server.key`: the REST API is
+    /// asked over https, its certificate checked against that CA, this one shown as the client's.
+    pub tls_dir: Option<String>,
     /// This member's REST API: `http://10.0.0.11:8008`.
     pub url: String,
     /// This member's Patroni name.
@@ -50,8 +53,11 @@ pub struct Todo {
     hand_over: bool,
 }
 
-fn base(args: &Args) -> &str {
-    args.url.trim_end_matches('/')
+fn base(args: &Args) -> Api<'_> {
+    Api {
+        url: args.url.trim_end_matches('/'),
+        tls: args.tls_dir.as_deref(),
+    }
 }
 
 /// Reads `GET /patroni`'s version and role (3.x says `master`, 4.x `primary`).
@@ -71,7 +77,7 @@ impl Module for PatroniUpgrade {
     type Todo = Todo;
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Observed> {
-        let resp = request(ctx, "GET", &format!("{}/patroni", base(args)), None, None).await?;
+        let resp = request(ctx, base(args).tls, "GET", &format!("{}/patroni", base(args)), None, None).await?;
         if resp.status == 0 {
             return Ok(Observed::Down);
         }
@@ -124,7 +130,7 @@ impl Module for PatroniUpgrade {
         run(ctx, "restarting Patroni", "systemctl restart patroni").await?;
         let started = Instant::now();
         loop {
-            let resp = request(ctx, "GET", &format!("{}/patroni", base(args)), None, None).await?;
+            let resp = request(ctx, base(args).tls, "GET", &format!("{}/patroni", base(args)), None, None).await?;
             let version = resp.json().as_ref().and_then(parse);
             let running = matches!(&version, Some(Observed::Running { version, .. }) if *version == args.version);
             if running {
