@@ -189,9 +189,6 @@ impl Pki {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 
     /// Where the CA's certificate is, as clients on this machine read it.
     pub fn ca_path(&self) -> PathBuf {

@@ -112,6 +112,8 @@ pub async fn apply(
     let env = template::environment(Some(secrets.clone()));
     let plans = plan(inventory, site, opts)?;
     validate(inventory, site, &plans, opts, &env)?;
+    let pki = Pki::of(inventory);
+    control_certificate(&pki, inventory, opts)?;
 
     let mut reporter = Reporter::new(opts.format, opts.diff, opts.check);
     let involved: Vec<String> = inventory
@@ -131,7 +133,6 @@ pub async fn apply(
     let forks = Arc::new(Semaphore::new(opts.forks.unwrap_or(involved.len()).max(1)));
     let mut hosts = connect_all(inventory, &involved, opts, &reporter, &forks).await?;
     let releases = release::Cache::new(opts.release_cache.clone());
-    let pki = Pki::of(inventory);
 
     for plan in &plans {
         let world = world_for(inventory, site, plan, &hosts, opts, &env, false);
@@ -364,6 +365,34 @@ fn world_for(
         fixed.insert("play_hosts".into(), plan.hosts.clone().into());
         fixed
     })
+}
+
+/// hactl's own client certificate (failover-test, status, the tests): made with the CA on the
+/// first apply, renewed as the hosts' are.
+fn control_certificate(pki: &Pki, inventory: &Inventory, opts: &Options) -> Result<(), ApplyError> {
+    let number = |name: &str| {
+        opts.extra_vars
+            .get(name)
+            .cloned()
+            .or_else(|| {
+                let all = inventory.groups.get("all")?;
+                all.inline_vars
+                    .get(name)
+                    .or(all.file_vars.get(name))
+                    .map(|v| v.value.clone())
+            })
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+    };
+    pki.issue(&crate::pki::Wanted {
+        holder: crate::pki::CONTROL,
+        name: crate::pki::CONTROL_CERT,
+        cn: crate::pki::CONTROL_CERT,
+        sans: &[],
+        renew_days: number("hactl_cert_renew_days").unwrap_or(30),
+        days: number("hactl_cert_days").unwrap_or(365),
+    })
+    .map(drop)
+    .map_err(|e| ApplyError::Invalid(vec![format!("{}: {e}", pki.ca_path().display())]))
 }
 
 /// Values of secret-named variables (passwords, keys, tokens) that output must never show.

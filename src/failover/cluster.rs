@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::FailoverError;
 use crate::inventory::Inventory;
 use crate::stack::patroni::{self, Client, DynamicConfig};
+use crate::stack::tls::ClientTls;
 use crate::stack::{etcd, Credentials, EtcdMember, Login, PgMember, Stack};
 
 /// Each call to a member's Patroni REST API or to etcd: a member that takes longer is counted
@@ -16,6 +17,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Cluster {
     pub stack: Stack,
     pub patroni: Client,
+    /// hactl's client certificate and the inventory's CA.
+    pub tls: ClientTls,
+    /// PostgreSQL over TLS, the server's certificate checked (verify-full).
+    pub pg_tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// The writers' login.
     pub superuser: Credentials,
     /// For the switchover.
@@ -32,8 +37,12 @@ impl Cluster {
                 group: stack.postgres_group.clone(),
             });
         }
-        let patroni = Client::new(API_TIMEOUT).map_err(|error| FailoverError::Http { error })?;
+        let tls = stack.client_tls()?;
+        let patroni = Client::new(API_TIMEOUT, Some(&tls))?;
+        let pg_tls = tls.postgres()?;
         Ok(Cluster {
+            tls,
+            pg_tls,
             superuser: stack.login(Login::Superuser)?,
             patroni_api: stack.login(Login::PatroniApi)?,
             stack,
@@ -92,7 +101,7 @@ impl Cluster {
             .iter()
             .filter(|m| Some(m.name.as_str()) != except)
         {
-            let Ok(mut client) = etcd::connect(&[m.client_url()], API_TIMEOUT).await else {
+            let Ok(mut client) = etcd::connect(&[m.client_url()], API_TIMEOUT, Some(&self.tls)).await else {
                 continue;
             };
             let Ok(status) = client.status().await else {
@@ -124,7 +133,7 @@ impl Cluster {
             .filter(|m| hosts.contains(&m.name))
             .map(EtcdMember::client_url)
             .collect();
-        etcd::healthy_members(&endpoints, API_TIMEOUT).await == endpoints.len()
+        etcd::healthy_members(&endpoints, API_TIMEOUT, Some(&self.tls)).await == endpoints.len()
     }
 
     /// The leader and the members as it sees them, if the cluster is healthy now; else what is
@@ -153,7 +162,7 @@ impl Cluster {
             )]);
         }
         let endpoints = self.stack.etcd_endpoints();
-        let healthy = etcd::healthy_members(&endpoints, API_TIMEOUT).await;
+        let healthy = etcd::healthy_members(&endpoints, API_TIMEOUT, Some(&self.tls)).await;
         if !etcd::has_quorum(healthy, endpoints.len()) {
             return unhealthy(vec![format!(
                 "etcd has no quorum: {healthy} of {} members healthy",

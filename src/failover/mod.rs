@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::exit;
 use crate::inventory::Inventory;
 use crate::stack::etcd::{self, EtcdError};
+use crate::stack::tls::ClientTls;
 use crate::stack::{PgMember, StackError};
 use cluster::Cluster;
 use expect::{Back, LeaderChange};
@@ -80,8 +81,10 @@ pub enum FailoverError {
     /// No member could be asked at all: nothing was injected.
     #[error("nothing was done: no member's Patroni REST API answers ({})", .0.join(", "))]
     Unreachable(Vec<String>),
-    #[error("the Patroni REST API client: {error}")]
-    Http { error: reqwest::Error },
+    #[error("the Patroni REST API client: {0}")]
+    Http(#[from] crate::stack::patroni::ApiError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::stack::tls::TlsError),
     #[error(transparent)]
     Etcd(#[from] EtcdError),
     #[error("{what}: {error}")]
@@ -136,10 +139,11 @@ type KeyEvents = Arc<Mutex<Vec<KeyEvent>>>;
 /// A watch of the leader key, from `revision` on when given.
 async fn leader_key_watch(
     endpoints: &[String],
+    tls: &ClientTls,
     key: &str,
     revision: Option<i64>,
 ) -> Result<etcd_client::WatchStream, EtcdError> {
-    let mut client = etcd::connect(endpoints, ETCD_TIMEOUT).await?;
+    let mut client = etcd::connect(endpoints, ETCD_TIMEOUT, Some(tls)).await?;
     let options = revision.map(|r| etcd_client::WatchOptions::new().with_start_revision(r));
     client.watch(key, options).await.map_err(|e| EtcdError {
         what: "watch",
@@ -165,7 +169,8 @@ async fn watch_leader_key(
         .map(|m| m.client_url())
         .collect();
     let key = cluster.stack.leader_key();
-    let mut stream = Some(leader_key_watch(&endpoints, &key, None).await?);
+    let tls = cluster.tls.clone();
+    let mut stream = Some(leader_key_watch(&endpoints, &tls, &key, None).await?);
     tokio::spawn(async move {
         let mut next_revision = None;
         loop {
@@ -199,7 +204,9 @@ async fn watch_leader_key(
                 _ = tokio::time::sleep(CLUSTER_POLL) => {}
                 _ = stop.changed() => return,
             }
-            stream = leader_key_watch(&endpoints, &key, next_revision).await.ok();
+            stream = leader_key_watch(&endpoints, &tls, &key, next_revision)
+                .await
+                .ok();
         }
     });
     Ok(())
@@ -540,7 +547,7 @@ async fn rejoined(
 }
 
 /// What the primary holds of the run.
-async fn stored(pg: &tokio_postgres::Config, run: &str) -> Result<Stored, FailoverError> {
+async fn stored(pg: &workload::Pg, run: &str) -> Result<Stored, FailoverError> {
     match workload::connect(pg).await {
         Ok(client) => workload::stored_rows(&client, run)
             .await

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_postgres::config::TargetSessionAttrs;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::cluster::Cluster;
 use super::verdict::Row;
@@ -38,7 +40,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whichever member is primary (a multi-host, read-write session), as the superuser.
-pub fn config(cluster: &Cluster) -> Config {
+/// Where and as whom to connect, and the TLS to do it with (verify-full against the CA).
+#[derive(Clone)]
+pub struct Pg {
+    pub config: Config,
+    pub tls: MakeRustlsConnect,
+}
+
+pub fn config(cluster: &Cluster) -> Pg {
     let mut config = Config::new();
     for m in &cluster.stack.postgres {
         config.host(&m.address).port(m.pg_port);
@@ -46,15 +55,21 @@ pub fn config(cluster: &Cluster) -> Config {
     login(&mut config, &cluster.superuser)
         .application_name("hactl-failover-test")
         .target_session_attrs(TargetSessionAttrs::ReadWrite);
-    config
+    Pg {
+        config,
+        tls: cluster.pg_tls.clone(),
+    }
 }
 
 /// One member, as the superuser.
-pub fn single_host(cluster: &Cluster, member: &PgMember) -> Config {
+pub fn single_host(cluster: &Cluster, member: &PgMember) -> Pg {
     let mut config = Config::new();
     config.host(&member.address).port(member.pg_port);
     login(&mut config, &cluster.superuser);
-    config
+    Pg {
+        config,
+        tls: cluster.pg_tls.clone(),
+    }
 }
 
 fn login<'a>(config: &'a mut Config, login: &Credentials) -> &'a mut Config {
@@ -62,18 +77,19 @@ fn login<'a>(config: &'a mut Config, login: &Credentials) -> &'a mut Config {
         .user(&login.user)
         .password(&login.password)
         .dbname("postgres")
+        .ssl_mode(SslMode::Require)
         .connect_timeout(CONNECT_TIMEOUT)
 }
 
-pub async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+pub async fn connect(pg: &Pg) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = pg.config.connect(pg.tls.clone()).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok(client)
 }
 
-pub async fn prepare_table(config: &Config) -> Result<(), tokio_postgres::Error> {
+pub async fn prepare_table(config: &Pg) -> Result<(), tokio_postgres::Error> {
     let client = connect(config).await?;
     client
         .batch_execute(&format!(
@@ -93,7 +109,7 @@ const INSERT: &str = "insert into hactl_failover (run, writer, seq, server, time
 
 /// Runs one writer until `stop` turns true.
 pub async fn writer(
-    config: Config,
+    config: Pg,
     run: String,
     writer: i32,
     rate: f64,

@@ -38,7 +38,7 @@ pub(crate) struct GroupTargets {
 }
 
 /// The keys every probe has; each kind adds its options block.
-const COMMON_KEYS: [&str; 5] = ["name", "type", "interval", "timeout", "targets"];
+const COMMON_KEYS: [&str; 6] = ["name", "type", "interval", "timeout", "targets", "tls"];
 
 /// One probe as written in the file, but for its kind's options.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +52,18 @@ struct RawProbe {
     timeout: Option<Dur>,
     #[serde(default)]
     targets: Option<Targets>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+/// `tls:` of a probe: the CA its targets' certificates must chain to, and the client
+/// certificate it shows (etcd, Patroni and PostgreSQL over TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: String,
+    cert_file: String,
+    key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +124,8 @@ pub(crate) struct Probe {
     pub interval: Duration,
     pub timeout: Duration,
     pub targets: Targets,
+    /// The CA and client certificate it connects with, read when the file is loaded.
+    pub tls: Option<crate::stack::tls::ClientTls>,
     /// Where the probe is defined, and its targets, for messages.
     pub line: usize,
     pub targets_line: usize,
@@ -288,12 +302,25 @@ fn parse_probe(i: usize, node: &Node) -> Result<Probe, (usize, String)> {
             }
         }
     }
+    let tls = match &raw.tls {
+        None => None,
+        Some(t) => Some(
+            crate::stack::tls::TlsFiles {
+                ca: t.ca_file.clone().into(),
+                cert: t.cert_file.clone().into(),
+                key: t.key_file.clone().into(),
+            }
+            .load("")
+            .map_err(|e| (at("tls"), format!("tls: {e}")))?,
+        ),
+    };
     Ok(Probe {
         name: raw.name,
         spec,
         interval,
         timeout,
         targets,
+        tls,
         line: node.mark.line,
         targets_line: at("targets"),
     })

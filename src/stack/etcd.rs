@@ -1,7 +1,9 @@
-//! etcd as hactl's commands reach it: one way to connect (the TLS issue adds certificates here,
-//! once) and the cluster's health.
+//! etcd as hactl's commands reach it: one way to connect (TLS, the client certificate's common
+//! name as the user) and the cluster's health.
 
 use std::time::Duration;
+
+use super::tls::ClientTls;
 
 /// An etcd call that failed: what was asked and why.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -18,23 +20,32 @@ fn err(what: &'static str) -> impl Fn(etcd_client::Error) -> EtcdError {
     }
 }
 
-/// A client of `endpoints` (`http://HOST:PORT`), each call bounded by `timeout`.
+/// A client of `endpoints` (`https://HOST:PORT`), each call bounded by `timeout`. With `tls`,
+/// the CA checks the members and the certificate's common name is the etcd user.
 pub async fn connect(
     endpoints: &[String],
     timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<etcd_client::Client, EtcdError> {
-    let opts = etcd_client::ConnectOptions::new()
+    let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(timeout)
         .with_timeout(timeout);
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls.etcd());
+    }
     etcd_client::Client::connect(endpoints, Some(opts))
         .await
         .map_err(err("connect"))
 }
 
 /// How many of `endpoints` answer their status and know a leader.
-pub async fn healthy_members(endpoints: &[String], timeout: Duration) -> usize {
+pub async fn healthy_members(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> usize {
     let checks = endpoints.iter().map(|e| async move {
-        let mut client = connect(std::slice::from_ref(e), timeout).await.ok()?;
+        let mut client = connect(std::slice::from_ref(e), timeout, tls).await.ok()?;
         let status = client.status().await.ok()?;
         (status.leader() != 0).then_some(())
     });

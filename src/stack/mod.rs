@@ -3,6 +3,7 @@
 
 pub mod etcd;
 pub mod patroni;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ pub struct PgMember {
 impl PgMember {
     /// Patroni's REST API on this member, as the inventory (never the DCS) says.
     pub fn api_url(&self) -> String {
-        format!("http://{}:{}", self.address, self.api_port)
+        format!("https://{}:{}", self.address, self.api_port)
     }
 }
 
@@ -50,7 +51,7 @@ pub struct EtcdMember {
 
 impl EtcdMember {
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", self.address, self.client_port)
+        format!("https://{}:{}", self.address, self.client_port)
     }
 }
 
@@ -77,6 +78,8 @@ pub struct Stack {
     pub namespace: String,
     pub postgres: Vec<PgMember>,
     pub etcd: Vec<EtcdMember>,
+    /// hactl's own client certificate and the inventory's CA, on this machine.
+    pub tls: tls::TlsFiles,
     /// Every host's variables, for the logins: a secret is read (or made) only when asked for.
     world: Arc<World>,
 }
@@ -131,7 +134,14 @@ impl Stack {
                 })
             })
             .collect::<Result<_, StackError>>()?;
+        let pki = crate::pki::Pki::of(inventory);
+        let (cert, key) = pki.paths(crate::pki::CONTROL, crate::pki::CONTROL_CERT);
         Ok(Stack {
+            tls: tls::TlsFiles {
+                ca: pki.ca_path(),
+                cert,
+                key,
+            },
             postgres_group,
             scope: read.string(&any, "patroni_scope")?,
             namespace: read.string(&any, "patroni_namespace")?,
@@ -156,6 +166,13 @@ impl Stack {
             user: read.string(&any, user)?,
             password: read.string(&any, password)?,
         })
+    }
+
+    /// hactl's client certificate and the CA, read: made by the first apply.
+    pub fn client_tls(&self) -> Result<tls::ClientTls, StackError> {
+        self.tls
+            .load(" — `hactl apply` makes the inventory's CA and hactl's certificate")
+            .map_err(|e| StackError(e.to_string()))
     }
 
     pub fn pg_member(&self, name: &str) -> Option<&PgMember> {
@@ -327,7 +344,7 @@ mod tests {
         assert_eq!(stack.leader_key(), "/service/main/leader");
         let names: Vec<&str> = stack.postgres.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["db-a", "db-b"]);
-        assert_eq!(stack.postgres[0].api_url(), "http://10.0.0.1:8443");
+        assert_eq!(stack.postgres[0].api_url(), "https://10.0.0.1:8443");
         assert_eq!(stack.postgres[0].pg_port, 5432);
         assert_eq!(stack.postgres[1].pg_port, 6432);
         // No ansible_host: the inventory name is the address.

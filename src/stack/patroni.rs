@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::tls::ClientTls;
+
 use serde::Deserialize;
 
 /// A member's role as `/cluster` names it.
@@ -238,12 +240,16 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(timeout: Duration) -> Result<Client, reqwest::Error> {
+    /// With `tls`, only the inventory's CA is trusted and the client certificate is shown.
+    pub fn new(timeout: Duration, tls: Option<&ClientTls>) -> Result<Client, ApiError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = tls {
+            builder = tls.reqwest(builder).map_err(|e| ApiError(e.to_string()))?;
+        }
         Ok(Client {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: builder.build().map_err(|e| ApiError(e.to_string()))?,
         })
     }
 

@@ -39,11 +39,12 @@ impl Kind for Etcd {
         let endpoint = if run.target.contains("://") {
             run.target.to_string()
         } else {
-            format!("http://{}", run.target)
+            let scheme = if run.probe.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", run.target)
         };
         // A second beyond the run's timeout: the scheduler's timeout is the one that counts.
         let limit = run.probe.timeout + std::time::Duration::from_secs(1);
-        let mut client = crate::stack::etcd::connect(&[endpoint], limit)
+        let mut client = crate::stack::etcd::connect(&[endpoint], limit, run.probe.tls.as_ref())
             .await
             .map_err(|e| Failure(e.to_string()))?;
         let status = client

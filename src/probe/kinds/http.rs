@@ -108,12 +108,21 @@ impl Kind for Http {
     }
 
     /// The client a probe uses for all its targets.
-    fn state(spec: &Spec, _: &Probe, _: &Env) -> Result<reqwest::Client, Mistake> {
+    fn state(spec: &Spec, probe: &Probe, _: &Env) -> Result<reqwest::Client, Mistake> {
         // No client timeout: the scheduler's timeout ends a run, and counts it in `timeouts`.
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .tls_info(true)
             .user_agent(concat!("hactl-probe/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = &probe.tls {
+            if spec.ca_file.is_some() {
+                return Err(Mistake::new(
+                    "http.ca_file",
+                    "give the CA in the probe's tls: block, not both",
+                ));
+            }
+            b = tls.reqwest(b).map_err(|e| Mistake::new("tls", e.to_string()))?;
+        }
         if let Some(path) = &spec.ca_file {
             let bad = |e: &dyn std::fmt::Display| Mistake::new("http.ca_file", format!("{path}: {e}"));
             let pem = std::fs::read(path).map_err(|e| bad(&e))?;

@@ -74,7 +74,7 @@ impl Kind for Patroni {
 
     fn state(_: &Spec, probe: &Probe, _: &Env) -> Result<State, Mistake> {
         // A second beyond the run's timeout: the scheduler's timeout is the one that counts.
-        let client = Client::new(probe.timeout + Duration::from_secs(1))
+        let client = Client::new(probe.timeout + Duration::from_secs(1), probe.tls.as_ref())
             .map_err(|e| Mistake::new("patroni", e.to_string()))?;
         Ok(State {
             client,
@@ -86,7 +86,8 @@ impl Kind for Patroni {
         let base = if run.target.contains("://") {
             run.target.trim_end_matches('/').to_string()
         } else {
-            format!("http://{}", run.target)
+            let scheme = if run.probe.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", run.target)
         };
         let cluster = run
             .state

@@ -159,11 +159,31 @@ impl Login {
     }
 }
 
-pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Client, Failure> {
-    let (client, conn) = config.connect(NoTls).await.map_err(pg_error)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+/// A session over TLS (the server's certificate checked against the probe's CA and the address,
+/// as libpq's verify-full) when the probe has `tls:`, in clear text otherwise.
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+    tls: Option<&crate::stack::tls::ClientTls>,
+) -> Result<Client, Failure> {
+    let client = match tls {
+        Some(tls) => {
+            let connector = tls.postgres().map_err(|e| Failure(e.to_string()))?;
+            let mut config = config.clone();
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, conn) = config.connect(connector).await.map_err(pg_error)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            client
+        }
+        None => {
+            let (client, conn) = config.connect(NoTls).await.map_err(pg_error)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -223,7 +243,7 @@ impl Kind for Postgres {
         let config =
             spec.login
                 .config(run.state.as_deref(), run.target, run.probe.timeout, false)?;
-        let client = connect(&config).await?;
+        let client = connect(&config, run.probe.tls.as_ref()).await?;
         if let Some(q) = &spec.query {
             client.simple_query(q).await.map_err(pg_error)?;
         }

@@ -91,7 +91,7 @@ impl Kind for Write {
         st.started.get_or_insert_with(Instant::now);
         let result = async {
             if st.client.as_ref().is_none_or(|c| c.is_closed()) {
-                st.client = Some(connect(&config).await?);
+                st.client = Some(connect(&config, run.probe.tls.as_ref()).await?);
             }
             let client = st.client.as_ref().ok_or(Failure::new("no connection"))?;
             let insert = format!(
