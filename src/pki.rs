@@ -52,7 +52,7 @@ pub struct Wanted<'a> {
     pub holder: &'a str,
     /// The file stem: `server`, `patroni-etcd`, ...
     pub name: &'a str,
-    /// The subject's common name.
+    /// The subject's common name; empty for none.
     pub cn: &'a str,
     /// DNS names and IP addresses it is valid for; none for a client-only certificate.
     pub sans: &'a [String],
@@ -266,7 +266,12 @@ impl Pki {
         let mut params = CertificateParams::new(want_sans.clone())
             .map_err(|e| err(format!("certificate names {want_sans:?}: {e}")))?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, w.cn);
+        dn.push(DnType::OrganizationName, "hactl");
+        // No common name at all for a client of etcd's JSON gateway (Patroni): with auth on,
+        // etcd refuses a gateway request whose certificate names one.
+        if !w.cn.is_empty() {
+            dn.push(DnType::CommonName, w.cn);
+        }
         params.distinguished_name = dn;
         params.serial_number = Some(serial()?);
         let start = OffsetDateTime::now_utc() - Duration::hours(1);

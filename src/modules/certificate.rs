@@ -19,8 +19,12 @@ use crate::ssh::shell_quote;
 pub struct Args {
     /// The directory of the three files: `ca.crt`, `NAME.crt`, `NAME.key`.
     pub dir: String,
+    /// The files' stem, and the certificate's name in the inventory's PKI: one certificate
+    /// per name and host (etcd and Patroni on one host share `server`).
     pub name: String,
-    /// The subject's common name.
+    /// The subject's common name (none when not given: etcd's JSON gateway refuses a client
+    /// certificate that has one).
+    #[serde(default)]
     pub cn: String,
     /// Names and addresses a server certificate is valid for; none for a client certificate.
     #[serde(default)]
