@@ -140,11 +140,15 @@ impl SecretStore {
     }
 }
 
+/// `n` bytes from the kernel's random source.
+pub(crate) fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn generate(length: usize) -> Result<String, SecretError> {
-    let mut bytes = vec![0u8; length * 2];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| SecretError(format!("/dev/urandom: {e}")))?;
+    let bytes = random_bytes(length * 2).map_err(|e| SecretError(format!("/dev/urandom: {e}")))?;
     // Rejection sampling keeps every character equally likely.
     let limit = 256 - 256 % ALPHABET.len();
     let chosen: String = bytes
