@@ -189,7 +189,6 @@ impl Pki {
         }
     }
 
-
     /// Where the CA's certificate is, as clients on this machine read it.
     pub fn ca_path(&self) -> PathBuf {
         match &self.source {
@@ -244,7 +243,10 @@ impl Pki {
                             want_sans.join(", ")
                         ))
                     } else if info.subject_cn != w.cn {
-                        Some(format!("common name changed: {} -> {}", info.subject_cn, w.cn))
+                        Some(format!(
+                            "common name changed: {} -> {}",
+                            info.subject_cn, w.cn
+                        ))
                     } else if info.issuer != ca_info.subject {
                         Some("signed by another CA".to_string())
                     } else {
@@ -502,11 +504,17 @@ mod tests {
         assert_eq!((&second.cert, &second.key), (&first.cert, &first.key));
 
         for p in ["lab.pki", "lab.pki/ptrn-1"] {
-            let mode = std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o700, "{p}");
         }
         for p in ["lab.pki/ca.key", "lab.pki/ptrn-1/server.key"] {
-            let mode = std::fs::metadata(dir.path().join(p)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{p}");
         }
 

@@ -3,7 +3,7 @@
 //! for the same variable wins; the store only fills in what nobody gave.
 
 use std::io::Read as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -12,6 +12,7 @@ use indexmap::IndexMap;
 /// Characters of generated secrets: safe in YAML, URLs, connection strings and shells.
 const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
 const DEFAULT_LENGTH: usize = 32;
+const NO_FOLLOW: i32 = nix::libc::O_NOFOLLOW;
 
 /// A secret that cannot be read, made or kept, and why.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +90,38 @@ impl SecretStore {
     }
 
     fn read(&self) -> Result<IndexMap<String, String>, SecretError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
+        let shown = self.path.display();
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(NO_FOLLOW)
+            .open(&self.path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IndexMap::new()),
-            Err(e) => return Err(SecretError(format!("{}: {e}", self.path.display()))),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(SecretError(format!(
+                    "{shown}: the secret store is a symbolic link, which hactl does not follow \
+                     — put the file itself there"
+                )))
+            }
+            Err(e) => return Err(SecretError(format!("{shown}: {e}"))),
         };
+        let mode = file
+            .metadata()
+            .map_err(|e| SecretError(format!("{shown}: {e}")))?
+            .permissions()
+            .mode();
+        // Like ssh with a private key: secrets others can read are no longer secret.
+        if mode & 0o077 != 0 {
+            return Err(SecretError(format!(
+                "{shown}: the secret store is readable or writable by group or others \
+                 (mode {:04o}) — run `chmod 600 {shown}`",
+                mode & 0o7777
+            )));
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|e| SecretError(format!("{shown}: {e}")))?;
         let node = crate::yaml::parse(&text).map_err(|e| {
             SecretError(format!("{}:{}: {}", self.path.display(), e.mark, e.message))
         })?;
@@ -115,8 +143,9 @@ impl SecretStore {
             text.push_str(&format!("{k}: \"{v}\"\n"));
         }
         let tmp = self.path.with_extension("yml.tmp");
-        // Created 0600 and exclusively (a file or symlink left at the temporary path is an
-        // error, not something to write through), then renamed over the store.
+        // Created 0600, exclusively and without following a symlink (a file or link left at the
+        // temporary path is an error, not something to write through), then renamed over the
+        // store.
         let write = || -> std::io::Result<()> {
             match std::fs::remove_file(&tmp) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -125,6 +154,7 @@ impl SecretStore {
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .custom_flags(NO_FOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
             std::io::Write::write_all(&mut file, text.as_bytes())?;
@@ -140,11 +170,15 @@ impl SecretStore {
     }
 }
 
+/// `n` bytes from the kernel's random source.
+pub(crate) fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn generate(length: usize) -> Result<String, SecretError> {
-    let mut bytes = vec![0u8; length * 2];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| SecretError(format!("/dev/urandom: {e}")))?;
+    let bytes = random_bytes(length * 2).map_err(|e| SecretError(format!("/dev/urandom: {e}")))?;
     // Rejection sampling keeps every character equally likely.
     let limit = 256 - 256 % ALPHABET.len();
     let chosen: String = bytes
@@ -162,7 +196,6 @@ fn generate(length: usize) -> Result<String, SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn a_secret_is_made_once_kept_private_and_read_back() {
@@ -177,5 +210,56 @@ mod tests {
         let again = SecretStore::for_inventory(&dir.path().join("prod.yml"), None);
         assert_eq!(again.get_or_create("pg_superuser", Some(8)).unwrap(), a);
         assert_ne!(again.get_or_create("replication", Some(8)).unwrap(), a);
+    }
+
+    #[test]
+    fn a_store_group_or_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prod.secrets.yml");
+        std::fs::write(&path, "pg_superuser: \"x\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SecretStore::for_inventory(&dir.path().join("prod.yml"), None);
+        let err = store.get_or_create("pg_superuser", None).unwrap_err();
+        let shown = path.display();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{shown}: the secret store is readable or writable by group or others \
+                 (mode 0644) — run `chmod 600 {shown}`"
+            )
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(store.get_or_create("pg_superuser", None).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_store_that_is_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere.yml");
+        std::fs::write(&elsewhere, "pg_superuser: \"planted\"\n").unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join("prod.secrets.yml");
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let store = SecretStore::for_inventory(&dir.path().join("prod.yml"), None);
+        let err = store.get_or_create("pg_superuser", None).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_at_the_temporary_path_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("prod.secrets.yml.tmp")).unwrap();
+        let store = SecretStore::for_inventory(&dir.path().join("prod.yml"), None);
+        store.get_or_create("pg_superuser", None).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+        let saved = std::fs::symlink_metadata(dir.path().join("prod.secrets.yml")).unwrap();
+        assert!(saved.file_type().is_file());
+        assert_eq!(saved.permissions().mode() & 0o777, 0o600);
     }
 }

@@ -987,6 +987,61 @@ fn secrets_are_masked_in_the_json_listing() {
     );
 }
 
+fn inventory_with_nested_secrets() -> Fixture {
+    let f = Fixture::new();
+    f.file(
+        "hosts.yml",
+        &yaml(&[
+            "all:",
+            "  hosts:",
+            "    mon1:",
+            "      alertmanager_receivers:",
+            "        - name: ops",
+            "          telegram_configs:",
+            "            - bot_token: '123:tg-tok3n'",
+            "              chat_id: 42",
+            "        - name: mail",
+            "          email_configs:",
+            "            - auth_password: m4il-pw",
+            "              to: ops@example.org",
+            "      backup:",
+            "        s3: {key: s3-k3y, bucket: pg}",
+        ]),
+    );
+    f
+}
+
+#[test]
+fn secrets_nested_in_maps_and_lists_are_masked_in_the_json_listing() {
+    let f = inventory_with_nested_secrets();
+    let out = f.hactl(&["inventory", "list", "hosts.yml", "--output", "json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    for secret in ["tg-tok3n", "m4il-pw", "s3-k3y"] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
+    let vars = &json_of(&out)["_meta"]["hostvars"]["mon1"];
+    assert_eq!(
+        *vars,
+        json!({
+            "alertmanager_receivers": [
+                {"name": "ops", "telegram_configs": [{"bot_token": "********", "chat_id": 42}]},
+                {"name": "mail", "email_configs": [{"auth_password": "********", "to": "ops@example.org"}]},
+            ],
+            "backup": {"s3": {"key": "********", "bucket": "pg"}},
+        })
+    );
+}
+
+#[test]
+fn secrets_nested_in_maps_and_lists_are_masked_in_the_text_listing() {
+    let text = inventory_with_nested_secrets().list_text("hosts.yml");
+    for secret in ["tg-tok3n", "m4il-pw", "s3-k3y"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(text.contains(r#""bot_token":"********""#), "{text}");
+    assert!(text.contains("ops@example.org"), "{text}");
+}
+
 #[test]
 fn secrets_are_not_printed_by_the_graph() {
     let f = inventory_with_secrets();

@@ -228,12 +228,14 @@ async fn upload_is_atomic_and_sets_owner_and_mode() {
     session.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn become_runs_commands_and_uploads_as_root_through_sudo() {
-    let _lab = lab();
-    let root = connect("ptrn-2").await;
+/// The `deploy` user's password, for sudo that asks.
+const DEPLOY_PASSWORD: &str = "hactl-Lab-pw-7";
+
+/// Makes (or remakes) user `deploy` on `host`, logging in with the lab key, with the sudoers
+/// rules `sudoers`; returns how to reach the host as deploy, become off.
+async fn deploy_user(root: &Session, host: &str, sudoers: &str) -> Target {
     let public_key = std::fs::read_to_string(
-        target("ptrn-2")
+        target(host)
             .private_key_file
             .expect("key")
             .with_extension("pub"),
@@ -241,16 +243,62 @@ async fn become_runs_commands_and_uploads_as_root_through_sudo() {
     .expect("lab public key");
     let setup = format!(
         "id deploy >/dev/null 2>&1 || useradd -m -s /bin/sh deploy; \
+         echo 'deploy:{DEPLOY_PASSWORD}' | chpasswd; rm -rf /run/sudo/ts/deploy; \
          install -d -m 700 -o deploy -g deploy /home/deploy/.ssh; \
          printf '%s\\n' '{}' > /home/deploy/.ssh/authorized_keys; \
          chown deploy:deploy /home/deploy/.ssh/authorized_keys; chmod 600 /home/deploy/.ssh/authorized_keys; \
-         echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy",
-        public_key.trim()
+         printf '%s\\n' {} > /etc/sudoers.d/deploy; chmod 440 /etc/sudoers.d/deploy; visudo -cq",
+        public_key.trim(),
+        ssh::shell_quote(sudoers),
     );
-    assert!(root.exec(&setup, b"").await.expect("setup").success());
-    let mut t = target("ptrn-2");
+    let out = root.exec(&setup, b"").await.expect("setup");
+    assert!(out.success(), "{host}: making user deploy: {out:?}");
+    let mut t = target(host);
     t.user = "deploy".into();
     t.become_root = false;
+    t
+}
+
+async fn remove_deploy_user(root: &Session) {
+    let cleanup =
+        "rm -f /etc/hactl-become-test /etc/sudoers.d/deploy; rm -rf /run/sudo/ts/deploy; \
+                   userdel -r deploy 2>/dev/null; true";
+    assert!(root.exec(cleanup, b"").await.expect("cleanup").success());
+}
+
+/// A command's stdin and an uploaded file, through sudo, arrive as given: no password before
+/// them, no marker in what is reported.
+async fn assert_password_stays_out(became: &Session, root: &Session) {
+    let input = b"line one\nline two\n";
+    let out = became.exec("cat", input).await.expect("cat");
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout_text(), "line one\nline two\n");
+    assert!(
+        !out.stderr_text().contains("hactl-sudo"),
+        "a marker leaked: {out:?}"
+    );
+    became
+        .upload(
+            "/etc/hactl-become-test",
+            b"contents\n",
+            0o600,
+            Some("root:root"),
+        )
+        .await
+        .expect("upload");
+    let on_disk = root
+        .exec("cat /etc/hactl-become-test", b"")
+        .await
+        .expect("cat");
+    assert_eq!(on_disk.stdout_text(), "contents\n");
+    assert!(!on_disk.stdout_text().contains(DEPLOY_PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn become_runs_commands_and_uploads_as_root_through_sudo() {
+    let _lab = lab();
+    let root = connect("ptrn-2").await;
+    let mut t = deploy_user(&root, "ptrn-2", "deploy ALL=(ALL) NOPASSWD: ALL").await;
     let plain = Session::connect(&t, HostKeyPolicy::Strict)
         .await
         .expect("connect as deploy");
@@ -280,9 +328,78 @@ async fn become_runs_commands_and_uploads_as_root_through_sudo() {
         .expect("stat");
     assert_eq!(stat.stdout_text(), "600 root\nx\n");
     became.close().await;
-    let cleanup =
-        "rm -f /etc/hactl-become-test /etc/sudoers.d/deploy; userdel -r deploy 2>/dev/null; true";
-    assert!(root.exec(cleanup, b"").await.expect("cleanup").success());
+    remove_deploy_user(&root).await;
+    root.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_become_password_with_a_sudo_ticket_reaches_neither_stdin_nor_uploads() {
+    let _lab = lab();
+    let root = connect("ptrn-2").await;
+    // One ticket for all of deploy's sudo runs: without a tty, sudo keys it by parent process.
+    let sudoers = "Defaults:deploy timestamp_type=global, timestamp_timeout=10\n\
+                   deploy ALL=(ALL) ALL";
+    let mut t = deploy_user(&root, "ptrn-2", sudoers).await;
+    let plain = Session::connect(&t, HostKeyPolicy::Strict)
+        .await
+        .expect("connect as deploy");
+    t.become_root = true;
+    t.become_password = Some(DEPLOY_PASSWORD.into());
+    let became = Session::connect(&t, HostKeyPolicy::Strict)
+        .await
+        .expect("connect as deploy");
+    // No ticket yet: sudo asks, and the command still reads only its own stdin.
+    let first = became.exec("cat", b"first\n").await.expect("first");
+    assert_eq!(first.stdout_text(), "first\n", "{first:?}");
+    let ticket = plain.exec("sudo -n true", b"").await.expect("sudo -n");
+    assert!(ticket.success(), "no sudo ticket was left: {ticket:?}");
+    assert_password_stays_out(&became, &root).await;
+    became.close().await;
+    plain.close().await;
+    remove_deploy_user(&root).await;
+    root.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_become_password_with_nopasswd_reaches_neither_stdin_nor_uploads() {
+    let _lab = lab();
+    let root = connect("ptrn-2").await;
+    let mut t = deploy_user(&root, "ptrn-2", "deploy ALL=(ALL) NOPASSWD: ALL").await;
+    t.become_root = true;
+    t.become_password = Some(DEPLOY_PASSWORD.into());
+    let became = Session::connect(&t, HostKeyPolicy::Strict)
+        .await
+        .expect("connect as deploy");
+    assert_password_stays_out(&became, &root).await;
+    became.close().await;
+    remove_deploy_user(&root).await;
+    root.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_become_password_fails_clearly_instead_of_hanging() {
+    let _lab = lab();
+    let root = connect("ptrn-2").await;
+    let mut t = deploy_user(&root, "ptrn-2", "deploy ALL=(ALL) ALL").await;
+    t.become_root = true;
+    t.become_password = Some("not-the-password".into());
+    let became = Session::connect(&t, HostKeyPolicy::Strict)
+        .await
+        .expect("connect as deploy");
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        became.exec("cat", b"input\n"),
+    )
+    .await
+    .expect("a wrong password hung the command");
+    let err = result.expect_err("a wrong password was accepted");
+    assert!(matches!(err, SshError::WrongBecomePassword { .. }), "{err}");
+    assert!(
+        err.to_string().contains("sudo: wrong become password"),
+        "{err}"
+    );
+    became.close().await;
+    remove_deploy_user(&root).await;
     root.close().await;
 }
 

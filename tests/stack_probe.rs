@@ -38,9 +38,28 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         lab.run("prmt-1", "systemctl is-active hactl-prober"),
         "active"
     );
+    // The prober reads its probes (and their password) but cannot rewrite them.
     assert_eq!(
-        lab.run("prmt-1", "stat -c '%a %U' /etc/hactl/probes.yml"),
-        "600 hactl-prober"
+        lab.run(
+            "prmt-1",
+            "stat -c '%a %U %G' /etc/hactl/probes.yml /etc/hactl"
+        ),
+        "640 root hactl-prober\n755 root root"
+    );
+    assert_eq!(
+        lab.run(
+            "prmt-1",
+            "systemctl show -p User,Group --value hactl-prober"
+        ),
+        "hactl-prober\nhactl-prober"
+    );
+    assert_eq!(
+        lab.run(
+            "prmt-1",
+            "runuser -u hactl-prober -- sh -c 'test -r /etc/hactl/probes.yml && echo reads; \
+             test -w /etc/hactl/probes.yml || test -w /etc/hactl || echo cannot-write'"
+        ),
+        "reads\ncannot-write"
     );
     // Prometheus has the prober as a target, up.
     eventually(

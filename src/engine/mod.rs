@@ -14,10 +14,10 @@ use indexmap::IndexMap;
 use minijinja::Value;
 use tokio::sync::Semaphore;
 
-use crate::inventory::{is_secret_name, Inventory, InventoryError};
+use crate::inventory::{secret_values, Inventory, InventoryError};
 use crate::modules::{self, release, Ctx, Diff, ModuleError, Outcome, Ran};
-use crate::roles::{Play, Role, RoleError, Site, Task};
 use crate::pki::Pki;
+use crate::roles::{Play, Role, RoleError, Site, Task};
 use crate::secrets::SecretStore;
 use crate::ssh::{self, HostKeyPolicy, Session, SshError};
 use crate::template::{self, World};
@@ -395,22 +395,16 @@ fn control_certificate(pki: &Pki, inventory: &Inventory, opts: &Options) -> Resu
     .map_err(|e| ApplyError::Invalid(vec![format!("{}: {e}", pki.ca_path().display())]))
 }
 
-/// Values of secret-named variables (passwords, keys, tokens) that output must never show.
+/// Values under secret-named variables or keys (passwords, keys, tokens), at any depth, that
+/// output must never show.
 fn secrets_of(inventory: &Inventory, host: &str, opts: &Options) -> Vec<String> {
-    let mut out = Vec::new();
-    let vars = inventory
+    inventory
         .host_vars(host)
         .into_iter()
         .map(|(k, v)| (k, v.value))
-        .chain(opts.extra_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-    for (name, value) in vars {
-        if is_secret_name(&name) {
-            if let Some(s) = value.as_str() {
-                out.push(s.to_string());
-            }
-        }
-    }
-    out
+        .chain(opts.extra_vars.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .flat_map(|(name, value)| secret_values(&name, &value))
+        .collect()
 }
 
 /// Everything that can be checked without a host: handlers named by `notify` exist, template

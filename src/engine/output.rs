@@ -280,6 +280,48 @@ mod tests {
     }
 
     #[test]
+    fn secrets_nested_in_inventory_and_extra_vars_are_masked_in_diffs_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.yml");
+        let inventory = "all:
+  vars:
+    alertmanager_receivers:
+      - name: ops
+        telegram_configs:
+          - bot_token: '123:tg-tok3n'
+            chat_id: 42
+  hosts:
+    mon1: {ansible_host: 10.0.0.9}
+";
+        std::fs::write(&path, inventory).unwrap();
+        let inventory = crate::inventory::Inventory::load(&path).unwrap();
+        let opts = super::super::Options {
+            extra_vars: [(
+                "smtp".to_string(),
+                serde_json::json!({"auth_password": "m4il-pw"}),
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let mut r = Reporter::new(Format::Json, true, false);
+        r.add_secrets("mon1", super::super::secrets_of(&inventory, "mon1", &opts));
+        assert_eq!(
+            r.mask("mon1", "token 123:tg-tok3n, password m4il-pw, chat 42"),
+            "token ********, password ********, chat 42"
+        );
+        let d = Diff {
+            path: "/etc/prometheus/alertmanager.yml".into(),
+            before: String::new(),
+            after: "    bot_token: '123:tg-tok3n'\n    chat_id: 42\n".into(),
+        };
+        assert_eq!(
+            r.unified("mon1", &d),
+            "--- /etc/prometheus/alertmanager.yml holds a secret: diff not shown\n"
+        );
+    }
+
+    #[test]
     fn changed_counts_as_ok_too() {
         let mut s = Stats::default();
         s.count(Status::Changed);

@@ -101,7 +101,9 @@ impl Cluster {
             .iter()
             .filter(|m| Some(m.name.as_str()) != except)
         {
-            let Ok(mut client) = etcd::connect(&[m.client_url()], API_TIMEOUT, Some(&self.tls)).await else {
+            let Ok(mut client) =
+                etcd::connect(&[m.client_url()], API_TIMEOUT, Some(&self.tls)).await
+            else {
                 continue;
             };
             let Ok(status) = client.status().await else {
@@ -201,9 +203,9 @@ mod tests {
         let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let found = member_at(
             &members,
-            &urls(&["http://127.0.0.1:2379", "http://192.0.2.2:2379/"]),
+            &urls(&["https://127.0.0.1:2379", "https://192.0.2.2:2379/"]),
         );
         assert_eq!(found.map(|m| m.name.as_str()), Some("e-2"));
-        assert!(member_at(&members, &urls(&["http://192.0.2.2:2380"])).is_none());
+        assert!(member_at(&members, &urls(&["https://192.0.2.2:2380"])).is_none());
     }
 }

@@ -12,7 +12,7 @@ use indexmap::IndexMap;
 
 pub use error::InventoryError;
 pub use output::{graph, list_json, list_text};
-pub use vars::{is_secret_name, Origin, Var, Vars};
+pub use vars::{masked, secret_values, Origin, Var, Vars};
 
 /// The group every host and group belongs to.
 pub const ALL: &str = "all";

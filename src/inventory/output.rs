@@ -2,12 +2,10 @@ use std::fmt::Write;
 
 use serde_json::{json, Map, Value};
 
-use super::{is_secret_name, Inventory, ALL, UNGROUPED};
-
-const MASK: &str = "********";
+use super::{masked, Inventory, ALL, UNGROUPED};
 
 /// `ansible-inventory --list` JSON: groups with their hosts and children, and every host's
-/// merged vars under `_meta.hostvars`, secrets masked.
+/// merged vars under `_meta.hostvars`, secrets masked at any depth.
 pub fn list_json(inventory: &Inventory) -> Value {
     let mut out = Map::new();
     let mut hostvars = Map::new();
@@ -16,11 +14,7 @@ pub fn list_json(inventory: &Inventory) -> Value {
             .host_vars(host)
             .into_iter()
             .map(|(k, v)| {
-                let value = if is_secret_name(&k) || is_vault(&v.value) {
-                    Value::String(MASK.into())
-                } else {
-                    v.value
-                };
+                let value = masked(&k, v.value);
                 (k, value)
             })
             .collect();
@@ -46,10 +40,6 @@ pub fn list_json(inventory: &Inventory) -> Value {
         out.insert(group.name.clone(), Value::Object(entry));
     }
     Value::Object(out)
-}
-
-fn is_vault(value: &Value) -> bool {
-    value.get("__ansible_vault").is_some()
 }
 
 /// A readable listing: one block per host with its address, groups and merged vars.

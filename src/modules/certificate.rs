@@ -98,8 +98,9 @@ impl Module for Certificate {
         let (want, reissued) = match (&args.cert_file, &args.key_file) {
             (Some(c), Some(k)) => {
                 let read = |p: &str| {
-                    std::fs::read_to_string(p)
-                        .map_err(|e| super::ModuleError::Failed(format!("{p} on this machine: {e}")))
+                    std::fs::read_to_string(p).map_err(|e| {
+                        super::ModuleError::Failed(format!("{p} on this machine: {e}"))
+                    })
                 };
                 let ca = std::fs::read_to_string(ctx.pki.ca_path()).map_err(|e| {
                     super::ModuleError::Failed(format!("{}: {e}", ctx.pki.ca_path().display()))
@@ -153,7 +154,12 @@ impl Module for Certificate {
         let found = (0..3)
             .map(|i| {
                 let state = parse_stat(lines.get(2 * i).copied().unwrap_or("absent"))?;
-                let sum = lines.get(2 * i + 1).copied().unwrap_or("").trim().to_string();
+                let sum = lines
+                    .get(2 * i + 1)
+                    .copied()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
                 Some((state, sum))
             })
             .collect();
@@ -179,7 +185,8 @@ impl Module for Certificate {
         ];
         let mut steps = Vec::new();
         let mut notes = Vec::new();
-        for ((path, (contents, mode, what)), found) in args.paths().into_iter().zip(files).zip(found)
+        for ((path, (contents, mode, what)), found) in
+            args.paths().into_iter().zip(files).zip(found)
         {
             if found.as_ref().is_some_and(|(s, _)| s.kind == "directory") {
                 return fail(format!("{path} is a directory"));
@@ -187,11 +194,19 @@ impl Module for Certificate {
             let sum = crate::template::hex(&sha2::Sha256::digest(contents.as_bytes()));
             match &found {
                 Some((state, have)) if *have == sum => {
-                    let (cmds, fixes) =
-                        fix_attrs(&path, Some(state), Some(Mode(mode)), Some(owner), Some(group));
+                    let (cmds, fixes) = fix_attrs(
+                        &path,
+                        Some(state),
+                        Some(Mode(mode)),
+                        Some(owner),
+                        Some(group),
+                    );
                     if !cmds.is_empty() {
                         notes.push(format!("{path}: {}", fixes.join(", ")));
-                        steps.push(Step::run(format!("setting {}", fixes.join(", ")), cmds.join(" && ")));
+                        steps.push(Step::run(
+                            format!("setting {}", fixes.join(", ")),
+                            cmds.join(" && "),
+                        ));
                     }
                 }
                 _ => {
@@ -304,7 +319,10 @@ mod tests {
         let mut old = same;
         old[1] = found("regular file|644|root|etcd", "OLD CERT\n");
         old[2] = found("regular file|640|root|etcd", "OLD KEY\n");
-        let steps = Certificate::plan(&args(), observed(old)).unwrap().todo.unwrap();
+        let steps = Certificate::plan(&args(), observed(old))
+            .unwrap()
+            .todo
+            .unwrap();
         assert_eq!(steps.len(), 2);
     }
 

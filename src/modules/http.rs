@@ -162,7 +162,7 @@ mod tests {
         let host = TestHost::new(
             FakeRemote::new().answer_with("python3", |_, _| output(127, "", "python3: not found")),
         );
-        let err = request(&host.ctx(), "GET", "http://h/x", None, None)
+        let err = request(&host.ctx(), None, "GET", "http://h/x", None, None)
             .await
             .unwrap_err();
         assert_eq!(

@@ -94,7 +94,15 @@ impl Module for PatroniConfig {
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Response> {
         let base = args.url.trim_end_matches('/');
-        request(ctx, args.tls_dir.as_deref(), "GET", &format!("{base}/config"), None, None).await
+        request(
+            ctx,
+            args.tls_dir.as_deref(),
+            "GET",
+            &format!("{base}/config"),
+            None,
+            None,
+        )
+        .await
     }
 
     fn plan(args: &Args, current: Response) -> Result<Plan<Todo>> {
@@ -131,7 +139,15 @@ impl Module for PatroniConfig {
             (Some(user), Some(password)) => Some(Auth { user, password }),
             _ => None,
         };
-        let resp = request(ctx, args.tls_dir.as_deref(), "PATCH", &format!("{base}/config"), auth, Some(&diff)).await?;
+        let resp = request(
+            ctx,
+            args.tls_dir.as_deref(),
+            "PATCH",
+            &format!("{base}/config"),
+            auth,
+            Some(&diff),
+        )
+        .await?;
         if resp.status != 200 {
             return fail(format!(
                 "PATCH {base}/config: status {} {}",

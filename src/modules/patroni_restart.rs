@@ -154,7 +154,15 @@ async fn restart(ctx: &Ctx<'_>, args: &Args, m: &Target, timeout: Duration) -> R
         password: &args.password,
     };
     let url = format!("{}/restart", m.api);
-    let resp = request(ctx, base(args).tls, "POST", &url, Some(auth), Some(&json!({}))).await?;
+    let resp = request(
+        ctx,
+        base(args).tls,
+        "POST",
+        &url,
+        Some(auth),
+        Some(&json!({})),
+    )
+    .await?;
     if resp.status != 200 {
         return fail(format!(
             "restart of {}: status {} {}",
@@ -222,7 +230,9 @@ pub(crate) async fn hand_over(
         ));
     };
     let body = json!({"leader": old, "candidate": candidate});
-    let resp = request(ctx, base.tls,
+    let resp = request(
+        ctx,
+        base.tls,
         "POST",
         &format!("{base}/switchover"),
         Some(auth),

@@ -77,7 +77,15 @@ impl Module for PatroniUpgrade {
     type Todo = Todo;
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Observed> {
-        let resp = request(ctx, base(args).tls, "GET", &format!("{}/patroni", base(args)), None, None).await?;
+        let resp = request(
+            ctx,
+            base(args).tls,
+            "GET",
+            &format!("{}/patroni", base(args)),
+            None,
+            None,
+        )
+        .await?;
         if resp.status == 0 {
             return Ok(Observed::Down);
         }
@@ -130,7 +138,15 @@ impl Module for PatroniUpgrade {
         run(ctx, "restarting Patroni", "systemctl restart patroni").await?;
         let started = Instant::now();
         loop {
-            let resp = request(ctx, base(args).tls, "GET", &format!("{}/patroni", base(args)), None, None).await?;
+            let resp = request(
+                ctx,
+                base(args).tls,
+                "GET",
+                &format!("{}/patroni", base(args)),
+                None,
+                None,
+            )
+            .await?;
             let version = resp.json().as_ref().and_then(parse);
             let running = matches!(&version, Some(Observed::Running { version, .. }) if *version == args.version);
             if running {

@@ -48,22 +48,33 @@ fn split_url(url: &str) -> Result<(String, u16, String)> {
     Ok((host.to_string(), port, path.to_string()))
 }
 
-/// The shell test for what is waited for, and its name in words.
+/// The shell test for what is waited for, and its name in words. Host, port and path are
+/// quoted: they come from the inventory.
 fn probe(args: &Args) -> Result<(String, String)> {
+    let tcp = |host: &str, port: u64| shell_quote(&format!("/dev/tcp/{host}/{port}"));
     if let Some(port) = args.port {
         let host = args.host.clone().unwrap_or_else(|| "127.0.0.1".into());
         return Ok((
-            format!("(exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null"),
+            format!("(exec 3<>{}) 2>/dev/null", tcp(&host, port)),
             format!("port {host}:{port}"),
         ));
     }
     if let Some(url) = &args.url {
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return fail(format!(
+                "wait_for: the url has a space or a control character (got {url:?})"
+            ));
+        }
         let (host, port, path) = split_url(url)?;
         let status = args.status.unwrap_or(200);
-        let request =
-            format!("GET {path} HTTP/1.0\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n");
+        let request = r"GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n";
         return Ok((
-            format!("(exec 3<>/dev/tcp/{host}/{port} && printf '{request}' >&3 && head -n1 <&3 | grep -q '^HTTP/[0-9.]* {status} ') 2>/dev/null"),
+            format!(
+                "(exec 3<>{} && printf '{request}' {} {} >&3 && head -n1 <&3 | grep -q '^HTTP/[0-9.]* {status} ') 2>/dev/null",
+                tcp(&host, port.into()),
+                shell_quote(&path),
+                shell_quote(&host)
+            ),
             format!("{url} answering {status}"),
         ));
     }
@@ -178,6 +189,46 @@ mod tests {
         assert_eq!(command.what, "`test -e /ready` succeeding");
         let err = crate::modules::args::parse::<WaitFor>(json!({"timeout": 5})).unwrap_err();
         assert_eq!(err.to_string(), GIVE_ONE);
+    }
+
+    #[test]
+    fn inventory_values_stay_words_in_the_wait_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = |n: &str| dir.path().join(n).display().to_string();
+        let plan = |args| {
+            WaitFor::plan(&typed::<WaitFor>(args), ())
+                .unwrap()
+                .todo
+                .unwrap()
+        };
+        let hostile = [
+            plan(json!({"port": 1, "host": format!("x$(touch {})", mark("a")), "timeout": 0})),
+            plan(json!({"port": 1, "host": format!("x;touch {};", mark("b")), "timeout": 0})),
+            plan(
+                json!({"url": format!("http://127.0.0.1:1/'$(touch{}{})'", "${IFS}", mark("c")), "timeout": 0}),
+            ),
+            plan(json!({"url": format!("http://x`touch${{IFS}}{}`:1/", mark("d")), "timeout": 0})),
+        ];
+        for wait in hostile {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &wait.script])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{}: {out:?}", wait.script);
+        }
+        for n in ["a", "b", "c", "d"] {
+            assert!(
+                !dir.path().join(n).exists(),
+                "a value ran as a command ({n})"
+            );
+        }
+        let err = WaitFor::plan(
+            &typed::<WaitFor>(json!({"url": "http://h:1/a\r\nX-Evil: 1"})),
+            (),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("control character"), "{err}");
     }
 
     #[tokio::test]

@@ -552,7 +552,7 @@ pub(crate) mod tests {
         let cases = [
             (
                 "probes:\n  - name: a\n    type: tcp\n    intervall: 1s\n",
-                "probes.yml:4: probes[0]: intervall: unknown field `intervall`, expected one of `name`, `type`, `interval`, `timeout`, `targets`, `http`, `postgres`, `patroni`, `external`",
+                "probes.yml:4: probes[0]: intervall: unknown field `intervall`, expected one of `name`, `type`, `interval`, `timeout`, `targets`, `tls`, `http`, `postgres`, `patroni`, `external`",
             ),
             (
                 "probes:\n  - name: a\n    type: tcp\n    interval: 1x\n    targets: [\"h:1\"]\n",

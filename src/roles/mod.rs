@@ -4,6 +4,9 @@
 mod source;
 mod task;
 
+#[cfg(test)]
+mod shell_tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! The transport: one russh connection per host, reused for a whole run, with concurrent
 //! channels; host keys checked against a known_hosts file; exec, become and atomic upload.
 
+mod channel;
+mod sudo;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,6 @@ use russh::keys::known_hosts::{
     check_known_hosts_path, known_host_keys_path, learn_known_hosts_path,
 };
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::ChannelMsg;
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use tokio::io::AsyncWriteExt;
@@ -21,6 +23,8 @@ use tokio::sync::Semaphore;
 const MAX_CHANNELS: usize = 6;
 const OPEN_RETRIES: u32 = 40;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long sudo may take to ask for the password, or to run the command once it has it.
+const SUDO_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Where and how to reach one host.
 #[derive(Debug, Clone)]
@@ -89,6 +93,10 @@ pub enum SshError {
     },
     #[error("{host}: connection lost: {reason}")]
     Lost { host: String, reason: String },
+    #[error("{host}: sudo: wrong become password (--ask-become-pass or ansible_become_password)")]
+    WrongBecomePassword { host: String },
+    #[error("{host}: sudo neither asked for the password nor ran the command within {} s (does PAM ask for something other than a password?)", waited.as_secs())]
+    SudoSilent { host: String, waited: Duration },
     #[error("{host}: upload of {path} failed: {reason}")]
     Upload {
         host: String,
@@ -129,6 +137,8 @@ pub struct Session {
     channels: Semaphore,
     /// For sudo, when it asks (`--ask-become-pass`); never logged.
     become_password: Option<String>,
+    /// sudo's prompt and the command's announcement, random per session.
+    sudo_markers: sudo::Markers,
     /// Commands and uploads sent, for the benchmarks.
     round_trips: std::sync::atomic::AtomicU32,
 }
@@ -241,16 +251,19 @@ impl Session {
                 tried: authenticated.1.join(", "),
             });
         }
+        let sudo_markers = sudo::Markers::random()
+            .map_err(|e| connect_error(format!("no random sudo prompt (/dev/urandom: {e})")))?;
         Ok(Session {
             target: target.clone(),
             handle,
             channels: Semaphore::new(MAX_CHANNELS),
             become_password: target.become_password.clone(),
+            sudo_markers,
             round_trips: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
-    /// Gives sudo a password on its standard input (`--ask-become-pass`), over the inventory's.
+    /// The password for sudo when it asks (`--ask-become-pass`), over the inventory's.
     pub fn with_become_password(mut self, password: Option<String>) -> Session {
         if password.is_some() {
             self.become_password = password;
@@ -262,21 +275,23 @@ impl Session {
     /// and reads until the channel ends.
     pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
         if !self.target.become_root {
-            return self.exec_raw(command, stdin).await;
+            return self.exec_raw(command, stdin, None).await;
         }
         match &self.become_password {
             None => {
                 let wrapped = format!("sudo -n -H -- sh -c {}", shell_quote(command));
-                self.exec_raw(&wrapped, stdin).await
+                self.exec_raw(&wrapped, stdin, None).await
             }
             Some(password) => {
-                // sudo reads the password line first; the command gets the rest of stdin.
-                let wrapped = format!("sudo -S -p '' -H -- sh -c {}", shell_quote(command));
-                let mut input = Vec::with_capacity(password.len() + 1 + stdin.len());
-                input.extend_from_slice(password.as_bytes());
-                input.push(b'\n');
-                input.extend_from_slice(stdin);
-                self.exec_raw(&wrapped, &input).await
+                // The password goes only where sudo asks for it with our marker; where sudo does
+                // not ask (a cached ticket, NOPASSWD), it would land in the command's stdin.
+                let sudo = channel::Sudo {
+                    markers: &self.sudo_markers,
+                    password,
+                    patience: SUDO_PATIENCE,
+                };
+                let wrapped = self.sudo_markers.wrap(command);
+                self.exec_raw(&wrapped, stdin, Some(sudo)).await
             }
         }
     }
@@ -286,7 +301,12 @@ impl Session {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn exec_raw(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
+    async fn exec_raw(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        sudo: Option<channel::Sudo<'_>>,
+    ) -> Result<Output, SshError> {
         self.round_trips
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _slot = self
@@ -296,43 +316,29 @@ impl Session {
             .map_err(|e| self.lost(e.to_string()))?;
         let (mut rx, tx) = self.open_channel().await?.split();
         let run = async {
-            tx.exec(true, command).await?;
-            let mut out = Output::default();
-            loop {
-                match rx.wait().await {
-                    Some(ChannelMsg::Success) => break,
-                    Some(ChannelMsg::Failure) => return Err(russh::Error::RequestDenied),
-                    Some(msg) => absorb(&mut out, msg),
-                    None => return Err(russh::Error::Disconnect),
-                }
-            }
-            let write = async {
-                if !stdin.is_empty() {
-                    tx.data(stdin).await?;
-                }
-                tx.eof().await
-            };
-            // ExitStatus may come before the last data: read until the channel ends.
-            let read = async {
-                while let Some(msg) = rx.wait().await {
-                    absorb(&mut out, msg);
-                }
-            };
-            let (written, ()) = tokio::join!(write, read);
-            written?;
-            Ok(out)
+            tx.exec(true, command)
+                .await
+                .map_err(channel::Failure::Channel)?;
+            channel::converse(&mut rx, &tx, stdin, sudo).await
         };
-        match run.await {
+        let failure = match run.await {
             // A channel that ends without an exit status on a closed connection: the host is gone.
             Ok(out) if out.exit_status.is_none() && self.handle.is_closed() => {
-                Err(self.lost("the connection dropped while the command ran".into()))
+                return Err(self.lost("the connection dropped while the command ran".into()))
             }
-            Ok(out) => Ok(out),
-            Err(e) => {
-                let _ = tx.close().await;
-                Err(self.lost(e.to_string()))
-            }
-        }
+            Ok(out) => return Ok(out),
+            Err(failure) => failure,
+        };
+        let _ = tx.close().await;
+        let host = self.target.name.clone();
+        Err(match failure {
+            channel::Failure::Channel(e) => self.lost(e.to_string()),
+            channel::Failure::WrongPassword => SshError::WrongBecomePassword { host },
+            channel::Failure::SudoSilent => SshError::SudoSilent {
+                host,
+                waited: SUDO_PATIENCE,
+            },
+        })
     }
 
     /// Writes a file atomically: a temporary file in the target directory, owner and mode set,
@@ -386,10 +392,10 @@ impl Session {
         self.sftp_write(&temp, contents)
             .await
             .map_err(upload_error)?;
-        let out = self.exec_raw(&finish, b"").await?;
+        let out = self.exec_raw(&finish, b"", None).await?;
         if !out.success() {
             let _ = self
-                .exec_raw(&format!("rm -f {}", shell_quote(&temp)), b"")
+                .exec_raw(&format!("rm -f {}", shell_quote(&temp)), b"", None)
                 .await;
             return Err(upload_error(out.stderr_text().trim().to_string()));
         }
@@ -449,15 +455,6 @@ impl Session {
             host: self.target.name.clone(),
             reason,
         }
-    }
-}
-
-fn absorb(out: &mut Output, msg: ChannelMsg) {
-    match msg {
-        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-        ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
-        ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
-        _ => {}
     }
 }
 

@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(stack.postgres[0].pg_port, 5432);
         assert_eq!(stack.postgres[1].pg_port, 6432);
         // No ansible_host: the inventory name is the address.
-        assert_eq!(stack.etcd_endpoints(), ["http://dcs-1:2379"]);
+        assert_eq!(stack.etcd_endpoints(), ["https://dcs-1:2379"]);
         // A secret is made only when a login is asked for, then kept in the secret store.
         let store = dir.path().join("inv.secrets.yml");
         assert!(!store.exists());
@@ -373,7 +373,7 @@ mod tests {
         );
         let stack = stack.unwrap();
         assert_eq!(stack.postgres.len(), 2);
-        assert_eq!(stack.etcd_endpoints(), ["http://c:2379"]);
+        assert_eq!(stack.etcd_endpoints(), ["https://c:2379"]);
         assert_eq!(stack.login(Login::Superuser).unwrap().password, "given");
     }
 

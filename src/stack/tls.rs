@@ -62,7 +62,9 @@ impl ClientTls {
                 .map_err(|e| TlsError(format!("the CA certificate: {e}")))?;
         }
         if roots.is_empty() {
-            return Err(TlsError("the CA certificate: no PEM certificate in it".into()));
+            return Err(TlsError(
+                "the CA certificate: no PEM certificate in it".into(),
+            ));
         }
         Ok(roots)
     }
@@ -104,7 +106,9 @@ impl ClientTls {
     pub fn postgres(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TlsError> {
         match &self.pg {
             Some(pg) => Ok(pg.clone()),
-            None => Ok(tokio_postgres_rustls::MakeRustlsConnect::new(self.rustls()?)),
+            None => Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+                self.rustls()?,
+            )),
         }
     }
 }

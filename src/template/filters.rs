@@ -23,6 +23,8 @@ pub fn register(env: &mut Environment<'static>, secrets: Option<Arc<SecretStore>
     env.add_filter("regex_replace", regex_replace);
     env.add_filter("regex_search", regex_search);
     env.add_filter("quote", quote);
+    env.add_filter("quote_ident", quote_ident);
+    env.add_filter("quote_literal", quote_literal);
     env.add_filter("basename", basename);
     env.add_filter("dirname", dirname);
     env.add_filter("mandatory", mandatory);
@@ -167,8 +169,35 @@ fn regex_search(text: String, pattern: String) -> Result<Value, Error> {
     })
 }
 
-fn quote(text: String) -> String {
-    crate::ssh::shell_quote(&text)
+/// A value as a text, as Ansible's filters take it: none is empty, a number its digits.
+fn text_of(value: &Value) -> String {
+    match value.kind() {
+        ValueKind::Undefined | ValueKind::None => String::new(),
+        _ => value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string),
+    }
+}
+
+/// Ansible's `quote`: one word for a POSIX shell, whatever the value holds.
+fn quote(value: Value) -> String {
+    crate::ssh::shell_quote(&text_of(&value))
+}
+
+/// A PostgreSQL identifier (role, table), always double-quoted: the name is taken as written.
+fn quote_ident(value: Value) -> String {
+    format!("\"{}\"", text_of(&value).replace('"', "\"\""))
+}
+
+/// A PostgreSQL string literal, as PostgreSQL's own `quote_literal` writes it: quotes doubled,
+/// and backslashes doubled in an `E'…'` literal whatever `standard_conforming_strings` says.
+fn quote_literal(value: Value) -> String {
+    let text = text_of(&value).replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", text.replace('\\', "\\\\"))
+    } else {
+        format!("'{text}'")
+    }
 }
 
 fn basename(path: String) -> String {
@@ -416,6 +445,53 @@ mod tests {
             )
             .unwrap(),
             "12.host"
+        );
+    }
+
+    fn render(template: &str, value: serde_json::Value) -> String {
+        let mut env = Environment::new();
+        register(&mut env, None);
+        env.render_str(
+            template,
+            minijinja::context! { v => Value::from(minijinja::value::Serde(value)) },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn quote_makes_one_shell_word_of_any_value() {
+        assert_eq!(render("{{ v | quote }}", "/usr/bin".into()), "/usr/bin");
+        assert_eq!(
+            render("{{ v | quote }}", "x; rm -rf / #".into()),
+            "'x; rm -rf / #'"
+        );
+        assert_eq!(render("{{ v | quote }}", "it's".into()), "'it'\\''s'");
+        assert_eq!(render("{{ v | quote }}", "$(id)".into()), "'$(id)'");
+        assert_eq!(render("{{ v | quote }}", 5432.into()), "5432");
+        assert_eq!(render("{{ v | quote }}", serde_json::Value::Null), "''");
+    }
+
+    #[test]
+    fn sql_identifiers_and_literals_are_quoted_as_postgresql_does() {
+        assert_eq!(
+            render("{{ v | quote_ident }}", "hactl_prober".into()),
+            "\"hactl_prober\""
+        );
+        assert_eq!(
+            render("{{ v | quote_ident }}", "a\"; drop table x; --".into()),
+            "\"a\"\"; drop table x; --\""
+        );
+        assert_eq!(
+            render("{{ v | quote_literal }}", "hactl_prober".into()),
+            "'hactl_prober'"
+        );
+        assert_eq!(
+            render("{{ v | quote_literal }}", "o'clock".into()),
+            "'o''clock'"
+        );
+        assert_eq!(
+            render("{{ v | quote_literal }}", "a\\'b".into()),
+            "E'a\\\\''b'"
         );
     }
 
