@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::events::{changed, events};
 use common::fixture::Fixture;
-use common::{eventually, lab, text, Lab, CLUSTER, HOSTS};
+use common::{eventually, lab, patroni_api, text, Lab, CLUSTER, ETCDCTL, HOSTS};
 use serde_json::Value;
 
 fn apply(inventory: &str) -> Output {
@@ -39,7 +39,7 @@ fn json_from(lab: &Lab, host: &str, command: &str) -> Value {
 }
 
 fn patroni_cluster(lab: &Lab) -> Value {
-    json_from(lab, "ptrn-1", "curl -sf http://10.213.0.11:8008/cluster")
+    json_from(lab, "ptrn-1", &patroni_api("/cluster"))
 }
 
 fn psql(lab: &Lab, host: &str, sql: &str) -> String {
@@ -97,7 +97,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     // etcd: three healthy members.
     let health = lab.run(
         "ptrn-1",
-        "etcdctl --endpoints=http://10.213.0.11:2379 endpoint health --cluster 2>&1",
+        &format!("{ETCDCTL} --endpoints=https://10.213.0.11:2379 endpoint health --cluster 2>&1"),
     );
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
 
@@ -319,13 +319,13 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     assert_applied(&joined);
     let list = lab.run(
         "ptrn-1",
-        "etcdctl --endpoints=http://10.213.0.11:2379 member list",
+        &format!("{ETCDCTL} --endpoints=https://10.213.0.11:2379 member list"),
     );
     assert_eq!(list.lines().count(), 4, "{list}");
     assert!(list.contains(", started, prmt-1, "), "{list}");
     let health = lab.run(
         "ptrn-1",
-        "etcdctl --endpoints=http://10.213.0.11:2379 endpoint health --cluster 2>&1",
+        &format!("{ETCDCTL} --endpoints=https://10.213.0.11:2379 endpoint health --cluster 2>&1"),
     );
     assert_eq!(health.matches("is healthy").count(), 4, "{health}");
 
@@ -334,13 +334,13 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     assert_applied(&left);
     let report = String::from_utf8_lossy(&left.stdout);
     assert!(
-        report.contains("etcd member prmt-1 at http://10.213.0.21:2380"),
+        report.contains("etcd member prmt-1 at https://10.213.0.21:2380"),
         "{report}"
     );
     assert!(report.contains("etcdctl member remove"), "{report}");
     let list = lab.run(
         "ptrn-1",
-        "etcdctl --endpoints=http://10.213.0.11:2379 member list",
+        &format!("{ETCDCTL} --endpoints=https://10.213.0.11:2379 member list"),
     );
     assert_eq!(
         list.lines().count(),
@@ -355,7 +355,10 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         .expect("prmt-1's id");
     lab.run(
         "ptrn-1",
-        &format!("etcdctl --endpoints=http://10.213.0.11:2379 member remove {id}"),
+        &format!(
+            "ETCDCTL_USER=root:{} {ETCDCTL} --endpoints=https://10.213.0.11:2379 member remove {id}",
+            lab.secret("etcd_root")
+        ),
     );
     lab.run(
         "prmt-1",

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{lab, text, Lab, CLUSTER};
+use common::{lab, patroni_api, text, Lab, CLUSTER};
 use serde_json::Value;
 use std::process::Output;
 
@@ -57,7 +57,7 @@ fn patroni_config(lab: &Lab) -> Value {
     let leader = lab.leader();
     let body = lab.run(
         &leader,
-        "curl -sf http://$(hostname -I | cut -d' ' -f1):8008/config",
+        &patroni_api("/config"),
     );
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config: {e}: {body}"))
 }

@@ -237,22 +237,30 @@ fn postgres_write_etcd_and_patroni_probes_succeed_fail_and_time_out_on_the_lab()
     let config = dir.path().join("lab.yml");
     // The prober's own role (role postgresql_prober): pg_monitor and its table, no superuser.
     let pg = "postgres: {user: hactl_prober, password_secret: postgresql_prober}";
+    // hactl's own certificate (from the lab inventory's PKI): etcd's user `hactl` may read.
+    let pki = std::path::Path::new(&lab.inventory()).with_file_name("lab.pki");
+    let tls = format!(
+        "{{ca_file: {}, cert_file: {}, key_file: {}}}",
+        pki.join("ca.crt").display(),
+        pki.join("control/hactl.crt").display(),
+        pki.join("control/hactl.key").display()
+    );
     std::fs::write(
         &config,
         format!(
             "probes:
-  - {{name: pg_any, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}}}
-  - {{name: pg_primary, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, postgres: {{user: hactl_prober, password_secret: postgresql_prober, expect: primary}}}}
-  - {{name: pg_badpass, type: postgres, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:5432\"], postgres: {{user: hactl_prober, password: not-the-password}}}}
-  - {{name: pg_silent, type: postgres, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}}}
-  - {{name: write_ok, type: write, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}}}
-  - {{name: write_silent, type: write, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}}}
-  - {{name: etcd_ok, type: etcd, interval: 1s, timeout: 900ms, targets: {{group: etcd_cluster, port: 2379}}}}
-  - {{name: etcd_wrong, type: etcd, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:9100\"]}}
-  - {{name: etcd_silent, type: etcd, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"]}}
-  - {{name: patroni_ok, type: patroni, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 8008}}}}
-  - {{name: patroni_wrong, type: patroni, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:9100\"]}}
-  - {{name: patroni_silent, type: patroni, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"]}}
+  - {{name: pg_any, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}, tls: {tls}}}
+  - {{name: pg_primary, type: postgres, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, postgres: {{user: hactl_prober, password_secret: postgresql_prober, expect: primary}}, tls: {tls}}}
+  - {{name: pg_badpass, type: postgres, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:5432\"], postgres: {{user: hactl_prober, password: not-the-password}}, tls: {tls}}}
+  - {{name: pg_silent, type: postgres, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}, tls: {tls}}}
+  - {{name: write_ok, type: write, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 5432}}, {pg}, tls: {tls}}}
+  - {{name: write_silent, type: write, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], {pg}, tls: {tls}}}
+  - {{name: etcd_ok, type: etcd, interval: 1s, timeout: 900ms, targets: {{group: etcd_cluster, port: 2379}}, tls: {tls}}}
+  - {{name: etcd_wrong, type: etcd, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:9100\"], tls: {tls}}}
+  - {{name: etcd_silent, type: etcd, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], tls: {tls}}}
+  - {{name: patroni_ok, type: patroni, interval: 1s, timeout: 900ms, targets: {{group: postgres_cluster, port: 8008}}, tls: {tls}}}
+  - {{name: patroni_wrong, type: patroni, interval: 1s, timeout: 900ms, targets: [\"10.213.0.11:9100\"], tls: {tls}}}
+  - {{name: patroni_silent, type: patroni, interval: 1s, timeout: 500ms, targets: [\"{quiet}\"], tls: {tls}}}
 "
         ),
     )

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{hactl, lab, text, Lab, CLUSTER};
+use common::{hactl, lab, patroni_api, text, Lab, CLUSTER};
 use serde_json::Value;
 
 fn patroni_version(lab: &Lab, host: &str) -> String {
     let body = lab.run(
         host,
-        "curl -sf http://$(hostname -I | cut -d' ' -f1):8008/patroni",
+        &patroni_api("/patroni"),
     );
     let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{host}: {e}: {body}"));
     v["patroni"]["version"]
@@ -78,7 +78,7 @@ fn a_cluster_on_debians_patroni_moves_to_patroni_4_one_member_at_a_time_losing_n
     }
     let cluster: Value = serde_json::from_str(&lab.run(
         "ptrn-1",
-        "curl -sf http://$(hostname -I | cut -d' ' -f1):8008/cluster",
+        &patroni_api("/cluster"),
     ))
     .expect("/cluster");
     let members = cluster["members"].as_array().cloned().unwrap_or_default();

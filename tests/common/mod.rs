@@ -17,6 +17,20 @@ use std::time::{Duration, Instant};
 pub const HOSTS: [&str; 4] = ["ptrn-1", "ptrn-2", "ptrn-3", "prmt-1"];
 /// The stack's PostgreSQL and Patroni members.
 pub const CLUSTER: [&str; 3] = ["ptrn-1", "ptrn-2", "ptrn-3"];
+/// curl on a PostgreSQL member asking its own Patroni REST API (`path`: `/cluster`), over https
+/// with the lab's CA and the member's certificate.
+pub fn patroni_api(path: &str) -> String {
+    format!(
+        "curl -sf --cacert /etc/patroni/tls/ca.crt --cert /etc/patroni/tls/server.crt \
+         --key /etc/patroni/tls/server.key https://$(hostname -I | cut -d' ' -f1):8008{path}"
+    )
+}
+
+/// etcdctl on an etcd member, over TLS with the member's certificate: its common name is no etcd
+/// user, so it may read the cluster's state but no key.
+pub const ETCDCTL: &str = "ETCDCTL_API=3 etcdctl --cacert /etc/etcd/tls/ca.crt \
+    --cert /etc/etcd/tls/server.crt --key /etc/etcd/tls/server.key";
+
 /// The lab's state directory (`hactl_lab_state_dir` of inventory/lab.yml): `lab down` removes it.
 pub const STATE_DIR: &str = "/var/lib/hactl/lab";
 /// The lab inventory as shipped. Only read: commands keep state beside their inventory.
@@ -74,6 +88,17 @@ fn lab_inventory() -> String {
             std::fs::copy(&shipped_store, dir.join("lab.secrets.yml"))
                 .unwrap_or_else(|e| panic!("copy {}: {e}", shipped_store.display()));
         }
+        // The CA too, so that the hosts' certificates stay what they are.
+        let shipped_pki = repo().join("inventory/lab.pki");
+        if shipped_pki.exists() {
+            let out = Command::new("cp")
+                .arg("-a")
+                .arg(&shipped_pki)
+                .arg(dir.join("lab.pki"))
+                .output()
+                .expect("cp");
+            assert!(out.status.success(), "copy {}: {}", shipped_pki.display(), text(&out));
+        }
         std::fs::copy(repo().join(SHIPPED_INVENTORY), &copy)
             .unwrap_or_else(|e| panic!("copy the lab inventory to {}: {e}", copy.display()));
     }
@@ -87,6 +112,17 @@ impl Lab {
     }
 
     /// The lab inventory's secret store, as apply fills it.
+    /// One secret of the lab's store (the stack's passwords), read as the runner wrote it.
+    pub fn secret(&self, name: &str) -> String {
+        let path = self.secrets();
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("{}: no secret {name}", path.display()))
+    }
+
     pub fn secrets(&self) -> PathBuf {
         Path::new(&lab_inventory()).with_file_name("lab.secrets.yml")
     }
@@ -125,7 +161,10 @@ impl Lab {
                     .map(|h| {
                         self.run(
                             h,
-                            "curl -s -o /dev/null -w '%{http_code}' http://$(hostname -I | cut -d' ' -f1):8008/leader || true",
+                            &format!(
+                                "{} -o /dev/null -w '%{{http_code}}' || true",
+                                patroni_api("/leader").replace("curl -sf", "curl -s")
+                            ),
                         )
                     })
                     .collect();
