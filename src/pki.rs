@@ -41,8 +41,9 @@ pub enum CaSource {
 pub struct Pki {
     dir: PathBuf,
     source: CaSource,
-    /// Held while a certificate is read, checked or issued: hosts run in parallel.
-    lock: Mutex<()>,
+    /// Held while a certificate is read, checked or issued: hosts run in parallel. Holds what
+    /// this run issued, which is not issued again in the same run (two tasks share `server`).
+    lock: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// A certificate a holder needs.
@@ -185,7 +186,7 @@ impl Pki {
         Pki {
             dir,
             source,
-            lock: Mutex::new(()),
+            lock: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -208,7 +209,8 @@ impl Pki {
     pub fn issue(&self, w: &Wanted<'_>) -> Result<Issued, PkiError> {
         check_name(w.holder)?;
         check_name(w.name)?;
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut issued_now = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let this_run = issued_now.contains(&(w.holder.to_string(), w.name.to_string()));
         let (ca_pem, ca_key) = self.ca()?;
         let ca_info = CertInfo::from_pem(&ca_pem)
             .map_err(|e| err(format!("{}: {e}", self.ca_path().display())))?;
@@ -227,6 +229,7 @@ impl Pki {
         };
         let why = match &kept {
             None => Some("new".to_string()),
+            Some(_) if this_run => None,
             Some((cert, _)) => match CertInfo::from_pem(cert) {
                 Err(e) => Some(format!("unreadable ({e})")),
                 Ok(info) => {
@@ -303,6 +306,7 @@ impl Pki {
         private_dir(&self.dir.join(w.holder))?;
         write_private(&key_path, key_pem.as_bytes())?;
         write_private(&cert_path, cert_pem.as_bytes())?;
+        issued_now.insert((w.holder.to_string(), w.name.to_string()));
         Ok(Issued {
             ca: ca_pem,
             cert: cert_pem,
@@ -533,10 +537,14 @@ mod tests {
             renew_days: 400,
             ..wanted(&[])
         };
-        let second = pki.issue(&renew).unwrap();
+        let second = Pki::new(dir.path().join("lab.pki"), CaSource::Own)
+            .issue(&renew)
+            .unwrap();
         assert!(second.reissued.unwrap().contains("fewer than 400"));
         assert_ne!(second.cert, first.cert);
         assert_eq!(second.ca, first.ca);
+        // Issued once per run: a second task asking for the same one gets the same one.
+        assert_eq!(pki.issue(&renew).unwrap().reissued, None);
     }
 
     #[test]

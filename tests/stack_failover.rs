@@ -55,10 +55,7 @@ fn hit(r: &Value) -> Vec<String> {
 /// Patroni's dynamic configuration, as the leader serves it.
 fn patroni_config(lab: &Lab) -> Value {
     let leader = lab.leader();
-    let body = lab.run(
-        &leader,
-        &patroni_api("/config"),
-    );
+    let body = lab.run(&leader, &patroni_api("/config"));
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config: {e}: {body}"))
 }
 

@@ -8,10 +8,7 @@ use common::{hactl, lab, patroni_api, text, Lab, CLUSTER};
 use serde_json::Value;
 
 fn patroni_version(lab: &Lab, host: &str) -> String {
-    let body = lab.run(
-        host,
-        &patroni_api("/patroni"),
-    );
+    let body = lab.run(host, &patroni_api("/patroni"));
     let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{host}: {e}: {body}"));
     v["patroni"]["version"]
         .as_str()
@@ -76,11 +73,8 @@ fn a_cluster_on_debians_patroni_moves_to_patroni_4_one_member_at_a_time_losing_n
             "{host}: {exec}"
         );
     }
-    let cluster: Value = serde_json::from_str(&lab.run(
-        "ptrn-1",
-        &patroni_api("/cluster"),
-    ))
-    .expect("/cluster");
+    let cluster: Value =
+        serde_json::from_str(&lab.run("ptrn-1", &patroni_api("/cluster"))).expect("/cluster");
     let members = cluster["members"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         members.iter().filter(|m| m["role"] == "leader").count(),

@@ -97,7 +97,12 @@ fn lab_inventory() -> String {
                 .arg(dir.join("lab.pki"))
                 .output()
                 .expect("cp");
-            assert!(out.status.success(), "copy {}: {}", shipped_pki.display(), text(&out));
+            assert!(
+                out.status.success(),
+                "copy {}: {}",
+                shipped_pki.display(),
+                text(&out)
+            );
         }
         std::fs::copy(repo().join(SHIPPED_INVENTORY), &copy)
             .unwrap_or_else(|e| panic!("copy the lab inventory to {}: {e}", copy.display()));
@@ -115,8 +120,8 @@ impl Lab {
     /// One secret of the lab's store (the stack's passwords), read as the runner wrote it.
     pub fn secret(&self, name: &str) -> String {
         let path = self.secrets();
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .map(|v| v.trim().trim_matches('"').to_string())
