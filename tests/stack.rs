@@ -54,7 +54,8 @@ fn shell_word(s: &str) -> String {
 }
 
 /// Variants of the lab inventory in a temporary folder (never beside the checkout's): `lab.yml`
-/// and the group_vars/ a step adds, sharing the lab's secret store so the passwords stay.
+/// and the group_vars/ a step adds, sharing the lab's secret store and PKI so the passwords and
+/// certificates stay.
 struct Variants {
     dir: Fixture,
 }
@@ -64,8 +65,9 @@ impl Variants {
         let dir = Fixture::new();
         let shipped = std::fs::read_to_string(lab.inventory()).expect("lab inventory");
         let store = format!(
-            "  vars:\n    hactl_secrets_file: {}\n",
-            lab.secrets().display()
+            "  vars:\n    hactl_secrets_file: {}\n    hactl_pki_dir: {}\n",
+            lab.secrets().display(),
+            lab.secrets().with_file_name("lab.pki").display()
         );
         dir.file("lab.yml", &shipped.replacen("  vars:\n", &store, 1));
         Variants { dir }
