@@ -123,6 +123,10 @@ pub struct ProbeArgs {
     /// Where /metrics and /healthz are served.
     #[arg(long, default_value = "0.0.0.0:9313")]
     pub listen: std::net::SocketAddr,
+    /// TLS and basic auth for /metrics and /healthz, in the format of Prometheus's exporters'
+    /// `--web.config.file` (`tls_server_config`, `basic_auth_users` with bcrypt hashes).
+    #[arg(long)]
+    pub web_config: Option<PathBuf>,
     /// Only check the configuration (and resolve its targets), then exit.
     #[arg(long)]
     pub check: bool,

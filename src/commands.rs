@@ -162,6 +162,7 @@ fn probe(args: ProbeArgs) -> Result<u8> {
         config: args.config,
         inventory: args.inventory,
         listen: args.listen,
+        web_config: args.web_config,
     };
     if args.check {
         let (probes, targets) = crate::probe::check(&opts)?;

@@ -96,6 +96,12 @@ impl CertInfo {
         Ok(CertInfo::of(&cert))
     }
 
+    pub fn from_der(der: &[u8]) -> Result<CertInfo, PkiError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| err(format!("not an X.509 certificate: {e}")))?;
+        Ok(CertInfo::of(&cert))
+    }
+
     fn of(cert: &x509_parser::certificate::X509Certificate<'_>) -> CertInfo {
         use x509_parser::extensions::GeneralName;
         let mut sans: Vec<String> = Vec::new();

@@ -166,11 +166,8 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
 
     // Prometheus: every target up, the rule groups loaded without errors.
     within(90, "every Prometheus target up", || {
-        let targets = json_from(
-            &lab,
-            "prmt-1",
-            "curl -sf http://10.213.0.21:9090/api/v1/targets",
-        );
+        let body = lab.monitoring_get("https://10.213.0.21:9090/api/v1/targets");
+        let targets: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         let active = targets["data"]["activeTargets"]
             .as_array()
             .cloned()
@@ -189,14 +186,25 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
             if up != count {
                 return Err(format!("{job}: {up} of {count} up: {targets}"));
             }
+            // Every endpoint is scraped over https.
+            let plain: Vec<&Value> = active
+                .iter()
+                .filter(|t| {
+                    !t["scrapeUrl"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("https://")
+                })
+                .collect();
+            if !plain.is_empty() {
+                return Err(format!("scraped without TLS: {plain:?}"));
+            }
         }
         Ok(())
     });
-    let rules = json_from(
-        &lab,
-        "prmt-1",
-        "curl -sf http://10.213.0.21:9090/api/v1/rules",
-    );
+    let rules: Value =
+        serde_json::from_str(&lab.monitoring_get("https://10.213.0.21:9090/api/v1/rules"))
+            .expect("the rules");
     let groups = rules["data"]["groups"]
         .as_array()
         .cloned()
@@ -211,7 +219,9 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
-    lab.run("prmt-1", "curl -sf http://10.213.0.21:9093/-/ready");
+    assert!(!lab
+        .monitoring_get("https://10.213.0.21:9093/-/ready")
+        .is_empty());
 
     // Secrets: generated once, 0600, never printed.
     let store = std::fs::read_to_string(lab.secrets()).expect("secret store");

@@ -22,10 +22,19 @@ fn metrics(addr: &str) -> Metrics {
     Metrics::parse(&http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default())
 }
 
+/// The /metrics page of the prober on the monitoring host (https, basic auth).
+fn remote_metrics(lab: &Lab) -> Metrics {
+    Metrics::parse(&lab.monitoring_get(&format!("https://{PROBER}/metrics")))
+}
+
 fn prometheus(lab: &Lab, query: &str) -> Value {
     let out = lab.run(
         "prmt-1",
-        &format!("curl -sf http://10.213.0.21:9090/api/v1/query --data-urlencode 'query={query}'"),
+        &format!(
+            "curl -sf --cacert /etc/prometheus/tls/ca.crt -u prometheus:{} \
+             https://10.213.0.21:9090/api/v1/query --data-urlencode 'query={query}'",
+            lab.secret("monitoring")
+        ),
     );
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{query}: {e}: {out}"))
 }
@@ -112,9 +121,7 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         },
     );
     // The domain gauges say the same: one leader, both replicas streaming, writes flowing.
-    let page = http_get(PROBER.parse().expect("an address"), "/metrics")
-        .expect("the prober answers")
-        .1;
+    let page = lab.monitoring_get(&format!("https://{PROBER}/metrics"));
     let m = Metrics::parse(&page);
     assert_eq!(m.sum("hactl_patroni_leaders", &[]), 1.0, "{page}");
     assert_eq!(
@@ -160,7 +167,7 @@ fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() 
         "the prober sees a healthy cluster",
         Duration::from_secs(60),
         || {
-            let m = metrics(PROBER);
+            let m = remote_metrics(&lab);
             if m.sum("hactl_patroni_leaders", &[]) == 1.0
                 && m.sum("hactl_write_seconds_since_success", &[]) < 3.0
             {
@@ -180,7 +187,7 @@ fn during_kill_node_the_prober_records_the_leader_change_and_the_write_outage() 
         "the prober records the failover",
         Duration::from_secs(30),
         || {
-            let m = metrics(PROBER);
+            let m = remote_metrics(&lab);
             if changes(&m) > changes(&before)
                 && outages(&m) > outages(&before)
                 && m.sum("hactl_patroni_leader", &[("member", new_leader)]) == 1.0

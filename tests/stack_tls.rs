@@ -385,3 +385,74 @@ fn certificates_near_their_end_are_renewed_and_served_without_a_leader_change_or
         "{recap}"
     );
 }
+
+#[test]
+fn monitoring_endpoints_answer_only_https_with_credentials_and_prometheus_scrapes_them_so() {
+    let mut lab = lab();
+    lab.stack();
+    let ca = pki(&lab).join("ca.crt");
+    let mut endpoints: Vec<String> = ["ptrn-1", "ptrn-2", "ptrn-3", "prmt-1"]
+        .iter()
+        .map(|h| format!("{}:9100/metrics", address(h)))
+        .collect();
+    endpoints.extend([
+        "10.213.0.21:9090/-/ready".to_string(),
+        "10.213.0.21:9093/-/ready".to_string(),
+        "10.213.0.21:9313/metrics".to_string(),
+    ]);
+    for e in &endpoints {
+        let (code, out) = local(&format!("curl -sS --max-time 5 -o /dev/null http://{e}"));
+        let status = local(&format!(
+            "curl -s --max-time 5 -o /dev/null -w '%{{http_code}}' http://{e}"
+        ))
+        .1;
+        assert!(
+            code != 0 || status.trim() == "400",
+            "{e}: plain http answered ({status}): {out}"
+        );
+        let (_, status) = local(&format!(
+            "curl -s --max-time 5 --cacert {} -o /dev/null -w '%{{http_code}}' https://{e}",
+            ca.display()
+        ));
+        assert_eq!(status.trim(), "401", "{e} without credentials");
+        let (_, status) = local(&format!(
+            "{} -o /dev/null -w '%{{http_code}}' https://{e}",
+            lab.monitoring_curl()
+        ));
+        assert_eq!(status.trim(), "200", "{e} with the credentials");
+    }
+
+    // Prometheus reaches every target, each over https.
+    common::eventually(
+        "every target up over https",
+        Duration::from_secs(60),
+        || {
+            let body = lab.monitoring_get("https://10.213.0.21:9090/api/v1/targets");
+            let targets: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+            let active = targets["data"]["activeTargets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if active.len() < 12 {
+                return Err(format!("{} targets: {body}", active.len()));
+            }
+            let bad: Vec<String> = active
+                .iter()
+                .filter(|t| {
+                    t["health"] != "up"
+                        || !t["scrapeUrl"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with("https://")
+                })
+                .map(|t| format!("{} {} {}", t["scrapeUrl"], t["health"], t["lastError"]))
+                .collect();
+            if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(bad.join("; "))
+            }
+        },
+    );
+}

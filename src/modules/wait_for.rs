@@ -16,6 +16,11 @@ pub struct Args {
     #[serde(default, deserialize_with = "de_u64")]
     pub status: Option<u64>,
     pub command: Option<String>,
+    /// An https `url`: the CA (a file on the host) its certificate must chain to, checked with
+    /// curl; and the basic auth credentials, which travel on stdin.
+    pub ca_file: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
     /// Seconds (default 60).
     #[serde(default, deserialize_with = "de_u64")]
     pub timeout: Option<u64>,
@@ -65,6 +70,28 @@ fn probe(args: &Args) -> Result<(String, String)> {
                 "wait_for: the url has a space or a control character (got {url:?})"
             ));
         }
+        if url.starts_with("https://") {
+            let status = args.status.unwrap_or(200);
+            let ca = match &args.ca_file {
+                Some(ca) => format!("--cacert {}", shell_quote(ca)),
+                None => String::new(),
+            };
+            // The credentials were read from stdin into $cred; printf is the shell's own, so
+            // they never show on a command line.
+            let auth = if args.username.is_some() {
+                "printf 'user = \"%s\"\n' \"$cred\" | "
+            } else {
+                ""
+            };
+            let config = if args.username.is_some() { "-K - " } else { "" };
+            return Ok((
+                format!(
+                    "[ \"$({auth}curl -s {config}{ca} --max-time 5 -o /dev/null -w '%{{http_code}}' {})\" = {status} ]",
+                    shell_quote(url)
+                ),
+                format!("{url} answering {status}"),
+            ));
+        }
         let (host, port, path) = split_url(url)?;
         let status = args.status.unwrap_or(200);
         let request = r"GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n";
@@ -96,6 +123,8 @@ pub struct Wait {
     /// What is waited for, in words: `port 10.0.0.1:8008`.
     pub what: String,
     pub timeout: u64,
+    /// The credentials, when the check needs them.
+    pub stdin: Vec<u8>,
 }
 
 impl Module for WaitFor {
@@ -121,23 +150,33 @@ impl Module for WaitFor {
         let timeout = args.timeout.unwrap_or(60);
         let interval = args.interval.unwrap_or(1).max(1);
         let delay = args.delay.unwrap_or(0);
+        let read = if args.username.is_some() {
+            "IFS= read -r cred; "
+        } else {
+            ""
+        };
         let script = format!(
-            "sleep {delay}; end=$(( $(date +%s) + {timeout} )); \
+            "{read}sleep {delay}; end=$(( $(date +%s) + {timeout} )); \
              while :; do if {check}; then exit 0; fi; \
              if [ $(date +%s) -ge $end ]; then exit 1; fi; sleep {interval}; done"
         );
+        let stdin = match (&args.username, &args.password) {
+            (Some(u), p) => format!("{u}:{}\n", p.as_deref().unwrap_or_default()).into_bytes(),
+            _ => Vec::new(),
+        };
         Ok(Plan {
             outcome: Outcome::skipped(),
             todo: Some(Wait {
                 script: format!("bash -c {}", shell_quote(&script)),
                 what,
                 timeout,
+                stdin,
             }),
         })
     }
 
     async fn apply(_: &Args, wait: Wait, _: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        let out = ctx.remote.exec(&wait.script, b"").await?;
+        let out = ctx.remote.exec(&wait.script, &wait.stdin).await?;
         if !out.success() {
             return fail(format!(
                 "timed out after {} s waiting for {}",

@@ -218,6 +218,11 @@ impl Metrics {
         }
         let mut out = String::from_utf8(buf).unwrap_or_default();
         self.kinds.render(&mut out);
+        render_certificates(
+            &mut out,
+            &crate::stack::tls::certificates_seen(),
+            crate::pki::now(),
+        );
         out
     }
 
@@ -234,8 +239,37 @@ impl Metrics {
     }
 }
 
+/// Days left on every certificate the probes' TLS clients verified, by server.
+fn render_certificates(out: &mut String, seen: &[(String, i64)], now: i64) {
+    if seen.is_empty() {
+        return;
+    }
+    out.push_str("# HELP hactl_tls_cert_expiry_days Days until the certificate a server showed the prober ends.\n");
+    out.push_str("# TYPE hactl_tls_cert_expiry_days gauge\n");
+    for (server, not_after) in seen {
+        let days = (not_after - now) as f64 / 86_400.0;
+        let server = server.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!(
+            "hactl_tls_cert_expiry_days{{server=\"{server}\"}} {days:.3}\n"
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_certificate_met_gets_its_days_left() {
+        let mut out = String::new();
+        super::render_certificates(&mut out, &[("10.0.0.1".into(), 86_400 * 20)], 86_400 * 5);
+        assert!(
+            out.contains("hactl_tls_cert_expiry_days{server=\"10.0.0.1\"} 15.000\n"),
+            "{out}"
+        );
+        let mut none = String::new();
+        super::render_certificates(&mut none, &[], 0);
+        assert!(none.is_empty());
+    }
+
     use super::*;
 
     /// The series on a registry's page, one `name{labels}` a line.

@@ -10,6 +10,7 @@ mod config;
 mod kinds;
 mod metrics;
 mod server;
+mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub enum ProbeError {
     },
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
+    #[error("--web-config {0}")]
+    Web(#[from] web::WebConfigError),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -68,6 +71,8 @@ pub struct Options {
     pub config: PathBuf,
     pub inventory: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// TLS and basic auth for /metrics and /healthz (the exporters' web configuration).
+    pub web_config: Option<PathBuf>,
 }
 
 /// One probe with everything its runs need, and the targets it has now.
@@ -347,7 +352,16 @@ pub async fn run(opts: Options) -> Result<(), ProbeError> {
             addr: opts.listen,
             source,
         })?;
-    tokio::spawn(server::serve(listener, metrics.clone(), health.clone()));
+    let web = match &opts.web_config {
+        Some(path) => web::Web::load(path)?,
+        None => web::Web::open(),
+    };
+    tokio::spawn(server::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        Arc::new(web),
+    ));
     let mut sched = Scheduler::new(metrics.clone(), config.concurrency);
     sched.apply(&planned, false).await;
     health

@@ -1,4 +1,5 @@
-//! `/metrics` (Prometheus text format) and `/healthz`, over HTTP/1.1.
+//! `/metrics` (Prometheus text format) and `/healthz`, over HTTP/1.1, with TLS and basic auth
+//! when a web configuration asks for them.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -10,9 +11,15 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use super::metrics::Metrics;
+use super::web::Web;
 use super::Health;
 
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    web: Arc<Web>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -20,17 +27,46 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, hea
         };
         let metrics = metrics.clone();
         let health = health.clone();
+        let web = web.clone();
         tokio::spawn(async move {
+            let tls = web.tls.clone();
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 let health = health.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &metrics, &health)) }
+                let web = web.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get(hyper::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    if !web.allows(auth) {
+                        return Ok::<_, Infallible>(unauthorized());
+                    }
+                    Ok::<_, Infallible>(answer(&req, &metrics, &health))
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
         });
     }
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from("unauthorized\n")));
+    *r.status_mut() = StatusCode::UNAUTHORIZED;
+    if let Ok(v) = "Basic realm=\"hactl probe\"".parse() {
+        r.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, v);
+    }
+    r
 }
 
 fn answer<B>(req: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {

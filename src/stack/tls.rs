@@ -2,8 +2,68 @@
 //! only one trusted, names checked) and a client certificate, for reqwest (Patroni's REST API),
 //! tonic (etcd) and tokio-postgres (PostgreSQL with verify-full), all on rustls.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// Every server certificate a client of this process verified: the server's name and when its
+/// certificate ends (seconds since the epoch), for the prober's expiry gauge.
+static SEEN: LazyLock<Mutex<BTreeMap<String, i64>>> = LazyLock::new(Default::default);
+
+/// The certificates met so far: (server name, end of validity in seconds since the epoch).
+pub fn certificates_seen() -> Vec<(String, i64)> {
+    let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    seen.iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+/// Verifies as webpki does (chain to the CA, the name), and notes when the certificate ends.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(info) = crate::pki::CertInfo::from_der(end_entity.as_ref()) {
+            let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+            seen.insert(server_name.to_str().to_string(), info.not_after);
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
 
 /// A CA, certificate or key that cannot be read or used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,10 +138,17 @@ impl ClientTls {
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&self.key)
             .map_err(|e| TlsError(format!("the client key: {e}")))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(self.roots()?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError(format!("the CA certificate: {e}")))?;
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError(e.to_string()))?
-            .with_root_certificates(self.roots()?)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Recording { inner }))
             .with_client_auth_cert(certs, key)
             .map_err(|e| TlsError(format!("the client certificate and key: {e}")))
     }

@@ -37,6 +37,7 @@ pub fn register(env: &mut Environment<'static>, secrets: Option<Arc<SecretStore>
     env.add_filter("union", union);
     env.add_filter("intersect", intersect);
     env.add_filter("hash", hash);
+    env.add_filter("password_hash", password_hash);
     env.add_filter("checksum", checksum);
     env.add_filter("bool", to_bool);
     env.add_filter("int", to_int);
@@ -180,6 +181,26 @@ fn text_of(value: &Value) -> String {
 }
 
 /// Ansible's `quote`: one word for a POSIX shell, whatever the value holds.
+/// `password_hash('bcrypt')`, as Ansible's filter: a bcrypt hash (cost 10) for web
+/// configurations' `basic_auth_users`. Unlike Ansible's, the salt is not random but derived from
+/// the password (or from `salt` when given), so that the same password renders the same hash
+/// and a second apply changes nothing.
+fn password_hash(password: String, scheme: String, salt: Option<String>) -> Result<String, Error> {
+    if scheme != "bcrypt" {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("password_hash: only 'bcrypt' is supported (got {scheme:?})"),
+        ));
+    }
+    let seed = salt.unwrap_or_else(|| format!("hactl-bcrypt:{password}"));
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bcrypt::hash_with_salt(password.as_bytes(), 10, bytes)
+        .map(|h| h.format_for_version(bcrypt::Version::TwoB))
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("password_hash: {e}")))
+}
+
 fn quote(value: Value) -> String {
     crate::ssh::shell_quote(&text_of(&value))
 }

@@ -128,6 +128,27 @@ impl Lab {
             .unwrap_or_else(|| panic!("{}: no secret {name}", path.display()))
     }
 
+    /// curl on this machine asking a monitoring endpoint (`https://10.213.0.21:9090/...`): the
+    /// lab's CA and the monitoring credentials. Fails (-f) on an HTTP error.
+    pub fn monitoring_curl(&self) -> String {
+        let ca = Path::new(&self.inventory()).with_file_name("lab.pki/ca.crt");
+        format!(
+            "curl -sf --max-time 10 --cacert {} -u prometheus:{}",
+            ca.display(),
+            self.secret("monitoring")
+        )
+    }
+
+    /// What a monitoring endpoint answers this machine (empty when it does not).
+    pub fn monitoring_get(&self, url: &str) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} {url}", self.monitoring_curl()))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     pub fn secrets(&self) -> PathBuf {
         Path::new(&lab_inventory()).with_file_name("lab.secrets.yml")
     }
