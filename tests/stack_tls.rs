@@ -319,9 +319,8 @@ fn kept_serial(lab: &Lab, host: &str) -> String {
 
 /// What the prober on the monitoring host counts of the write probe: (runs, successes).
 fn write_probe(lab: &Lab) -> (f64, f64) {
-    let m = common::metrics::Metrics::parse(
-        &lab.run("prmt-1", "curl -sf http://10.213.0.21:9313/metrics"),
-    );
+    let m =
+        common::metrics::Metrics::parse(&lab.monitoring_get("https://10.213.0.21:9313/metrics"));
     (
         m.sum("total", &[("probe", "write")]),
         m.sum("success", &[("probe", "write")]),
@@ -355,6 +354,7 @@ fn certificates_near_their_end_are_renewed_and_served_without_a_leader_change_or
                     ("etcd", served_serial(&lab, a, 2379, None)),
                     ("Patroni", served_serial(&lab, a, 8008, None)),
                     ("PostgreSQL", served_serial(&lab, a, 5432, Some("postgres"))),
+                    ("node_exporter", served_serial(&lab, a, 9100, None)),
                 ];
                 match served.iter().find(|(_, s)| *s != new) {
                     Some((what, s)) => Err(format!("{what} serves {s}, not {new}")),
