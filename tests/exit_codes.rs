@@ -205,11 +205,11 @@ fn success_is_0_for_apply_and_lab_status_on_lab_hosts() {
     misses.assert_none();
 }
 
-/// A Patroni REST API on loopback whose `/cluster` shows a leader, a stopped replica and a
+/// A Patroni REST API on loopback (https, a certificate of the test PKI) whose `/cluster` shows a leader, a stopped replica and a
 /// streaming one; returns its port.
-fn sick_patroni() -> u16 {
+fn sick_patroni(cert: &std::path::Path, key: &std::path::Path) -> u16 {
     // Where Patroni says each member's API is: hactl goes by the inventory's addresses instead.
-    let api = "http://127.0.0.1:8008/patroni";
+    let api = "https://127.0.0.1:8008/patroni";
     let body = format!(
         r#"{{"members": [
   {{"name": "db1", "role": "leader", "state": "running", "api_url": "{api}", "host": "127.0.0.1", "port": 5432, "timeline": 3}},
@@ -217,16 +217,46 @@ fn sick_patroni() -> u16 {
   {{"name": "db3", "role": "sync_standby", "state": "running", "api_url": "{api}", "host": "127.0.0.1", "port": 5432, "timeline": 3, "lag": 0}}
 ], "scope": "hactl"}}"#
     );
-    common::http::serve(move |path| match path {
+    common::http::serve_tls(cert, key, move |path| match path {
         "/cluster" => ("200 OK", body.clone().into_bytes()),
         _ => ("404 Not Found", b"{}".to_vec()),
     })
 }
 
+/// The PKI of the inventory `NAME.yml` in `dir` as apply would leave it (`NAME.pki/`: the CA
+/// and hactl's client certificate), plus a server certificate for 127.0.0.1: (cert, key).
+fn test_pki(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pki = dir.join(format!("{name}.pki"));
+    std::fs::create_dir_all(pki.join("control")).expect("pki dir");
+    let script = "set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 30 -subj '/CN=test CA' 2>/dev/null
+for who in server control/hactl; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who.key -out $who.csr -subj /CN=$(basename $who) 2>/dev/null
+done
+printf 'subjectAltName=IP:127.0.0.1\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 30 -extfile server.ext 2>/dev/null
+openssl x509 -req -in control/hactl.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out control/hactl.crt -days 30 -extfile client.ext 2>/dev/null
+chmod 600 ca.key server.key control/hactl.key";
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&pki)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (pki.join("server.crt"), pki.join("server.key"))
+}
+
 #[test]
 fn a_failed_check_is_1_for_failover_test_and_lab_status() {
     let fx = Fixture::new();
-    let api_port = sick_patroni();
+    let (cert, key) = test_pki(&fx.path(""), "sick");
+    let api_port = sick_patroni(&cert, &key);
     fx.file(
         "sick.yml",
         &format!(

@@ -49,3 +49,55 @@ pub fn serve(respond: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static)
     });
     port
 }
+
+/// As [`serve`], over TLS with the PEM certificate and key at `cert` and `key`.
+pub fn serve_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    respond: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static,
+) -> u16 {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .expect("the server certificate");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("the server key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("the certificate and key"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut reader = BufReader::new(&mut tls);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            drop(reader);
+            let (status, content) = respond(request.split_whitespace().nth(1).unwrap_or("/"));
+            let _ = write!(
+                tls,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                content.len()
+            );
+            let _ = tls.write_all(&content);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    port
+}
