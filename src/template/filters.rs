@@ -196,9 +196,20 @@ fn password_hash(password: String, scheme: String, salt: Option<String>) -> Resu
     let digest = sha2::Sha256::digest(seed.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    bcrypt::hash_with_salt(password.as_bytes(), 10, bytes)
+    // The same password and salt give the same hash: computed once per run, not per render
+    // (bcrypt is slow on purpose, and every task is rendered for every host).
+    type Hashes = std::collections::HashMap<(String, [u8; 16]), String>;
+    static DONE: std::sync::LazyLock<std::sync::Mutex<Hashes>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hash) = done.get(&(password.clone(), bytes)) {
+        return Ok(hash.clone());
+    }
+    let hash = bcrypt::hash_with_salt(password.as_bytes(), 10, bytes)
         .map(|h| h.format_for_version(bcrypt::Version::TwoB))
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("password_hash: {e}")))
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("password_hash: {e}")))?;
+    done.insert((password, bytes), hash.clone());
+    Ok(hash)
 }
 
 fn quote(value: Value) -> String {
@@ -477,6 +488,24 @@ mod tests {
             minijinja::context! { v => Value::from(minijinja::value::Serde(value)) },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn password_hash_is_a_bcrypt_hash_of_the_password_and_the_same_on_every_render() {
+        let hash = render("{{ v | password_hash('bcrypt') }}", "s3cret".into());
+        assert!(hash.starts_with("$2b$10$"), "{hash}");
+        assert!(bcrypt::verify("s3cret", &hash).unwrap());
+        assert!(!bcrypt::verify("other", &hash).unwrap());
+        assert_eq!(
+            render("{{ v | password_hash('bcrypt') }}", "s3cret".into()),
+            hash
+        );
+        let salted = render(
+            "{{ v | password_hash('bcrypt', 'pepper') }}",
+            "s3cret".into(),
+        );
+        assert_ne!(salted, hash);
+        assert!(bcrypt::verify("s3cret", &salted).unwrap());
     }
 
     #[test]
