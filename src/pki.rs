@@ -4,7 +4,6 @@
 //! reissues nothing; a certificate near its end or whose names changed is reissued. A user's own
 //! CA (`hactl_ca_cert_file`/`hactl_ca_key_file`) signs instead of the one made here.
 
-use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -452,26 +451,10 @@ fn read_private(path: &Path) -> Result<Option<String>, PkiError> {
     Ok(Some(text))
 }
 
-/// Writes 0600 through a temporary file created exclusively (a file or symlink left there is
-/// removed, never written through), then renamed into place.
+/// Writes 0600 through a temporary file created exclusively, then renamed into place.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| err(format!("cannot save {}: {e}", path.display())))
+    crate::secrets::write_private(path, &path.with_extension("tmp"), bytes)
+        .map_err(|e| err(format!("cannot save {}: {e}", path.display())))
 }
 
 #[cfg(test)]

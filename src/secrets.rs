@@ -142,32 +142,41 @@ impl SecretStore {
         for (k, v) in values {
             text.push_str(&format!("{k}: \"{v}\"\n"));
         }
-        let tmp = self.path.with_extension("yml.tmp");
-        // Created 0600, exclusively and without following a symlink (a file or link left at the
-        // temporary path is an error, not something to write through), then renamed over the
-        // store.
-        let write = || -> std::io::Result<()> {
-            match std::fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(NO_FOLLOW)
-                .mode(0o600)
-                .open(&tmp)?;
-            std::io::Write::write_all(&mut file, text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| {
+        write_private(
+            &self.path,
+            &self.path.with_extension("yml.tmp"),
+            text.as_bytes(),
+        )
+        .map_err(|e| {
             SecretError(format!(
                 "cannot save secrets to {}: {e}",
                 self.path.display()
             ))
         })
     }
+}
+
+/// Writes `bytes` to `path` through `tmp`, created 0600, exclusively and without following a
+/// symlink (a file or link left at the temporary path is removed, never written through), then
+/// renamed over `path`. The secret store and the PKI's keys are written so.
+pub(crate) fn write_private(
+    path: &std::path::Path,
+    tmp: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    match std::fs::remove_file(tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(NO_FOLLOW)
+        .mode(0o600)
+        .open(tmp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)
 }
 
 /// `n` bytes from the kernel's random source.
