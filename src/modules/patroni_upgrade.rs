@@ -60,6 +60,12 @@ fn base(args: &Args) -> Api<'_> {
     }
 }
 
+/// `GET /patroni` on the member, from the member.
+async fn get_patroni(ctx: &Ctx<'_>, args: &Args) -> Result<super::http::Response> {
+    let api = base(args);
+    request(ctx, api.tls, "GET", &format!("{api}/patroni"), None, None).await
+}
+
 /// Reads `GET /patroni`'s version and role (3.x says `master`, 4.x `primary`).
 fn parse(body: &serde_json::Value) -> Option<Observed> {
     let version = body["patroni"]["version"].as_str()?.to_string();
@@ -77,15 +83,7 @@ impl Module for PatroniUpgrade {
     type Todo = Todo;
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Observed> {
-        let resp = request(
-            ctx,
-            base(args).tls,
-            "GET",
-            &format!("{}/patroni", base(args)),
-            None,
-            None,
-        )
-        .await?;
+        let resp = get_patroni(ctx, args).await?;
         if resp.status == 0 {
             return Ok(Observed::Down);
         }
@@ -138,15 +136,7 @@ impl Module for PatroniUpgrade {
         run(ctx, "restarting Patroni", "systemctl restart patroni").await?;
         let started = Instant::now();
         loop {
-            let resp = request(
-                ctx,
-                base(args).tls,
-                "GET",
-                &format!("{}/patroni", base(args)),
-                None,
-                None,
-            )
-            .await?;
+            let resp = get_patroni(ctx, args).await?;
             let version = resp.json().as_ref().and_then(parse);
             let running = matches!(&version, Some(Observed::Running { version, .. }) if *version == args.version);
             if running {
