@@ -21,6 +21,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
+/// Reads a request's head; returns its path.
+fn request_path(reader: &mut impl BufRead) -> Option<String> {
+    let mut request = String::new();
+    reader.read_line(&mut request).ok()?;
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    Some(request.split_whitespace().nth(1).unwrap_or("/").to_string())
+}
+
 /// Serves every request on a loopback port, in a thread, with what `respond` gives for its
 /// path: a status line's tail ("200 OK") and a body. Returns the port.
 pub fn serve(respond: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static) -> u16 {
@@ -28,16 +39,10 @@ pub fn serve(respond: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static)
     let port = listener.local_addr().expect("local addr").port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(&stream);
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
+            let Some(path) = request_path(&mut BufReader::new(&stream)) else {
                 continue;
-            }
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let (status, content) = respond(request.split_whitespace().nth(1).unwrap_or("/"));
+            };
+            let (status, content) = respond(&path);
             let mut stream = &stream;
             let _ = write!(
                 stream,
@@ -78,17 +83,10 @@ pub fn serve_tls(
                 continue;
             };
             let mut tls = rustls::StreamOwned::new(conn, tcp);
-            let mut reader = BufReader::new(&mut tls);
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
+            let Some(path) = request_path(&mut BufReader::new(&mut tls)) else {
                 continue;
-            }
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            drop(reader);
-            let (status, content) = respond(request.split_whitespace().nth(1).unwrap_or("/"));
+            };
+            let (status, content) = respond(&path);
             let _ = write!(
                 tls,
                 "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
