@@ -152,13 +152,7 @@ impl Pki {
     /// The PKI of an inventory: `NAME.pki/` beside `NAME.yml`, or where `hactl_pki_dir` says;
     /// signed by the CA in `hactl_ca_cert_file`/`hactl_ca_key_file` when both are given.
     pub fn of(inventory: &crate::inventory::Inventory) -> Pki {
-        let var = |name: &str| {
-            inventory
-                .groups
-                .get("all")
-                .and_then(|g| g.inline_vars.get(name).or(g.file_vars.get(name)))
-                .and_then(|v| v.value.as_str().map(str::to_string))
-        };
+        let var = |name: &str| inventory.all_var(name).and_then(serde_json::Value::as_str);
         let base = inventory.path.parent().unwrap_or(Path::new("."));
         let dir = match var("hactl_pki_dir") {
             Some(d) => base.join(d),

@@ -29,15 +29,9 @@ impl SecretStore {
     /// The store of an inventory, as its `hactl_secrets_file` var (group all) says.
     pub fn of(inventory: &crate::inventory::Inventory) -> SecretStore {
         let configured = inventory
-            .groups
-            .get("all")
-            .and_then(|g| {
-                g.inline_vars
-                    .get("hactl_secrets_file")
-                    .or(g.file_vars.get("hactl_secrets_file"))
-            })
-            .and_then(|v| v.value.as_str().map(str::to_string));
-        SecretStore::for_inventory(&inventory.path, configured.as_deref())
+            .all_var("hactl_secrets_file")
+            .and_then(serde_json::Value::as_str);
+        SecretStore::for_inventory(&inventory.path, configured)
     }
 
     /// The store of an inventory: `NAME.secrets.yml` beside `NAME.yml`, or the file its

@@ -373,14 +373,7 @@ fn control_certificate(pki: &Pki, inventory: &Inventory, opts: &Options) -> Resu
     let number = |name: &str| {
         opts.extra_vars
             .get(name)
-            .cloned()
-            .or_else(|| {
-                let all = inventory.groups.get("all")?;
-                all.inline_vars
-                    .get(name)
-                    .or(all.file_vars.get(name))
-                    .map(|v| v.value.clone())
-            })
+            .or_else(|| inventory.all_var(name))
             .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
     };
     pki.issue(&crate::pki::Wanted {

@@ -72,6 +72,16 @@ impl Inventory {
         load::load(path)
     }
 
+    /// A variable of group `all` (its `vars:` in the inventory file, else group_vars/all): where
+    /// hactl reads the settings of its own state beside the inventory (secret store, PKI).
+    pub fn all_var(&self, name: &str) -> Option<&serde_json::Value> {
+        let all = self.groups.get("all")?;
+        all.inline_vars
+            .get(name)
+            .or(all.file_vars.get(name))
+            .map(|v| &v.value)
+    }
+
     /// The hosts of a group (its children's included), in inventory order.
     pub fn hosts_in(&self, group: &str) -> Vec<String> {
         self.hosts
