@@ -16,6 +16,7 @@ echo "hostname=$(hostname -s 2>/dev/null || hostname)"
 echo "fqdn=$(hostname -f 2>/dev/null || hostname)"
 echo "default_ipv4=$(ip -4 -o route get 1.0.0.0 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
 echo "all_ipv4=$(hostname -I 2>/dev/null)"
+echo "ipv4_addresses=$(ip -4 -o addr show 2>/dev/null | awk '{print $4 "," $2}' | tr '\n' ' ')"
 echo "cpus=$(nproc 2>/dev/null || echo 1)"
 echo "memory_mb=$(( $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) / 1024 ))"
 echo "service_manager=$(cat /proc/1/comm 2>/dev/null)"
@@ -39,6 +40,28 @@ pub async fn gather(session: &Session) -> Result<Result<Value, Refused>, SshErro
     Ok(Ok(parse(&out.stdout_text())))
 }
 
+/// `10.0.0.5/24,eth0 ...` as {"10.0.0.5": {"prefix": 24, "interface": "eth0"}}: where a
+/// floating address goes beside a host's own.
+fn ipv4_addresses(value: &str) -> Value {
+    let mut map = serde_json::Map::new();
+    for item in value.split_whitespace() {
+        let Some((cidr, interface)) = item.split_once(',') else {
+            continue;
+        };
+        let Some((address, prefix)) = cidr.split_once('/') else {
+            continue;
+        };
+        let Ok(prefix) = prefix.parse::<u8>() else {
+            continue;
+        };
+        map.insert(
+            address.to_string(),
+            json!({"prefix": prefix, "interface": interface}),
+        );
+    }
+    Value::Object(map)
+}
+
 fn parse(text: &str) -> Value {
     let mut facts = serde_json::Map::new();
     for line in text.lines() {
@@ -49,6 +72,7 @@ fn parse(text: &str) -> Value {
         let v = match key {
             "cpus" | "memory_mb" => json!(value.parse::<u64>().unwrap_or(0)),
             "all_ipv4" => json!(value.split_whitespace().collect::<Vec<_>>()),
+            "ipv4_addresses" => ipv4_addresses(value),
             "os_family" => json!(value.split_whitespace().last().unwrap_or_default()),
             _ => json!(value),
         };
@@ -96,6 +120,7 @@ pub fn placeholder(host: &str) -> Value {
         "os_id": "debian", "os_family": "debian", "os_version": "12", "os_codename": "bookworm",
         "os_name": "Debian GNU/Linux 12 (bookworm)", "arch": "x86_64", "goarch": "amd64", "kernel": "6.1.0",
         "hostname": host, "fqdn": host, "default_ipv4": "192.0.2.1", "all_ipv4": ["192.0.2.1"],
+        "ipv4_addresses": {"192.0.2.1": {"prefix": 24, "interface": "eth0"}},
         "cpus": 2, "memory_mb": 2048, "service_manager": "systemd", "user": "root",
         "control_address": "192.0.2.2",
     })
@@ -110,6 +135,9 @@ mod tests {
         let f = parse("os_id=debian\nos_family=debian\ncpus=4\nmemory_mb=3900\ndefault_ipv4=\nall_ipv4=10.0.0.5 10.0.0.6\n");
         assert_eq!(f["cpus"], 4);
         assert_eq!(f["default_ipv4"], "10.0.0.5");
+        let f = parse("ipv4_addresses=127.0.0.1/8,lo 10.213.0.11/24,host0 \n");
+        assert_eq!(f["ipv4_addresses"]["10.213.0.11"]["interface"], "host0");
+        assert_eq!(f["ipv4_addresses"]["10.213.0.11"]["prefix"], 24);
         let keys: Vec<&String> = f.as_object().unwrap().keys().collect();
         for k in keys {
             assert!(placeholder("h").get(k).is_some(), "placeholder lacks {k}");
