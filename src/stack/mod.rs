@@ -55,6 +55,33 @@ impl EtcdMember {
     }
 }
 
+/// One address for applications: HAProxy on the balancers (behind the VIP when there is one),
+/// forwarding to the chosen member's PgBouncer.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `cluster_vip`, or the first balancer's address when the inventory sets no VIP.
+    pub address: String,
+    /// Whether `address` is a floating IP (keepalived).
+    pub vip: bool,
+    /// Whether the inventory asks for it (a VIP or a balancers group): then failover-test
+    /// measures through it by default.
+    pub declared: bool,
+    /// The primary (read-write).
+    pub rw_port: u16,
+    /// The replicas (read-only), the primary only when no replica is healthy.
+    pub ro_port: u16,
+    /// The synchronous standby.
+    pub sync_port: u16,
+    pub balancers: Vec<Balancer>,
+}
+
+/// A host running HAProxy (and keepalived when there is a VIP).
+#[derive(Debug, Clone)]
+pub struct Balancer {
+    pub name: String,
+    pub address: String,
+}
+
 /// A user and its password; Debug never shows the password.
 #[derive(Clone)]
 pub struct Credentials {
@@ -78,6 +105,8 @@ pub struct Stack {
     pub namespace: String,
     pub postgres: Vec<PgMember>,
     pub etcd: Vec<EtcdMember>,
+    /// The balancers and the VIP, when the stack has balancers.
+    pub endpoint: Option<Endpoint>,
     /// hactl's own client certificate and the inventory's CA, on this machine.
     pub tls: tls::TlsFiles,
     /// Every host's variables, for the logins: a secret is read (or made) only when asked for.
@@ -90,6 +119,8 @@ pub enum Login {
     /// Patroni's REST API, for unsafe methods.
     PatroniApi,
     Superuser,
+    /// The role failover-test's writers log in as (not a superuser: PgBouncer refuses those).
+    FailoverWriter,
 }
 
 impl Stack {
@@ -134,6 +165,7 @@ impl Stack {
                 })
             })
             .collect::<Result<_, StackError>>()?;
+        let endpoint = endpoint(inventory, &read, &any, &postgres_group)?;
         let pki = crate::pki::Pki::of(inventory);
         let (cert, key) = pki.paths(crate::pki::CONTROL, crate::pki::CONTROL_CERT);
         Ok(Stack {
@@ -147,6 +179,7 @@ impl Stack {
             namespace: read.string(&any, "patroni_namespace")?,
             postgres,
             etcd,
+            endpoint,
             world,
         })
     }
@@ -159,6 +192,7 @@ impl Stack {
                 "postgresql_superuser_username",
                 "postgresql_superuser_password",
             ),
+            Login::FailoverWriter => ("failover_postgresql_user", "failover_postgresql_password"),
         };
         let read = Reader { world: &self.world };
         let any = self.world.hosts.keys().next().cloned().unwrap_or_default();
@@ -191,6 +225,47 @@ impl Stack {
             self.scope
         )
     }
+}
+
+/// The balancers (group `balancer_group`, or the PostgreSQL hosts) and the VIP.
+fn endpoint(
+    inventory: &Inventory,
+    read: &Reader,
+    any: &str,
+    postgres_group: &str,
+) -> Result<Option<Endpoint>, StackError> {
+    let group = read.string(any, "balancer_group")?;
+    let mut hosts = inventory.hosts_in(&group);
+    let grouped = !hosts.is_empty();
+    if hosts.is_empty() {
+        hosts = inventory.hosts_in(postgres_group);
+    }
+    let balancers = hosts
+        .into_iter()
+        .map(|h| {
+            Ok(Balancer {
+                address: read.string(&h, "hactl_address")?,
+                name: h,
+            })
+        })
+        .collect::<Result<Vec<_>, StackError>>()?;
+    let Some(first) = balancers.first() else {
+        return Ok(None);
+    };
+    let vip = read.string(any, "cluster_vip")?;
+    Ok(Some(Endpoint {
+        address: if vip.is_empty() {
+            first.address.clone()
+        } else {
+            vip.clone()
+        },
+        vip: !vip.is_empty(),
+        declared: grouped || !vip.is_empty(),
+        rw_port: read.port(any, "haproxy_rw_port")?,
+        ro_port: read.port(any, "haproxy_ro_port")?,
+        sync_port: read.port(any, "haproxy_sync_port")?,
+        balancers,
+    }))
 }
 
 /// Reads one variable of one host, rendered.
