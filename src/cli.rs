@@ -91,6 +91,11 @@ pub struct FailoverArgs {
     /// "hactl apply inventory/prod.yml"; its output goes to stderr.
     #[arg(long, value_name = "CMD")]
     pub command: Option<String>,
+    /// How the writers reach the primary: `endpoint` (the VIP or a balancer, HAProxy's
+    /// read-write port, PgBouncer: what applications feel) or `direct` (the members, multi-host).
+    /// Default: the endpoint when the inventory sets cluster_vip or has a balancers group.
+    #[arg(long, value_enum)]
+    pub via: Option<crate::failover::Path>,
     /// Acknowledged writes that may be lost.
     #[arg(long, default_value_t = 0)]
     pub max_lost: u64,

@@ -110,6 +110,7 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
         partition_heal_after: std::time::Duration::from_secs(args.partition_heal_after),
         settle: std::time::Duration::from_secs(args.settle),
         command: args.command,
+        via: args.via,
     };
     // The lab powers its machine off; real hosts get SIGKILL through systemd.
     let lab = lab::of_inventory(&inventory);

@@ -21,8 +21,10 @@ pub struct Cluster {
     pub tls: ClientTls,
     /// PostgreSQL over TLS, the server's certificate checked (verify-full).
     pub pg_tls: tokio_postgres_rustls::MakeRustlsConnect,
-    /// The writers' login.
+    /// The table's and the stored rows' login.
     pub superuser: Credentials,
+    /// The writers' login (no superuser: PgBouncer refuses those).
+    pub writer: Credentials,
     /// For the switchover.
     pub patroni_api: Credentials,
 }
@@ -44,6 +46,7 @@ impl Cluster {
             tls,
             pg_tls,
             superuser: stack.login(Login::Superuser)?,
+            writer: stack.login(Login::FailoverWriter)?,
             patroni_api: stack.login(Login::PatroniApi)?,
             stack,
             patroni,

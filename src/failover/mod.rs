@@ -132,6 +132,39 @@ pub struct Options {
     pub settle: Duration,
     /// What `--mode command` runs.
     pub command: Option<String>,
+    /// `--via`; None: through the endpoint when the inventory declares one (a VIP or a
+    /// balancers group), else direct.
+    pub via: Option<Path>,
+}
+
+/// `--via`: the path the writers take to the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Path {
+    /// The VIP (or the first balancer) and HAProxy's read-write port, then PgBouncer.
+    Endpoint,
+    /// Straight to PostgreSQL on the members (multi-host, read-write session).
+    Direct,
+}
+
+/// The writers' path for `choice` on `cluster`.
+fn via(cluster: &Cluster, choice: Option<Path>) -> Result<workload::Via, FailoverError> {
+    let endpoint = cluster.stack.endpoint.as_ref();
+    let choice = choice.unwrap_or(match endpoint {
+        Some(e) if e.declared => Path::Endpoint,
+        _ => Path::Direct,
+    });
+    Ok(match (choice, endpoint) {
+        (Path::Direct, _) => workload::Via::Direct,
+        (Path::Endpoint, Some(e)) => workload::Via::Endpoint {
+            address: e.address.clone(),
+            port: e.rw_port,
+        },
+        (Path::Endpoint, None) => {
+            return Err(FailoverError::NoTarget(
+                "--via endpoint: the inventory has no balancers".into(),
+            ))
+        }
+    })
 }
 
 type KeyEvents = Arc<Mutex<Vec<KeyEvent>>>;
@@ -304,8 +337,10 @@ pub async fn run(
         _ => opts.partition_heal_after,
     };
     let old_address = cluster.address(&old_leader);
+    let path = via(&cluster, opts.via)?;
     let pg = workload::config(&cluster);
-    workload::prepare_table(&pg)
+    let writers_pg = workload::writers(&cluster, &path);
+    workload::prepare_table(&pg, &cluster.writer.user)
         .await
         .map_err(|error| FailoverError::Postgres {
             what: "PostgreSQL on the leader",
@@ -320,7 +355,7 @@ pub async fn run(
     let writers: Vec<_> = (0..opts.writers.max(1))
         .map(|i| {
             tokio::spawn(workload::writer(
-                pg.clone(),
+                writers_pg.clone(),
                 run.clone(),
                 i as i32,
                 opts.rate,
@@ -415,6 +450,7 @@ pub async fn run(
         .map(|e| e.to_string());
     let recording = Recording {
         mode,
+        path: path.to_string(),
         expected,
         hit,
         new_leader_address: new_member.map(|m| m.address.clone()),
@@ -599,6 +635,7 @@ mod tests {
             partition_heal_after: Duration::from_secs(90),
             settle: Duration::from_secs(0),
             command: None,
+            via: None,
         }
     }
 

@@ -8,6 +8,8 @@ use super::Mode;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mode: Mode,
+    /// How the writers reached the primary: `endpoint ADDRESS:PORT` or `direct`.
+    pub path: String,
     /// The outcome the mode expects, which the verdict checked.
     pub expected: String,
     /// The hosts the fault hit.
@@ -53,6 +55,7 @@ pub fn table(r: &Report) -> String {
     let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let rows = [
         ("mode", r.mode.to_string()),
+        ("path", r.path.clone()),
         ("expected", r.expected.clone()),
         ("hit", r.hit.join(", ")),
         ("old leader", r.old_leader.clone()),
@@ -126,6 +129,7 @@ mod tests {
     fn report() -> Report {
         Report {
             mode: Mode::KillNode,
+            path: "direct".into(),
             expected: "a replica takes over".into(),
             hit: vec!["pg-a".into()],
             old_leader: "pg-a".into(),

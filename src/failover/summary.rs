@@ -137,6 +137,7 @@ mod tests {
     fn run(downtime: f64, acked: usize, back: Option<f64>, passed: bool) -> Report {
         Report {
             mode: Mode::Switchover,
+            path: "direct".into(),
             expected: "a new leader".into(),
             hit: vec!["pg-a".into()],
             old_leader: "pg-a".into(),

@@ -37,6 +37,8 @@ pub enum Stored {
 #[derive(Debug, Clone)]
 pub struct Recording {
     pub mode: Mode,
+    /// How the writers reached the primary.
+    pub path: String,
     /// What the mode expects, and the goal.
     pub expected: Expectation,
     /// The hosts the fault hit.
@@ -233,6 +235,7 @@ pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
     let back = rec.back.filter(|_| back_needed).map(secs);
     Report {
         mode,
+        path: rec.path.clone(),
         expected: expected.outcome.clone(),
         hit: rec.hit.clone(),
         old_leader: old_leader.clone(),
@@ -591,6 +594,7 @@ mod tests {
         let resumed = times.iter().find(|ms| **ms > 0).map(|ms| c.at(*ms));
         Recording {
             mode,
+            path: "direct".into(),
             expected: expected(mode, None),
             hit: hit.iter().map(|h| h.to_string()).collect(),
             old_leader: "pg-a".into(),

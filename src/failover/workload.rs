@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -39,7 +40,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// may be gone, and a write waiting on a lost synchronous standby should not stall the writer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Whichever member is primary (a multi-host, read-write session), as the superuser.
 /// Where and as whom to connect, and the TLS to do it with (verify-full against the CA).
 #[derive(Clone)]
 pub struct Pg {
@@ -47,17 +47,57 @@ pub struct Pg {
     pub tls: MakeRustlsConnect,
 }
 
+/// Whichever member is primary (a multi-host, read-write session), as the superuser: for the
+/// table and the rows stored.
 pub fn config(cluster: &Cluster) -> Pg {
+    direct(cluster, &cluster.superuser)
+}
+
+/// The writers' way to the primary, as the writers' role.
+pub fn writers(cluster: &Cluster, via: &Via) -> Pg {
+    match via {
+        Via::Direct => direct(cluster, &cluster.writer),
+        Via::Endpoint { address, port } => {
+            let mut config = Config::new();
+            config.host(address).port(*port);
+            login(&mut config, &cluster.writer).application_name("hactl-failover-test");
+            Pg {
+                config,
+                tls: cluster.pg_tls.clone(),
+            }
+        }
+    }
+}
+
+fn direct(cluster: &Cluster, who: &Credentials) -> Pg {
     let mut config = Config::new();
     for m in &cluster.stack.postgres {
         config.host(&m.address).port(m.pg_port);
     }
-    login(&mut config, &cluster.superuser)
+    login(&mut config, who)
         .application_name("hactl-failover-test")
         .target_session_attrs(TargetSessionAttrs::ReadWrite);
     Pg {
         config,
         tls: cluster.pg_tls.clone(),
+    }
+}
+
+/// How the writers reach the primary.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// Through the balancers (HAProxy, then the primary's PgBouncer), as applications do.
+    Endpoint { address: String, port: u16 },
+    /// Straight to the members: a multi-host connection that wants a read-write session.
+    Direct,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Endpoint { address, port } => write!(f, "endpoint {address}:{port}"),
+            Via::Direct => f.write_str("direct"),
+        }
     }
 }
 
@@ -89,15 +129,19 @@ pub async fn connect(pg: &Pg) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
-pub async fn prepare_table(config: &Pg) -> Result<(), tokio_postgres::Error> {
+/// The writers' table, owned by the writers' role (`owner`, a plain identifier from the
+/// inventory: quoted here).
+pub async fn prepare_table(config: &Pg, owner: &str) -> Result<(), tokio_postgres::Error> {
     let client = connect(config).await?;
+    let owner = format!("\"{}\"", owner.replace('"', "\"\""));
     client
         .batch_execute(&format!(
             "create table if not exists {TABLE} (
                 run text not null, writer int not null, seq bigint not null,
                 at timestamptz not null default clock_timestamp(),
                 server text, timeline int,
-                primary key (run, writer, seq))"
+                primary key (run, writer, seq));
+             alter table {TABLE} owner to {owner}"
         ))
         .await
 }
@@ -144,18 +188,22 @@ pub async fn writer(
             }
         };
         seq += 1;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&run, &writer, &seq];
+        // An unnamed statement, parsed and run in one round trip: PgBouncer's transaction
+        // pooling may give the next round trip another server, where a named one would not be.
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] =
+            [(&run, Type::TEXT), (&writer, Type::INT4), (&seq, Type::INT8)];
         let sent_at = Instant::now();
-        let insert = c.query_one(INSERT, &params);
+        let insert = c.query_typed(INSERT, &params);
         match tokio::time::timeout(WRITE_TIMEOUT, insert).await {
-            Ok(Ok(row)) => {
+            Ok(Ok(rows)) if rows.len() == 1 => {
+                let row = &rows[0];
                 let ack = Ack {
                     writer,
                     seq,
                     sent_at,
                     at: Instant::now(),
-                    server: row.get(0),
-                    timeline: row.get(1),
+                    server: row.try_get::<_, Option<String>>(0).ok().flatten().unwrap_or_default(),
+                    timeline: row.try_get(1).unwrap_or_default(),
                     connected_at,
                 };
                 acks.lock().unwrap_or_else(|p| p.into_inner()).push(ack);
