@@ -178,6 +178,8 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
             ("patroni", 3),
             ("prometheus", 1),
             ("prober", 1),
+            ("pgbouncer", 3),
+            ("haproxy", 3),
         ] {
             let up = active
                 .iter()

@@ -199,6 +199,30 @@ pub fn expectation(
     }
 }
 
+/// The goal through the endpoint, where the mode's default is not `--max-downtime`: HAProxy
+/// notices a new primary within its checks (fall 2 × inter 1 s), and a balancer that dies takes
+/// the VIP with it for keepalived's ~3 adverts. Switchover 3 s, stop 5 s, kill-postgres 10 s
+/// (or its direct default when larger), kill-replica 5 s (the replica may hold the VIP).
+pub fn through_endpoint(mut e: Expectation, mode: Mode) -> Expectation {
+    if e.goal.source == "--max-downtime" {
+        return e;
+    }
+    let goal = match mode {
+        Mode::Switchover => 3.0,
+        Mode::Stop => 5.0,
+        Mode::KillPostgres => e.goal.max_downtime_s.max(10.0),
+        Mode::KillReplica => 5.0,
+        _ => return e,
+    };
+    e.goal = Goal {
+        max_downtime_s: goal,
+        source: format!(
+            "the {mode} default through the endpoint (HAProxy's checks, keepalived's VIP)"
+        ),
+    };
+    e
+}
+
 fn round_ms(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }

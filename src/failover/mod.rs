@@ -317,7 +317,11 @@ pub async fn run(
     let cluster = Cluster::load(inventory)?;
     let (old_leader, topology) = settled(&cluster, opts.max_lag, opts.settle).await?;
     let config = cluster.dynamic_config(&old_leader).await?;
-    let expected = expect::expectation(mode, &config, opts.rate, opts.max_downtime);
+    let path = via(&cluster, opts.via)?;
+    let mut expected = expect::expectation(mode, &config, opts.rate, opts.max_downtime);
+    if let workload::Via::Endpoint { .. } = path {
+        expected = expect::through_endpoint(expected, mode);
+    }
     let etcd_leader_before = match mode {
         Mode::KillEtcdLeader => cluster.etcd_leader(None).await,
         _ => None,
@@ -337,7 +341,6 @@ pub async fn run(
         _ => opts.partition_heal_after,
     };
     let old_address = cluster.address(&old_leader);
-    let path = via(&cluster, opts.via)?;
     let pg = workload::config(&cluster);
     let writers_pg = workload::writers(&cluster, &path);
     workload::prepare_table(&pg, &cluster.writer.user)

@@ -348,6 +348,7 @@ mod tests {
             .chain((11..=15).map(|i| row(i, 6.05 + ((i - 11) * 100) as f64 / 1000.0)))
             .collect();
         Recording {
+            path: "direct".into(),
             mode: Mode::KillNode,
             expected: expected(Mode::KillNode, Some(10.0)),
             hit: vec!["pg-a".into()],

@@ -190,8 +190,11 @@ pub async fn writer(
         seq += 1;
         // An unnamed statement, parsed and run in one round trip: PgBouncer's transaction
         // pooling may give the next round trip another server, where a named one would not be.
-        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] =
-            [(&run, Type::TEXT), (&writer, Type::INT4), (&seq, Type::INT8)];
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] = [
+            (&run, Type::TEXT),
+            (&writer, Type::INT4),
+            (&seq, Type::INT8),
+        ];
         let sent_at = Instant::now();
         let insert = c.query_typed(INSERT, &params);
         match tokio::time::timeout(WRITE_TIMEOUT, insert).await {
@@ -202,7 +205,11 @@ pub async fn writer(
                     seq,
                     sent_at,
                     at: Instant::now(),
-                    server: row.try_get::<_, Option<String>>(0).ok().flatten().unwrap_or_default(),
+                    server: row
+                        .try_get::<_, Option<String>>(0)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
                     timeline: row.try_get(1).unwrap_or_default(),
                     connected_at,
                 };

@@ -61,25 +61,11 @@ impl EtcdMember {
 pub struct Endpoint {
     /// `cluster_vip`, or the first balancer's address when the inventory sets no VIP.
     pub address: String,
-    /// Whether `address` is a floating IP (keepalived).
-    pub vip: bool,
     /// Whether the inventory asks for it (a VIP or a balancers group): then failover-test
     /// measures through it by default.
     pub declared: bool,
     /// The primary (read-write).
     pub rw_port: u16,
-    /// The replicas (read-only), the primary only when no replica is healthy.
-    pub ro_port: u16,
-    /// The synchronous standby.
-    pub sync_port: u16,
-    pub balancers: Vec<Balancer>,
-}
-
-/// A host running HAProxy (and keepalived when there is a VIP).
-#[derive(Debug, Clone)]
-pub struct Balancer {
-    pub name: String,
-    pub address: String,
 }
 
 /// A user and its password; Debug never shows the password.
@@ -240,31 +226,18 @@ fn endpoint(
     if hosts.is_empty() {
         hosts = inventory.hosts_in(postgres_group);
     }
-    let balancers = hosts
-        .into_iter()
-        .map(|h| {
-            Ok(Balancer {
-                address: read.string(&h, "hactl_address")?,
-                name: h,
-            })
-        })
-        .collect::<Result<Vec<_>, StackError>>()?;
-    let Some(first) = balancers.first() else {
+    let Some(first) = hosts.first() else {
         return Ok(None);
     };
     let vip = read.string(any, "cluster_vip")?;
     Ok(Some(Endpoint {
         address: if vip.is_empty() {
-            first.address.clone()
+            read.string(first, "hactl_address")?
         } else {
             vip.clone()
         },
-        vip: !vip.is_empty(),
         declared: grouped || !vip.is_empty(),
         rw_port: read.port(any, "haproxy_rw_port")?,
-        ro_port: read.port(any, "haproxy_ro_port")?,
-        sync_port: read.port(any, "haproxy_sync_port")?,
-        balancers,
     }))
 }
 

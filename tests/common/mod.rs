@@ -219,13 +219,20 @@ impl Lab {
         self.up.stack = true;
     }
 
-    /// `hactl failover-test --mode MODE` on the lab, held to the mode's own goal, with a JSON
-    /// report: the output and the report.
+    /// `hactl failover-test --mode MODE` on the lab straight to the members (`--via direct`),
+    /// held to the mode's own goal, with a JSON report: the output and the report.
     pub fn failover(&self, mode: &str) -> (Output, serde_json::Value) {
+        self.failover_via(mode, "direct")
+    }
+
+    /// The same, through `via` (`endpoint` or `direct`).
+    pub fn failover_via(&self, mode: &str, via: &str) -> (Output, serde_json::Value) {
         let out = hactl(&[
             "failover-test",
             "-i",
             &self.inventory(),
+            "--via",
+            via,
             "--mode",
             mode,
             "--output",
