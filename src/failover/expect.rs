@@ -147,6 +147,15 @@ pub fn expectation(
                 format!("the {mode} default: loop_wait {loop_wait} (Patroni's /config) + 2"),
             ),
         ),
+        // keepalived notices the missing adverts after ~3 × advert_int (1 s) and the new holder
+        // sends gratuitous ARP; the writers reconnect to its HAProxy.
+        Mode::KillBalancer => (
+            LeaderChange::Unchanged,
+            Back::Streams,
+            "no leader change; another balancer takes the VIP and writes resume through it; the balancer's member streams again once powered on"
+                .to_string(),
+            fixed(5.0),
+        ),
         Mode::KillEtcdLeader => (
             LeaderChange::Unchanged,
             Back::EtcdHealthy,

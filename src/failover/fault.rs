@@ -39,6 +39,10 @@ pub enum Mode {
     KillEtcdLeader,
     /// etcd stopped on a majority of its members for ttl + 2 × loop_wait, then started again.
     LoseEtcdQuorum,
+    /// Power loss of the balancer holding the VIP, moved first to one that is neither the leader
+    /// nor the synchronous standby (the lab: `lab kill`), powered on again after a few seconds
+    /// of writes: keepalived hands the VIP to another balancer.
+    KillBalancer,
     /// `--command` runs here (an apply that upgrades Patroni, a rolling restart) while the
     /// writers write: whatever it does, it must lose no acknowledged write.
     Command,
@@ -56,6 +60,7 @@ impl std::fmt::Display for Mode {
             Mode::KillSyncStandby => "kill-sync-standby",
             Mode::KillEtcdLeader => "kill-etcd-leader",
             Mode::LoseEtcdQuorum => "lose-etcd-quorum",
+            Mode::KillBalancer => "kill-balancer",
             Mode::Command => "command",
         };
         f.write_str(name)
@@ -94,7 +99,8 @@ pub trait PowerLoss: Send + Sync {
 }
 
 /// Power loss on hosts hactl cannot switch off: SIGKILL to Patroni and PostgreSQL through
-/// systemd, which restarts them by itself.
+/// systemd, which restarts them by itself, and to a balancer's keepalived and HAProxy, which
+/// power_on starts again.
 pub struct SystemdKill<'a> {
     pub inventory: &'a Inventory,
 }
@@ -105,15 +111,29 @@ impl PowerLoss for SystemdKill<'_> {
             let s = session(self.inventory, host).await?;
             run(
                 &s,
-                "SIGKILL to Patroni and PostgreSQL",
-                "systemctl kill -s KILL --kill-whom=all patroni",
+                "SIGKILL to Patroni and PostgreSQL, keepalived and HAProxy",
+                &format!(
+                    "for u in patroni {BALANCER_UNITS}; do \
+                       ! systemctl -q is-active $u || systemctl kill -s KILL --kill-whom=all $u || exit 1; done"
+                ),
             )
             .await
         })
     }
 
-    fn power_on<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<(), FaultError>> {
-        Box::pin(async { Ok(()) })
+    fn power_on<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<(), FaultError>> {
+        Box::pin(async move {
+            let s = session(self.inventory, host).await?;
+            run(
+                &s,
+                "starting keepalived and HAProxy",
+                &format!(
+                    "for u in {BALANCER_UNITS}; do \
+                       ! systemctl -q is-enabled $u 2>/dev/null || systemctl start $u || exit 1; done"
+                ),
+            )
+            .await
+        })
     }
 }
 
@@ -124,6 +144,8 @@ pub struct Injected {
 }
 
 const HEAL_UNIT: &str = "hactl-partition-heal";
+/// A balancer's services, which a power loss takes down with the host.
+const BALANCER_UNITS: &str = "keepalived haproxy";
 /// The timer that starts again what a fault stopped, should hactl not get to it.
 const SAFETY_UNIT: &str = "hactl-failover-heal";
 /// The shortest time after which a partition heals by itself: the fault must last long enough
@@ -132,7 +154,7 @@ const MIN_PARTITION: Duration = Duration::from_secs(10);
 /// Patroni answers a switchover only once the new leader runs (or it gave up).
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn session(inventory: &Inventory, host: &str) -> Result<Session, FaultError> {
+pub(super) async fn session(inventory: &Inventory, host: &str) -> Result<Session, FaultError> {
     let target = ssh::target(inventory, host).map_err(FaultError::Target)?;
     Session::connect(&target, HostKeyPolicy::Strict)
         .await
@@ -175,14 +197,15 @@ async fn switchover(cluster: &Cluster, leader: &str) -> Result<(), FaultError> {
 }
 
 /// The hosts `mode` hits, picked from a healthy `topology` led by `leader`, the inventory's
-/// `etcd` members and etcd's leader (looked up for `kill-etcd-leader` only). `Err` says why the
-/// cluster has no such target.
+/// `etcd` members, etcd's leader (looked up for `kill-etcd-leader` only) and the balancer
+/// holding the VIP (for `kill-balancer` only). `Err` says why the cluster has no such target.
 pub fn targets(
     mode: Mode,
     topology: &patroni::Cluster,
     leader: &str,
     etcd: &[EtcdMember],
     etcd_leader: Option<&str>,
+    vip_holder: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let roles = || {
         let mut members: Vec<String> = topology
@@ -227,6 +250,10 @@ pub fn targets(
             None => Err(format!(
                 "{mode}: no etcd member names a leader that the inventory lists"
             )),
+        },
+        Mode::KillBalancer => match vip_holder {
+            Some(h) => Ok(vec![h.to_string()]),
+            None => Err(format!("{mode}: no balancer holds the VIP")),
         },
         Mode::Command => Ok(Vec::new()),
         // The first majority in the inventory's order: the same members every run.
@@ -344,7 +371,7 @@ pub async fn inject(
             .await?;
             injected.sessions.push(s);
         }
-        Mode::KillNode | Mode::KillReplica => power.power_off(first).await?,
+        Mode::KillNode | Mode::KillReplica | Mode::KillBalancer => power.power_off(first).await?,
         Mode::Partition => {
             let s = session(inventory, first).await?;
             let me = cluster.address(first);
@@ -424,7 +451,9 @@ impl Injected {
             (Mode::Stop, Some(s)) => {
                 run(s, "systemctl start patroni", "systemctl start patroni").await
             }
-            (Mode::KillNode | Mode::KillReplica, _) => power.power_on(first).await,
+            (Mode::KillNode | Mode::KillReplica | Mode::KillBalancer, _) => {
+                power.power_on(first).await
+            }
             (Mode::Partition, Some(s)) => {
                 run(
                     s,
@@ -488,18 +517,19 @@ mod tests {
     fn each_mode_hits_its_member() {
         let t = three();
         let e = etcd(&["e-1", "e-2", "e-3"]);
-        let hit = |mode| targets(mode, &t, "pg-a", &e, Some("e-2"));
+        let hit = |mode| targets(mode, &t, "pg-a", &e, Some("e-2"), Some("pg-c"));
         assert_eq!(hit(Mode::KillNode), Ok(vec!["pg-a".to_string()]));
         assert_eq!(hit(Mode::KillReplica), Ok(vec!["pg-c".to_string()]));
         assert_eq!(hit(Mode::KillSyncStandby), Ok(vec!["pg-b".to_string()]));
         assert_eq!(hit(Mode::KillEtcdLeader), Ok(vec!["e-2".to_string()]));
+        assert_eq!(hit(Mode::KillBalancer), Ok(vec!["pg-c".to_string()]));
         assert_eq!(
             hit(Mode::LoseEtcdQuorum),
             Ok(vec!["e-1".to_string(), "e-2".to_string()])
         );
         let five = etcd(&["e-1", "e-2", "e-3", "e-4", "e-5"]);
         assert_eq!(
-            targets(Mode::LoseEtcdQuorum, &t, "pg-a", &five, None).map(|h| h.len()),
+            targets(Mode::LoseEtcdQuorum, &t, "pg-a", &five, None, None).map(|h| h.len()),
             Ok(3)
         );
     }
@@ -511,7 +541,7 @@ mod tests {
             {"name": "pg-b", "role": "sync_standby", "state": "running", "timeline": 3, "lag": 0},
         ]));
         assert_eq!(
-            targets(Mode::KillReplica, &t, "pg-a", &[], None),
+            targets(Mode::KillReplica, &t, "pg-a", &[], None, None),
             Err("kill-replica needs a replica that is neither the leader nor the synchronous standby, and the cluster has none (pg-a leader, pg-b synchronous standby): add a member".to_string())
         );
     }
@@ -522,9 +552,10 @@ mod tests {
             {"name": "pg-a", "role": "leader", "state": "running", "timeline": 3},
             {"name": "pg-b", "role": "replica", "state": "running", "timeline": 3, "lag": 0},
         ]));
-        let err = targets(Mode::KillSyncStandby, &t, "pg-a", &[], None).unwrap_err();
+        let err = targets(Mode::KillSyncStandby, &t, "pg-a", &[], None, None).unwrap_err();
         assert!(err.ends_with("turn on synchronous_mode"), "{err}");
-        assert!(targets(Mode::KillEtcdLeader, &t, "pg-a", &[], None).is_err());
+        assert!(targets(Mode::KillEtcdLeader, &t, "pg-a", &[], None, None).is_err());
+        assert!(targets(Mode::KillBalancer, &t, "pg-a", &[], None, None).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod fault;
 mod report;
 mod summary;
 mod verdict;
+mod vip;
 mod workload;
 
 use std::path::PathBuf;
@@ -326,14 +327,32 @@ pub async fn run(
         Mode::KillEtcdLeader => cluster.etcd_leader(None).await,
         _ => None,
     };
+    let vip = vip::Vip::connect(inventory, cluster.stack.endpoint.as_ref())
+        .await?
+        .map(Arc::new);
+    let balancer = match (mode, &vip) {
+        (Mode::KillBalancer, Some(v)) => Some(balancer_to_kill(v, &topology, &old_leader).await?),
+        (Mode::KillBalancer, None) => {
+            return Err(FailoverError::NoTarget(format!(
+                "{mode} needs a VIP: set cluster_vip in {}",
+                inventory.path.display()
+            )))
+        }
+        _ => None,
+    };
     let hit = fault::targets(
         mode,
         &topology,
         &old_leader,
         &cluster.stack.etcd,
         etcd_leader_before.as_deref(),
+        balancer.as_deref(),
     )
     .map_err(FailoverError::NoTarget)?;
+    // A balancer that is no PostgreSQL member has no member to stream again.
+    if mode == Mode::KillBalancer && hit.iter().all(|h| cluster.member(h).is_none()) {
+        expected.back = Back::Nothing;
+    }
     let hold = expect::quorum_hold(&config);
     // What a mode stops comes back by itself only after the fault is meant to end.
     let heal_after = match mode {
@@ -354,6 +373,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     watch_leader_key(&cluster, &old_address, key_events.clone(), stop_rx.clone()).await?;
     let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let vip_samples = vip.clone().map(|v| v.sample(stop_rx.clone()));
     let run = run_id();
     let writers: Vec<_> = (0..opts.writers.max(1))
         .map(|i| {
@@ -471,7 +491,51 @@ pub async fn run(
         heal_error,
         unhealthy_after,
     };
-    Ok(verdict::verdict(&recording, opts.max_lost))
+    let mut report = verdict::verdict(&recording, opts.max_lost);
+    if let (Some(v), Some(samples)) = (&vip, vip_samples) {
+        let judged = vip::judge(
+            &v.address,
+            &lock(&samples),
+            &recording.key_events,
+            &recording.old_leader,
+            v.follows_leader,
+            config.loop_wait as f64,
+        );
+        report.problems.extend(judged.problems.iter().cloned());
+        report.passed = report.problems.is_empty();
+        report.vip = Some(judged);
+    }
+    Ok(report)
+}
+
+/// The balancer `kill-balancer` powers off: the VIP's holder, once moved to a balancer that is
+/// neither the leader's host nor the synchronous standby's (losing those is kill-node's and
+/// kill-sync-standby's fault, not the balancer's).
+async fn balancer_to_kill(
+    vip: &vip::Vip,
+    topology: &crate::stack::patroni::Cluster,
+    leader: &str,
+) -> Result<String, FailoverError> {
+    if vip.follows_leader {
+        return Err(FailoverError::NoTarget(
+            "kill-balancer: the VIP follows the leader (cluster_vip_follows_leader), so its balancer is the leader's host: kill-node measures its loss".into(),
+        ));
+    }
+    let sync = topology.sync_standby().map(|m| m.name.clone());
+    let spare = |b: &String| b != leader && Some(b) != sync.as_ref();
+    let holders = vip.holders().await;
+    if let [holder] = holders.as_slice() {
+        if spare(holder) {
+            return Ok(holder.clone());
+        }
+    }
+    let Some(want) = vip.balancers().into_iter().find(|b| spare(b)) else {
+        return Err(FailoverError::NoTarget(format!(
+            "kill-balancer needs a balancer that is neither the leader's host ({leader}) nor the synchronous standby's: add a balancer or a member"
+        )));
+    };
+    vip.move_to(&want).await?;
+    Ok(want)
 }
 
 /// Which acknowledgements show that writes resumed after the fault.

@@ -30,6 +30,11 @@ pub struct Report {
     pub timeline_before: Option<i32>,
     pub timeline_after: Option<i32>,
     pub split_brain: bool,
+    /// Writes acknowledged on an older timeline after a newer one had acknowledged writes: by
+    /// a server that was no longer primary.
+    pub stale_primary_acks: usize,
+    /// Where the VIP was during the test (sampled every 200 ms), when there is one.
+    pub vip: Option<super::vip::VipReport>,
     /// Fault to the old leader streaming again as a replica.
     pub old_leader_rejoined_s: Option<f64>,
     /// Fault to what was hit being back: the old leader streaming again (when the leader
@@ -94,6 +99,25 @@ pub fn table(r: &Report) -> String {
             if r.split_brain { "YES" } else { "no" }.to_string(),
         ),
         (
+            "acked by a former primary",
+            r.stale_primary_acks.to_string(),
+        ),
+        (
+            "VIP before -> after",
+            r.vip.as_ref().map_or("-".into(), |v| {
+                format!("{} -> {}", name(&v.holder_before), name(&v.holder_after))
+            }),
+        ),
+        (
+            "VIP 2 hosts / unheld / off leader",
+            r.vip.as_ref().map_or("-".into(), |v| {
+                format!(
+                    "{:.1} s / {:.1} s / {:.1} s ({} samples)",
+                    v.on_two_hosts_s, v.unheld_max_s, v.off_leader_max_s, v.samples
+                )
+            }),
+        ),
+        (
             "old leader streaming again after",
             opt(r.old_leader_rejoined_s),
         ),
@@ -144,6 +168,8 @@ mod tests {
             timeline_before: Some(3),
             timeline_after: Some(4),
             split_brain: false,
+            stale_primary_acks: 0,
+            vip: None,
             old_leader_rejoined_s: Some(20.0),
             back_s: Some(20.0),
             sync_standby_during: None,
@@ -170,6 +196,7 @@ mod tests {
             keys,
             [
                 "mode",
+                "path",
                 "expected",
                 "hit",
                 "old_leader",
@@ -184,6 +211,8 @@ mod tests {
                 "timeline_before",
                 "timeline_after",
                 "split_brain",
+                "stale_primary_acks",
+                "vip",
                 "old_leader_rejoined_s",
                 "back_s",
                 "sync_standby_during",
@@ -206,6 +235,7 @@ mod tests {
             table(&report()),
             "\
 mode                               kill-node
+path                               direct
 expected                           a replica takes over
 hit                                pg-a
 old leader                         pg-a
@@ -219,6 +249,9 @@ acknowledged writes lost           1 (at most 0)
 duplicated writes                  0
 timeline                           3 -> 4
 split brain                        no
+acked by a former primary          0
+VIP before -> after                -
+VIP 2 hosts / unheld / off leader  -
 old leader streaming again after   20.000 s
 hit member back after              20.000 s
 sync standby during the fault      -

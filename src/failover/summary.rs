@@ -152,6 +152,8 @@ mod tests {
             timeline_before: Some(3),
             timeline_after: Some(4),
             split_brain: false,
+            stale_primary_acks: 0,
+            vip: None,
             old_leader_rejoined_s: back,
             back_s: back,
             sync_standby_during: None,

@@ -186,6 +186,26 @@ pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
             .min();
         first.is_some_and(|t| acks.iter().any(|a| a.at > t && a.server != leader))
     });
+    // A server that is no longer primary acknowledging: a write on an older timeline after one
+    // on a newer timeline was acknowledged.
+    let mut by_time: Vec<&Ack> = acks.iter().collect();
+    by_time.sort_by_key(|a| a.at);
+    let mut newest = i32::MIN;
+    let mut stale = Vec::new();
+    for a in by_time {
+        if a.timeline < newest {
+            stale.push(a);
+        }
+        newest = newest.max(a.timeline);
+    }
+    if let Some(a) = stale.first() {
+        problems.push(format!(
+            "{} writes acknowledged by a former primary ({} on timeline {}) after timeline {newest} took writes",
+            stale.len(),
+            a.server,
+            a.timeline
+        ));
+    }
     let timeline_before = acks
         .iter()
         .filter(|a| a.at <= fault_at)
@@ -250,6 +270,8 @@ pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
         timeline_before,
         timeline_after,
         split_brain,
+        stale_primary_acks: stale.len(),
+        vip: None,
         old_leader_rejoined_s: back.filter(|_| expected.back == Back::OldLeaderRejoins),
         back_s: back,
         sync_standby_during: rec.sync_standby_during.clone(),
@@ -447,9 +469,14 @@ mod tests {
         let r = verdict(&rec, 0);
         assert!(r.split_brain);
         assert!(!r.passed);
+        // Its timeline proves it too: timeline 3 acknowledged after timeline 4 had.
+        assert_eq!(r.stale_primary_acks, 1);
         assert_eq!(
             r.problems,
-            ["two members acknowledged writes after the failover (split brain)"]
+            [
+                "1 writes acknowledged by a former primary (10.0.0.1 on timeline 3) after timeline 4 took writes",
+                "two members acknowledged writes after the failover (split brain)"
+            ]
         );
     }
 
@@ -481,9 +508,13 @@ mod tests {
         let r = verdict(&rec, 0);
         assert!(!r.split_brain);
         assert_eq!(r.lost_acked_writes, 1);
+        // B's writes were on timeline 4: A's on 3 after them came from a former primary.
         assert_eq!(
             r.problems,
-            ["1 acknowledged writes lost (at most 0 allowed)"]
+            [
+                "1 writes acknowledged by a former primary (10.0.0.1 on timeline 3) after timeline 4 took writes",
+                "1 acknowledged writes lost (at most 0 allowed)"
+            ]
         );
     }
 

@@ -66,6 +66,12 @@ pub struct Endpoint {
     pub declared: bool,
     /// The primary (read-write).
     pub rw_port: u16,
+    /// Whether `address` is a floating IP that keepalived moves between the balancers.
+    pub vip: bool,
+    /// Whether the VIP follows the Patroni leader (`cluster_vip_follows_leader`).
+    pub follows_leader: bool,
+    /// The balancers' inventory names.
+    pub balancers: Vec<String>,
 }
 
 /// A user and its password; Debug never shows the password.
@@ -238,6 +244,9 @@ fn endpoint(
         },
         declared: grouped || !vip.is_empty(),
         rw_port: read.port(any, "haproxy_rw_port")?,
+        vip: !vip.is_empty(),
+        follows_leader: read.string(any, "cluster_vip_follows_leader")? == "true",
+        balancers: hosts.clone(),
     }))
 }
 

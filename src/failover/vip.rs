@@ -1,0 +1,290 @@
+//! The VIP during a test: which balancers hold it, asked of each over its SSH session every
+//! [`SAMPLE_EVERY`], and moving it to another balancer before `kill-balancer`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::fault::{session, FaultError};
+use crate::inventory::Inventory;
+use crate::ssh::Session;
+use crate::stack::Endpoint;
+
+/// How often the holders are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// A balancer that does not answer within this is taken as not holding the VIP: a host that
+/// lost its power answers nothing, and holds nothing the network can reach.
+const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long keepalived may take to hand the VIP to another balancer.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Who held the VIP at one moment.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Instant,
+    pub holders: Vec<String>,
+}
+
+/// A session to each balancer.
+pub struct Vip {
+    pub address: String,
+    pub follows_leader: bool,
+    balancers: Vec<(String, Session)>,
+}
+
+impl Vip {
+    /// Sessions to the balancers of `endpoint`, when it has a VIP.
+    pub async fn connect(
+        inventory: &Inventory,
+        endpoint: Option<&Endpoint>,
+    ) -> Result<Option<Vip>, FaultError> {
+        let Some(e) = endpoint.filter(|e| e.vip) else {
+            return Ok(None);
+        };
+        let sessions = futures::future::join_all(e.balancers.iter().map(|b| session(inventory, b)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Vip {
+            address: e.address.clone(),
+            follows_leader: e.follows_leader,
+            balancers: e.balancers.iter().cloned().zip(sessions).collect(),
+        }))
+    }
+
+    /// The balancers' names.
+    pub fn balancers(&self) -> Vec<String> {
+        self.balancers.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The balancers that hold the VIP now.
+    pub async fn holders(&self) -> Vec<String> {
+        let script = format!("ip -o -4 addr show to {}/32", self.address);
+        let asks = self.balancers.iter().map(|(name, s)| {
+            let script = script.clone();
+            async move {
+                let out = tokio::time::timeout(ASK_TIMEOUT, s.exec(&script, b"")).await;
+                match out {
+                    Ok(Ok(o)) if o.success() && !o.stdout_text().trim().is_empty() => {
+                        Some(name.clone())
+                    }
+                    _ => None,
+                }
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Samples the holders until `stop` turns true.
+    pub fn sample(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Arc<Mutex<Vec<Sample>>> {
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let into = samples.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let at = Instant::now();
+                let holders = self.holders().await;
+                into.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Sample { at, holders });
+            }
+        });
+        samples
+    }
+
+    /// Moves the VIP to `want` by restarting keepalived on whoever holds it (with `nopreempt`, a
+    /// balancer that starts again takes nothing back), at most once per balancer.
+    pub async fn move_to(&self, want: &str) -> Result<(), FaultError> {
+        for _ in 0..self.balancers.len() {
+            let holders = self.holders().await;
+            if holders == [want] {
+                return Ok(());
+            }
+            let Some((name, s)) = self
+                .balancers
+                .iter()
+                .find(|(n, _)| holders.first() == Some(n))
+            else {
+                break;
+            };
+            let out = s
+                .exec("systemctl restart keepalived", b"")
+                .await
+                .map_err(FaultError::Ssh)?;
+            if !out.success() {
+                return Err(FaultError::Command {
+                    what: format!("restarting keepalived on {name}"),
+                    stderr: out.stderr_text().trim().to_string(),
+                });
+            }
+            let deadline = Instant::now() + MOVE_TIMEOUT;
+            loop {
+                let now = self.holders().await;
+                if now.len() == 1 && now[0] != *name {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(FaultError::Command {
+                        what: format!("moving the VIP off {name}"),
+                        stderr: format!("no other balancer took it within {MOVE_TIMEOUT:?}"),
+                    });
+                }
+                tokio::time::sleep(SAMPLE_EVERY).await;
+            }
+        }
+        let holders = self.holders().await;
+        if holders == [want] {
+            Ok(())
+        } else {
+            Err(FaultError::Command {
+                what: format!("moving the VIP to {want}"),
+                stderr: format!("it is on {holders:?}"),
+            })
+        }
+    }
+}
+
+/// What the samples show: where the VIP was, and for how long it was where it should not be.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VipReport {
+    pub address: String,
+    pub follows_leader: bool,
+    pub samples: usize,
+    pub holder_before: Option<String>,
+    pub holder_after: Option<String>,
+    /// Sampled time with the VIP on two or more balancers at once.
+    pub on_two_hosts_s: f64,
+    /// The longest stretch with no balancer holding it.
+    pub unheld_max_s: f64,
+    /// The longest stretch on a host whose Patroni did not hold the leader key.
+    pub off_leader_max_s: f64,
+    /// How long `off_leader_max_s` may be when the VIP follows the leader: loop_wait.
+    pub off_leader_allowed_s: Option<f64>,
+    #[serde(skip)]
+    pub problems: Vec<String>,
+}
+
+/// Judges `samples` against the leader key's `events` (the leader was `old_leader` before the
+/// first). With `follows_leader`, the VIP may sit on a host that does not lead for at most
+/// `loop_wait` seconds at a stretch.
+pub fn judge(
+    address: &str,
+    samples: &[Sample],
+    events: &[super::verdict::KeyEvent],
+    old_leader: &str,
+    follows_leader: bool,
+    loop_wait: f64,
+) -> VipReport {
+    let leader_at = |t: Instant| -> Option<String> {
+        events
+            .iter()
+            .rfind(|e| e.at <= t)
+            .map_or(Some(old_leader.to_string()), |e| e.holder.clone())
+    };
+    let longest = |bad: &dyn Fn(&Sample) -> bool| -> f64 {
+        let mut longest = Duration::ZERO;
+        let mut since: Option<Instant> = None;
+        for s in samples {
+            match (bad(s), since) {
+                (true, None) => since = Some(s.at),
+                (true, Some(from)) => longest = longest.max(s.at - from),
+                (false, Some(from)) => {
+                    longest = longest.max(s.at - from);
+                    since = None;
+                }
+                (false, None) => {}
+            }
+        }
+        super::verdict::secs(longest)
+    };
+    let two = samples.iter().filter(|s| s.holders.len() > 1).count();
+    let off_leader = longest(&|s: &Sample| {
+        s.holders.len() == 1 && leader_at(s.at).as_deref() != Some(s.holders[0].as_str())
+    });
+    let mut problems = Vec::new();
+    if let Some(s) = samples.iter().find(|s| s.holders.len() > 1) {
+        problems.push(format!(
+            "the VIP {address} was on {} at once ({two} samples)",
+            s.holders.join(" and ")
+        ));
+    }
+    let allowed = follows_leader.then_some(loop_wait);
+    if let Some(a) = allowed.filter(|a| off_leader > *a) {
+        problems.push(format!(
+            "the VIP {address} stayed {off_leader} s on a host that did not lead (at most loop_wait {a} s)"
+        ));
+    }
+    let single = |s: &Sample| (s.holders.len() == 1).then(|| s.holders[0].clone());
+    VipReport {
+        address: address.to_string(),
+        follows_leader,
+        samples: samples.len(),
+        holder_before: samples.first().and_then(single),
+        holder_after: samples.last().and_then(single),
+        on_two_hosts_s: super::verdict::secs(SAMPLE_EVERY * two as u32),
+        unheld_max_s: longest(&|s: &Sample| s.holders.is_empty()),
+        off_leader_max_s: off_leader,
+        off_leader_allowed_s: allowed,
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::verdict::KeyEvent;
+
+    fn sample(t0: Instant, ms: u64, holders: &[&str]) -> Sample {
+        Sample {
+            at: t0 + Duration::from_millis(ms),
+            holders: holders.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_vip_that_follows_the_leader_late_or_sits_on_two_hosts_is_reported() {
+        let t0 = Instant::now();
+        let events = [KeyEvent {
+            at: t0 + Duration::from_millis(1000),
+            holder: Some("b".into()),
+        }];
+        // a leads until 1 s, then b; the VIP moves 600 ms late, with one sample on both.
+        let samples = [
+            sample(t0, 0, &["a"]),
+            sample(t0, 800, &["a"]),
+            sample(t0, 1200, &["a"]),
+            sample(t0, 1400, &["a", "b"]),
+            sample(t0, 1600, &["b"]),
+            sample(t0, 1800, &[]),
+            sample(t0, 2000, &["b"]),
+        ];
+        let r = judge("10.0.0.10", &samples, &events, "a", true, 6.0);
+        assert_eq!(r.off_leader_max_s, 0.2);
+        assert_eq!(r.on_two_hosts_s, 0.2);
+        assert_eq!(r.unheld_max_s, 0.2);
+        assert_eq!(
+            (r.holder_before.as_deref(), r.holder_after.as_deref()),
+            (Some("a"), Some("b"))
+        );
+        assert_eq!(
+            r.problems,
+            ["the VIP 10.0.0.10 was on a and b at once (1 samples)"]
+        );
+        let late = judge("10.0.0.10", &samples, &events, "a", true, 0.1);
+        assert_eq!(late.problems.len(), 2, "{:?}", late.problems);
+        // Not following the leader: sitting on a replica is how it works.
+        let free = judge("10.0.0.10", &samples[..3], &events, "b", false, 0.1);
+        assert!(free.problems.is_empty(), "{:?}", free.problems);
+        assert_eq!(free.off_leader_max_s, 1.2);
+    }
+}
