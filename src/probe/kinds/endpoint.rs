@@ -336,7 +336,7 @@ async fn write(run: &Run<'_, Endpoint>) -> Path<Option<String>> {
     let insert = format!(
         "insert into {table} values ($1, 1, clock_timestamp())
          on conflict (probe) do update set writes = {table}.writes + 1, at = excluded.at
-         returning inet_server_addr()::text"
+         returning host(inet_server_addr())"
     );
     through(run, run.spec.rw_port, |client| async move {
         let rows = client
@@ -355,7 +355,7 @@ async fn write(run: &Run<'_, Endpoint>) -> Path<Option<String>> {
 async fn read(run: &Run<'_, Endpoint>) -> Path<Read> {
     through(run, run.spec.ro_port, |client| async move {
         let messages = client
-            .simple_query("select pg_is_in_recovery(), inet_server_addr()")
+            .simple_query("select pg_is_in_recovery(), host(inet_server_addr())")
             .await
             .map_err(pg_error)?;
         let row = messages
