@@ -1,5 +1,6 @@
 //! `hactl probe`: scheduled probes of an HA PostgreSQL stack (HTTP, TCP, PostgreSQL, etcd,
-//! Patroni topology, write availability, external commands), exposed as Prometheus metrics.
+//! Patroni topology, write availability, the client endpoint, external commands), exposed as
+//! Prometheus metrics.
 //!
 //! Scheduling follows cloudprober: one timer per probe and target, first runs staggered across
 //! the interval, a timeout per run, missed ticks skipped, group targets resolved again now and

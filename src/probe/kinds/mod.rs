@@ -276,5 +276,6 @@ kinds! {
     etcd::Etcd,
     patroni::Patroni,
     write::Write,
+    endpoint::Endpoint,
     external::External,
 }

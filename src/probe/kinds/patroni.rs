@@ -83,12 +83,7 @@ impl Kind for Patroni {
     }
 
     async fn run(run: Run<'_, Self>) -> Result<(), Failure> {
-        let base = if run.target.contains("://") {
-            run.target.trim_end_matches('/').to_string()
-        } else {
-            let scheme = if run.probe.tls.is_some() { "https" } else { "http" };
-            format!("{scheme}://{}", run.target)
-        };
+        let base = api_base(run.target, run.probe.tls.is_some());
         let cluster = run
             .state
             .client
@@ -196,6 +191,16 @@ impl Kind for Patroni {
         for m in members.into_iter().flatten() {
             series.forget_member(probe, &m);
         }
+    }
+}
+
+/// A member's REST API as written (`HOST:PORT`, or a URL): its base URL, https with `tls`.
+pub(super) fn api_base(target: &str, tls: bool) -> String {
+    if target.contains("://") {
+        target.trim_end_matches('/').to_string()
+    } else {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{target}")
     }
 }
 

@@ -12,6 +12,9 @@ use crate::probe::metrics::{Per, Registrar};
 
 pub(crate) struct Write;
 
+/// The table written to by default: role postgresql_prober makes it, owned by the prober's role.
+pub(super) const TABLE: &str = "hactl_probe_write";
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Spec {
     login: Login,
@@ -60,7 +63,7 @@ impl Kind for Write {
             ],
             Postgres::NAME,
         )?;
-        let table = o.table.unwrap_or_else(|| "hactl_probe_write".into());
+        let table = o.table.unwrap_or_else(|| TABLE.into());
         // It is written into SQL statements.
         if !is_table_name(&table) {
             return Err(Mistake::new(
@@ -188,7 +191,7 @@ fn failed(run: &Run<'_, Write>, st: &mut Session) {
 }
 
 /// `name` or `schema.name`, of letters, digits and `_`, not starting with a digit.
-fn is_table_name(s: &str) -> bool {
+pub(super) fn is_table_name(s: &str) -> bool {
     let part = |p: &str| {
         p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
