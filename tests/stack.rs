@@ -212,7 +212,13 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         .cloned()
         .unwrap_or_default();
     let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
-    for expected in ["hactl-host", "hactl-etcd", "hactl-patroni", "hactl-prober"] {
+    for expected in [
+        "hactl-host",
+        "hactl-etcd",
+        "hactl-patroni",
+        "hactl-prober",
+        "hactl-endpoint",
+    ] {
         assert!(names.contains(&expected), "{names:?}");
     }
     for rule in groups

@@ -181,21 +181,95 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// A failover-test report that passed, over `path`, with no write acknowledged by a former
+/// primary and the VIP never on two hosts.
+fn assert_passed(mode: &str, out: &std::process::Output, report: &serde_json::Value, path: &str) {
+    assert_eq!(report["path"], path, "{}", common::text(out));
+    assert_eq!(report["passed"], true, "{mode}: {report}");
+    assert_eq!(report["lost_acked_writes"], 0, "{mode}: {report}");
+    assert_eq!(report["split_brain"], false, "{mode}: {report}");
+    assert_eq!(report["stale_primary_acks"], 0, "{mode}: {report}");
+    assert_eq!(report["vip"]["on_two_hosts_s"], 0.0, "{mode}: {report}");
+    assert_eq!(out.status.code(), Some(0), "{mode}: {}", common::text(out));
+}
+
 #[test]
-fn failover_test_through_the_endpoint_loses_no_acknowledged_write() {
+fn a_switchover_measured_direct_and_through_the_endpoint() {
     let mut lab = lab();
     lab.stack();
-    for mode in ["switchover", "kill-postgres"] {
-        let (out, report) = lab.failover_via(mode, "endpoint");
-        assert_eq!(
-            report["path"],
-            "endpoint 10.213.0.10:5000",
-            "{}",
-            common::text(&out)
-        );
-        assert_eq!(report["passed"], true, "{mode}: {report}");
-        assert_eq!(report["lost_acked_writes"], 0, "{mode}: {report}");
-        assert_eq!(report["split_brain"], false, "{mode}: {report}");
-        assert_eq!(out.status.code(), Some(0), "{mode}: {}", common::text(&out));
-    }
+    let (out, direct) = lab.failover_via("switchover", "direct");
+    assert_passed("switchover", &out, &direct, "direct");
+    let (out, endpoint) = lab.failover_via("switchover", "endpoint");
+    assert_passed("switchover", &out, &endpoint, "endpoint 10.213.0.10:5000");
+    let vip = &endpoint["vip"];
+    assert!(
+        vip["samples"].as_u64().unwrap_or(0) > 20,
+        "sampled every 200 ms: {vip}"
+    );
+    assert_eq!(
+        vip["unheld_max_s"], 0.0,
+        "a switchover does not move the VIP: {vip}"
+    );
+}
+
+#[test]
+fn losing_the_balancer_that_holds_the_vip_moves_it_within_five_seconds() {
+    let mut lab = lab();
+    lab.stack();
+    let leader = lab.leader();
+    let (out, report) = lab.failover_via("kill-balancer", "endpoint");
+    assert_passed("kill-balancer", &out, &report, "endpoint 10.213.0.10:5000");
+    let hit = report["hit"][0]
+        .as_str()
+        .expect("the balancer hit")
+        .to_string();
+    assert_ne!(hit, leader, "the leader's host is kill-node's fault");
+    assert_eq!(report["new_leader"], leader.as_str(), "{report}");
+    let vip = &report["vip"];
+    assert_eq!(vip["holder_before"], hit.as_str(), "{vip}");
+    assert!(
+        vip["holder_after"].is_string(),
+        "one balancer holds it at the end: {vip}"
+    );
+    assert_ne!(vip["holder_after"], hit.as_str(), "{vip}");
+    assert!(
+        report["write_downtime_s"].as_f64().unwrap_or(99.0) <= 5.0,
+        "{report}"
+    );
+    assert_eq!(
+        vip_holders(&lab).len(),
+        1,
+        "one balancer holds the VIP after the test"
+    );
+}
+
+#[test]
+fn the_prober_writes_through_the_endpoint_and_reads_from_a_replica() {
+    let mut lab = lab();
+    lab.stack();
+    common::eventually(
+        "the endpoint probe's writes and reads",
+        Duration::from_secs(60),
+        || {
+            let metrics = lab.monitoring_get("https://10.213.0.21:9313/metrics");
+            let value = |name: &str| {
+                metrics
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            for (name, want) in [
+                ("hactl_endpoint_write_success{", 1.0),
+                ("hactl_endpoint_read_success{", 1.0),
+                ("hactl_endpoint_read_from_primary{", 0.0),
+                ("hactl_endpoint_replicas_fit{", 2.0),
+            ] {
+                if value(name) != Some(want) {
+                    return Err(format!("{name}: {:?}\n{metrics}", value(name)));
+                }
+            }
+            Ok(())
+        },
+    );
 }

@@ -219,10 +219,11 @@ impl Lab {
         self.up.stack = true;
     }
 
-    /// `hactl failover-test --mode MODE` on the lab straight to the members (`--via direct`),
-    /// held to the mode's own goal, with a JSON report: the output and the report.
+    /// `hactl failover-test --mode MODE` on the lab by its default path (the lab inventory has
+    /// a VIP: through it, HAProxy and PgBouncer), held to the mode's own goal, with a JSON
+    /// report: the output and the report.
     pub fn failover(&self, mode: &str) -> (Output, serde_json::Value) {
-        self.failover_via(mode, "direct")
+        self.failover_via(mode, "endpoint")
     }
 
     /// The same, through `via` (`endpoint` or `direct`).
