@@ -25,19 +25,7 @@ fn pki(lab: &Lab) -> PathBuf {
 
 /// TLS that checks the server's certificate against the lab's CA and the name connected to.
 fn verify_full(lab: &Lab) -> tokio_postgres_rustls::MakeRustlsConnect {
-    use rustls::pki_types::pem::PemObject as _;
-    let ca = std::fs::read(pki(lab).join("ca.crt")).expect("ca.crt");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.expect("PEM")).expect("CA");
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(tls)
+    common::postgres_tls(&pki(lab).join("ca.crt"))
 }
 
 fn config(port: u16, user: &str, password: &str) -> tokio_postgres::Config {

@@ -228,22 +228,10 @@ fn postgresql_takes_only_tls_and_its_members_replicate_over_it() {
         );
 
         // verify-full with the CA: the server's certificate chains to it and names its address.
-        let ca = std::fs::read(dir.join("ca.crt")).expect("ca.crt");
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject as _;
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.expect("PEM")).expect("CA");
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let mut verified = config.clone();
         verified.ssl_mode(tokio_postgres::config::SslMode::Require);
         let (client, conn) = verified
-            .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+            .connect(common::postgres_tls(&dir.join("ca.crt")))
             .await
             .expect("verify-full with the lab's CA");
         tokio::spawn(conn);

@@ -39,8 +39,8 @@ pub enum Mode {
     KillEtcdLeader,
     /// etcd stopped on a majority of its members for ttl + 2 × loop_wait, then started again.
     LoseEtcdQuorum,
-    /// Power loss of the balancer holding the VIP, moved first to one that is neither the leader
-    /// nor the synchronous standby (the lab: `lab kill`), powered on again after a few seconds
+    /// Power loss of the balancer holding the VIP, moved first to one that is neither the leader's
+    /// host nor the synchronous standby's (the lab: `lab kill`), powered on again after a few seconds
     /// of writes: keepalived hands the VIP to another balancer.
     KillBalancer,
     /// `--command` runs here (an apply that upgrades Patroni, a rolling restart) while the

@@ -102,55 +102,56 @@ impl Vip {
         samples
     }
 
-    /// Moves the VIP to `want` by restarting keepalived on whoever holds it (with `nopreempt`, a
-    /// balancer that starts again takes nothing back), at most once per balancer.
+    /// Moves the VIP to `want`: keepalived stops on every other balancer until `want` holds it,
+    /// then starts again there (with `nopreempt`, a balancer that starts takes nothing back).
     pub async fn move_to(&self, want: &str) -> Result<(), FaultError> {
-        for _ in 0..self.balancers.len() {
-            let holders = self.holders().await;
-            if holders == [want] {
-                return Ok(());
-            }
-            let Some((name, s)) = self
-                .balancers
-                .iter()
-                .find(|(n, _)| holders.first() == Some(n))
-            else {
-                break;
-            };
-            let out = s
-                .exec("systemctl restart keepalived", b"")
-                .await
-                .map_err(FaultError::Ssh)?;
-            if !out.success() {
-                return Err(FaultError::Command {
-                    what: format!("restarting keepalived on {name}"),
-                    stderr: out.stderr_text().trim().to_string(),
-                });
-            }
-            let deadline = Instant::now() + MOVE_TIMEOUT;
-            loop {
-                let now = self.holders().await;
-                if now.len() == 1 && now[0] != *name {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(FaultError::Command {
-                        what: format!("moving the VIP off {name}"),
-                        stderr: format!("no other balancer took it within {MOVE_TIMEOUT:?}"),
-                    });
-                }
-                tokio::time::sleep(SAMPLE_EVERY).await;
-            }
+        if self.holders().await == [want] {
+            return Ok(());
         }
-        let holders = self.holders().await;
-        if holders == [want] {
+        let others: Vec<&(String, Session)> =
+            self.balancers.iter().filter(|(n, _)| n != want).collect();
+        for (name, s) in &others {
+            systemctl(name, s, "stop").await?;
+        }
+        let deadline = Instant::now() + MOVE_TIMEOUT;
+        let moved = loop {
+            if self.holders().await == [want] {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(SAMPLE_EVERY).await;
+        };
+        for (name, s) in &others {
+            systemctl(name, s, "start").await?;
+        }
+        if moved {
             Ok(())
         } else {
             Err(FaultError::Command {
                 what: format!("moving the VIP to {want}"),
-                stderr: format!("it is on {holders:?}"),
+                stderr: format!(
+                    "{want} did not take it within {MOVE_TIMEOUT:?} of keepalived stopping elsewhere"
+                ),
             })
         }
+    }
+}
+
+/// `systemctl VERB keepalived` on one balancer.
+async fn systemctl(name: &str, s: &Session, verb: &str) -> Result<(), FaultError> {
+    let out = s
+        .exec(&format!("systemctl {verb} keepalived"), b"")
+        .await
+        .map_err(FaultError::Ssh)?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(FaultError::Command {
+            what: format!("systemctl {verb} keepalived on {name}"),
+            stderr: out.stderr_text().trim().to_string(),
+        })
     }
 }
 
