@@ -92,16 +92,16 @@ fn assert_healthy_failover(mode: &str, out: &Output, r: &Value, leader_changes: 
     }
 }
 
-/// Each mode's goal (the report's `max_downtime_s`, from the mode and Patroni's /config):
-/// switchover 2.5 s, stop 3 s, kill-postgres loop_wait + 4 s.
+/// Each mode's goal through the endpoint (the report's `max_downtime_s`, from the mode, the path
+/// and Patroni's /config): switchover 3 s, stop 5 s, kill-postgres loop_wait + 4 s.
 #[test]
 fn switchover_stop_and_kill_postgres_fail_over_and_leave_the_cluster_healthy() {
     let mut lab = lab();
     lab.stack();
     let loop_wait = patroni_config(&lab)["loop_wait"].as_f64().unwrap_or(10.0);
     for (mode, goal, leader_changes) in [
-        ("switchover", 2.5, true),
-        ("stop", 3.0, true),
+        ("switchover", 3.0, true),
+        ("stop", 5.0, true),
         ("kill-postgres", loop_wait + 4.0, false),
     ] {
         let (out, report) = lab.failover(mode);
@@ -200,14 +200,15 @@ fn an_unhealthy_cluster_is_refused_and_left_alone() {
 }
 
 /// A replica that is neither leader nor synchronous standby loses power: nobody notices.
-/// Goal: no leader change, 1 s of write downtime at most, the replica streams again.
+/// Goal: no leader change, the replica streams again, and through the endpoint 5 s of write
+/// downtime at most (the replica may hold the VIP: keepalived moves it; else ~0.1 s).
 #[test]
 fn kill_replica_leaves_the_leader_alone_and_the_replica_streams_again() {
     let mut lab = lab();
     lab.stack();
     let (out, r) = failover_test(&lab, &["--mode", "kill-replica"]);
     eprintln!("kill-replica: {r}");
-    assert_leader_spared("kill-replica", &out, &r, 1.0);
+    assert_leader_spared("kill-replica", &out, &r, 5.0);
     let replica = &hit(&r)[0];
     assert_ne!(r["old_leader"].as_str(), Some(replica.as_str()), "{r}");
     assert_eq!(lab.run(replica, "systemctl is-active patroni"), "active");

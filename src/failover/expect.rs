@@ -210,8 +210,8 @@ pub fn expectation(
 
 /// The goal through the endpoint, where the mode's default is not `--max-downtime`: HAProxy
 /// notices a new primary within its checks (fall 2 × inter 1 s), and a balancer that dies takes
-/// the VIP with it for keepalived's ~3 adverts. Switchover 3 s, stop 5 s, kill-postgres 10 s
-/// (or its direct default when larger), kill-replica 5 s (the replica may hold the VIP).
+/// the VIP with it for keepalived's ~3 adverts. Switchover 3 s, stop 5 s, kill-replica 5 s (the
+/// replica may hold the VIP); the others keep theirs (kill-postgres measured no slower).
 pub fn through_endpoint(mut e: Expectation, mode: Mode) -> Expectation {
     if e.goal.source == "--max-downtime" {
         return e;
@@ -219,7 +219,6 @@ pub fn through_endpoint(mut e: Expectation, mode: Mode) -> Expectation {
     let goal = match mode {
         Mode::Switchover => 3.0,
         Mode::Stop => 5.0,
-        Mode::KillPostgres => e.goal.max_downtime_s.max(10.0),
         Mode::KillReplica => 5.0,
         _ => return e,
     };
@@ -253,6 +252,23 @@ mod tests {
         expectation(mode, &config(true), 20.0, None)
             .goal
             .max_downtime_s
+    }
+
+    #[test]
+    fn through_the_endpoint_the_checks_and_the_vip_get_their_time() {
+        let via = |mode, given| {
+            through_endpoint(expectation(mode, &config(true), 20.0, given), mode)
+                .goal
+                .max_downtime_s
+        };
+        assert_eq!(via(Mode::Switchover, None), 3.0);
+        assert_eq!(via(Mode::Stop, None), 5.0);
+        assert_eq!(via(Mode::KillReplica, None), 5.0);
+        assert_eq!(via(Mode::KillBalancer, None), 5.0);
+        assert_eq!(via(Mode::KillPostgres, None), goal(Mode::KillPostgres));
+        assert_eq!(via(Mode::KillNode, None), goal(Mode::KillNode));
+        // --max-downtime stays what was given.
+        assert_eq!(via(Mode::Switchover, Some(2.0)), 2.0);
     }
 
     #[test]

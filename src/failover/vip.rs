@@ -19,11 +19,12 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long keepalived may take to hand the VIP to another balancer.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Who held the VIP at one moment.
+/// Who held the VIP at one moment, and which balancers answered at all.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Instant,
     pub holders: Vec<String>,
+    pub answered: Vec<String>,
 }
 
 /// A session to each balancer.
@@ -60,24 +61,31 @@ impl Vip {
 
     /// The balancers that hold the VIP now.
     pub async fn holders(&self) -> Vec<String> {
+        self.ask().await.0
+    }
+
+    /// (the balancers holding the VIP, the balancers that answered).
+    async fn ask(&self) -> (Vec<String>, Vec<String>) {
         let script = format!("ip -o -4 addr show to {}/32", self.address);
         let asks = self.balancers.iter().map(|(name, s)| {
             let script = script.clone();
             async move {
-                let out = tokio::time::timeout(ASK_TIMEOUT, s.exec(&script, b"")).await;
-                match out {
-                    Ok(Ok(o)) if o.success() && !o.stdout_text().trim().is_empty() => {
-                        Some(name.clone())
+                match tokio::time::timeout(ASK_TIMEOUT, s.exec(&script, b"")).await {
+                    Ok(Ok(o)) if o.success() => {
+                        Some((name.clone(), !o.stdout_text().trim().is_empty()))
                     }
                     _ => None,
                 }
             }
         });
-        futures::future::join_all(asks)
+        let answers: Vec<(String, bool)> = futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
-            .collect()
+            .collect();
+        let holders = answers.iter().filter(|(_, h)| *h).map(|(n, _)| n.clone());
+        let answered = answers.iter().map(|(n, _)| n.clone());
+        (holders.collect(), answered.collect())
     }
 
     /// Samples the holders until `stop` turns true.
@@ -93,10 +101,12 @@ impl Vip {
                     _ = stop.changed() => return,
                 }
                 let at = Instant::now();
-                let holders = self.holders().await;
-                into.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Sample { at, holders });
+                let (holders, answered) = self.ask().await;
+                into.lock().unwrap_or_else(|p| p.into_inner()).push(Sample {
+                    at,
+                    holders,
+                    answered,
+                });
             }
         });
         samples
@@ -167,7 +177,8 @@ pub struct VipReport {
     pub on_two_hosts_s: f64,
     /// The longest stretch with no balancer holding it.
     pub unheld_max_s: f64,
-    /// The longest stretch on a host whose Patroni did not hold the leader key.
+    /// The longest stretch on another host than the one whose Patroni held the leader key, while
+    /// that host's balancer answered (it could have held the VIP).
     pub off_leader_max_s: f64,
     /// How long `off_leader_max_s` may be when the VIP follows the leader: loop_wait.
     pub off_leader_allowed_s: Option<f64>,
@@ -176,8 +187,9 @@ pub struct VipReport {
 }
 
 /// Judges `samples` against the leader key's `events` (the leader was `old_leader` before the
-/// first). With `follows_leader`, the VIP may sit on a host that does not lead for at most
-/// `loop_wait` seconds at a stretch.
+/// first). With `follows_leader`, the VIP may sit on another host than the leader's, while the
+/// leader's balancer answers, for at most `loop_wait` seconds at a stretch (while the leader's
+/// host is down, or no member holds the key, it has nowhere better to be).
 pub fn judge(
     address: &str,
     samples: &[Sample],
@@ -210,7 +222,10 @@ pub fn judge(
     };
     let two = samples.iter().filter(|s| s.holders.len() > 1).count();
     let off_leader = longest(&|s: &Sample| {
-        s.holders.len() == 1 && leader_at(s.at).as_deref() != Some(s.holders[0].as_str())
+        let leader = leader_at(s.at);
+        s.holders.len() == 1
+            && leader.as_ref().is_some_and(|l| s.answered.contains(l))
+            && leader.as_deref() != Some(s.holders[0].as_str())
     });
     let mut problems = Vec::new();
     if let Some(s) = samples.iter().find(|s| s.holders.len() > 1) {
@@ -249,6 +264,7 @@ mod tests {
         Sample {
             at: t0 + Duration::from_millis(ms),
             holders: holders.iter().map(|h| h.to_string()).collect(),
+            answered: vec!["a".into(), "b".into()],
         }
     }
 
@@ -287,5 +303,12 @@ mod tests {
         let free = judge("10.0.0.10", &samples[..3], &events, "b", false, 0.1);
         assert!(free.problems.is_empty(), "{:?}", free.problems);
         assert_eq!(free.off_leader_max_s, 1.2);
+        // The leader's host is down (it does not answer): the VIP elsewhere is where it can be.
+        let mut down = samples[..3].to_vec();
+        for s in &mut down {
+            s.answered = vec!["a".into()];
+        }
+        let r = judge("10.0.0.10", &down, &events, "b", true, 0.1);
+        assert_eq!(r.off_leader_max_s, 0.0, "{:?}", r.problems);
     }
 }
