@@ -90,6 +90,7 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         "write",
         "etcd",
         "node_exporter",
+        "endpoint",
     ];
     eventually(
         "every probe succeeds in Prometheus",
@@ -97,8 +98,9 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         || {
             let r = prometheus(&lab, "probe_success{job=\"prober\"}");
             let results = r["data"]["result"].as_array().cloned().unwrap_or_default();
-            // 3 members × (api, topology, postgres) + 1 write + 3 etcd + 4 node_exporter.
-            if results.len() != 17 {
+            // 3 members × (api, topology, postgres) + 1 write + 3 etcd + 4 node_exporter + the
+            // endpoint (the VIP).
+            if results.len() != 18 {
                 return Err(format!("{} series: {r}", results.len()));
             }
             let failing: Vec<String> = results
