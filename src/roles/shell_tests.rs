@@ -44,7 +44,7 @@ fn builtin_tasks() -> Vec<(String, Value)> {
 fn prober_script() -> String {
     builtin_tasks()
         .into_iter()
-        .find(|(_, t)| t["name"] == "the prober's login role and table")
+        .find(|(_, t)| t["name"] == "hactl's login roles")
         .and_then(|(_, t)| t["shell"]["cmd"].as_str().map(str::to_string))
         .expect("role postgresql_prober's script")
 }
@@ -108,7 +108,8 @@ fn the_probers_role_and_table_names_are_quoted_for_the_shell_and_for_sql() {
     let user = r#"o'x"$(id); drop role y; --"#;
     let table = r#"t"; drop table z; --"#;
     let env = crate::template::environment(None);
-    let vars = json!({"postgresql_port": 5432, "prober_postgresql_user": user, "prober_write_table": table});
+    // The loop's item for the prober's role: in pg_monitor, with its table.
+    let vars = json!({"postgresql_port": 5432, "item": {"user": user, "monitor": true, "table": table}});
     let script = env
         .render_str(
             &prober_script(),
