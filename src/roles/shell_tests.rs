@@ -109,7 +109,8 @@ fn the_probers_role_and_table_names_are_quoted_for_the_shell_and_for_sql() {
     let table = r#"t"; drop table z; --"#;
     let env = crate::template::environment(None);
     // The loop's item for the prober's role: in pg_monitor, with its table.
-    let vars = json!({"postgresql_port": 5432, "item": {"user": user, "monitor": true, "table": table}});
+    let vars =
+        json!({"postgresql_port": 5432, "item": {"user": user, "monitor": true, "table": table}});
     let script = env
         .render_str(
             &prober_script(),
