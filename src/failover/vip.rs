@@ -114,12 +114,16 @@ impl Vip {
 
     /// Moves the VIP to `want`: keepalived stops on every other balancer until `want` holds it,
     /// then starts again there (with `nopreempt`, a balancer that starts takes nothing back).
+    /// The holder stops last, so `want` is the only backup left to take the VIP: two backups
+    /// would both become MASTER for a moment and clients could keep the loser's ARP.
     pub async fn move_to(&self, want: &str) -> Result<(), FaultError> {
-        if self.holders().await == [want] {
+        let holders = self.holders().await;
+        if holders == [want] {
             return Ok(());
         }
-        let others: Vec<&(String, Session)> =
+        let mut others: Vec<&(String, Session)> =
             self.balancers.iter().filter(|(n, _)| n != want).collect();
+        others.sort_by_key(|(n, _)| holders.contains(n));
         for (name, s) in &others {
             systemctl(name, s, "stop").await?;
         }
