@@ -107,6 +107,10 @@ impl CertInfo {
         if let Ok(Some(ext)) = cert.subject_alternative_name() {
             for name in &ext.value.general_names {
                 match name {
+                    // An address written as a DNS name (see normalise_san).
+                    GeneralName::DNSName(n) if n.parse::<std::net::IpAddr>().is_ok() => {
+                        sans.push(format!("{DNS_PREFIX}{n}"))
+                    }
                     GeneralName::DNSName(n) => sans.push(n.to_string()),
                     GeneralName::IPAddress(b) => {
                         if let Ok(a) = <[u8; 4]>::try_from(*b) {
@@ -261,8 +265,8 @@ impl Pki {
             });
         };
         let key = KeyPair::generate().map_err(|e| err(format!("making a key: {e}")))?;
-        let mut params = CertificateParams::new(want_sans.clone())
-            .map_err(|e| err(format!("certificate names {want_sans:?}: {e}")))?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = san_types(&want_sans)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "hactl");
         // No common name at all for a client of etcd's JSON gateway (Patroni): with auth on,
@@ -358,12 +362,43 @@ impl Pki {
 }
 
 /// `192.168.0.1` and `ptrn-1` as they are; anything else is a DNS name, lower-cased.
+///
+/// `dns:ADDRESS` asks for an IP address as a DNS name too: some clients (pgBackRest 2.45) match
+/// the host they connect to against DNS names only. `dns:` before a name is just the name.
 fn normalise_san(s: &str) -> String {
     let s = s.trim();
+    if let Some(rest) = s.strip_prefix(DNS_PREFIX) {
+        return match rest.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => format!("{DNS_PREFIX}{ip}"),
+            Err(_) => rest.trim().to_ascii_lowercase(),
+        };
+    }
     match s.parse::<std::net::IpAddr>() {
         Ok(ip) => ip.to_string(),
         Err(_) => s.to_ascii_lowercase(),
     }
+}
+
+const DNS_PREFIX: &str = "dns:";
+
+/// The certificate's names for rcgen: addresses as IP addresses, `dns:ADDRESS` as a DNS name.
+fn san_types(sans: &[String]) -> Result<Vec<rcgen::SanType>, PkiError> {
+    sans.iter()
+        .map(|s| {
+            let bad = |e: rcgen::Error| err(format!("certificate name {s}: {e}"));
+            if let Some(name) = s.strip_prefix(DNS_PREFIX) {
+                return Ok(rcgen::SanType::DnsName(
+                    name.to_string().try_into().map_err(bad)?,
+                ));
+            }
+            match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+                Err(_) => Ok(rcgen::SanType::DnsName(
+                    s.to_string().try_into().map_err(bad)?,
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Holders and names become file names: no paths, no dots in front.
@@ -464,6 +499,23 @@ mod tests {
             renew_days: 30,
             days: 365,
         }
+    }
+
+    #[test]
+    fn an_address_asked_for_as_a_dns_name_is_both_and_is_not_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("lab.pki"), CaSource::Own);
+        let sans = vec![
+            "ptrn-1".to_string(),
+            "10.0.0.11".to_string(),
+            "dns:10.0.0.11".to_string(),
+            "dns:Name".to_string(),
+        ];
+        let first = pki.issue(&wanted(&sans)).unwrap();
+        let info = CertInfo::from_pem(&first.cert).unwrap();
+        assert_eq!(info.sans, ["10.0.0.11", "dns:10.0.0.11", "name", "ptrn-1"]);
+        let again = Pki::new(dir.path().join("lab.pki"), CaSource::Own);
+        assert!(again.issue(&wanted(&sans)).unwrap().reissued.is_none());
     }
 
     #[test]

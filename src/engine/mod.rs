@@ -135,7 +135,7 @@ pub async fn apply(
     let releases = release::Cache::new(opts.release_cache.clone());
 
     for plan in &plans {
-        let world = world_for(inventory, site, plan, &hosts, opts, &env, false);
+        let world = world_for(inventory, site, plan, &hosts, opts, &env, None);
         let play = PlayRun {
             world: &world,
             opts,
@@ -330,8 +330,9 @@ fn plan<'a>(
 }
 
 /// Every host's variables for one play: the stack's and the play's role defaults < inventory <
-/// `-e`; facts and magic variables fixed. With `placeholders`, facts are made up (for checking
-/// before the run).
+/// `-e`; facts, magic variables and the results registered in earlier plays fixed (as in
+/// Ansible, `hostvars[h].name` reads what `h` registered). With `placeholders` (checking before
+/// the run), facts are made up and `placeholders` holds the names registered so far.
 fn world_for(
     inventory: &Inventory,
     site: &Site,
@@ -339,7 +340,7 @@ fn world_for(
     hosts: &IndexMap<String, HostRun>,
     opts: &Options,
     env: &Arc<minijinja::Environment<'static>>,
-    placeholders: bool,
+    placeholders: Option<&[String]>,
 ) -> Arc<World> {
     let mut defaults = vec![&site.stack];
     defaults.extend(plan.play.roles.iter().map(|r| &r.defaults));
@@ -347,7 +348,10 @@ fn world_for(
     let exe = std::env::current_exe().ok();
     crate::stack::world(inventory, &defaults, &opts.extra_vars, env, |host| {
         let mut fixed = IndexMap::new();
-        let facts = if placeholders {
+        let facts = if let Some(names) = placeholders {
+            for name in names {
+                fixed.insert(name.clone(), placeholder_result());
+            }
             Some(facts::placeholder(host))
         } else {
             hosts
@@ -357,6 +361,11 @@ fn world_for(
         };
         if let Some(f) = facts {
             fixed.insert("facts".into(), f);
+        }
+        if let Some(run) = hosts.get(host) {
+            for (name, value) in &run.registered {
+                fixed.insert(name.clone(), value.clone());
+            }
         }
         fixed.insert("ansible_check_mode".into(), opts.check.into());
         if let Some(exe) = &exe {
@@ -455,7 +464,8 @@ fn validate(
                 }
             }
         }
-        let world = world_for(inventory, site, plan, &no_hosts, opts, env, true);
+        let earlier: Vec<String> = registered.keys().cloned().collect();
+        let world = world_for(inventory, site, plan, &no_hosts, opts, env, Some(&earlier));
         let selected = plan
             .tasks
             .iter()
