@@ -32,6 +32,37 @@ pub enum Command {
     Lab(LabArgs),
     /// Show what an inventory file means: hosts, groups, merged vars.
     Inventory(InventoryArgs),
+    /// Take a backup now (pgBackRest, on the repository host), or list the backups.
+    Backup(BackupArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub action: Option<BackupAction>,
+    /// The inventory file of the cluster.
+    #[arg(short, long, default_value = "inventory/lab.yml")]
+    pub inventory: PathBuf,
+    /// full, diff (what changed since the last full) or incr (since the last backup); an incr
+    /// or diff with no full backup to build on is taken as a full one, as pgBackRest does.
+    #[arg(long = "type", value_enum, default_value_t = crate::backup::Kind::Incr)]
+    pub kind: crate::backup::Kind,
+    /// `text` (progress on stderr, then the new backup) or `json` (the new backup).
+    #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
+    pub output: crate::engine::Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupAction {
+    /// Each backup: type, start and stop, size, WAL range; and the archive's WAL range.
+    List {
+        /// The inventory file of the cluster.
+        #[arg(short, long, default_value = "inventory/lab.yml")]
+        inventory: PathBuf,
+        #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
+        output: crate::engine::Format,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{ApplyArgs, Cli, Command, FailoverArgs, InventoryAction, Output, ProbeArgs};
+use crate::cli::{
+    ApplyArgs, BackupAction, BackupArgs, Cli, Command, FailoverArgs, InventoryAction, Output,
+    ProbeArgs,
+};
 use crate::engine::{self, ApplyError};
 use crate::exit::{self, Code};
 use crate::inventory::{self, Inventory, InventoryError};
@@ -27,6 +30,10 @@ enum Error {
     Probe(#[from] crate::probe::ProbeError),
     #[error(transparent)]
     Lab(#[from] lab::LabError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    #[error(transparent)]
+    Stack(#[from] crate::stack::StackError),
     /// The machine itself: no terminal for a password, no runtime, a closed stdout.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -43,6 +50,8 @@ impl Code for Error {
             Error::Failover(e) => e.exit_code(),
             Error::Probe(e) => e.exit_code(),
             Error::Lab(e) => e.exit_code(),
+            Error::Backup(e) => e.exit_code(),
+            Error::Stack(e) => e.exit_code(),
             Error::Io(_) | Error::Json(_) => exit::FAILURE,
         }
     }
@@ -58,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe(args),
         Command::Lab(args) => lab::run(&args).map_err(Error::from),
         Command::Inventory(args) => inventory_command(args.action),
+        Command::Backup(args) => backup(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -155,6 +165,43 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
         }
         None => Ok(passed(repeated.passed)),
     }
+}
+
+/// `hactl backup`: one backup now, with progress; `hactl backup list`: the repository's backups.
+fn backup(args: BackupArgs) -> Result<u8> {
+    let (inventory_path, output) = match &args.action {
+        Some(BackupAction::List { inventory, output }) => (inventory, *output),
+        None => (&args.inventory, args.output),
+    };
+    let inventory = Inventory::load(inventory_path)?;
+    let stack = crate::stack::Stack::load(&inventory, &Default::default())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let repo = crate::backup::Repository::connect(&inventory, &stack).await?;
+        if args.action.is_some() {
+            let listing = repo.list().await?;
+            match output {
+                engine::Format::Text => print!("{}", crate::backup::table(&listing)),
+                engine::Format::Json => println!("{}", serde_json::to_string_pretty(&listing)?),
+            }
+            return Ok(exit::OK);
+        }
+        let backup = repo.take(args.kind, |line| eprintln!("{line}")).await?;
+        match output {
+            engine::Format::Text => println!(
+                "{} backup {} taken in {} s: {} .. {}, WAL {} .. {}",
+                backup.kind,
+                backup.label,
+                backup.duration_s,
+                backup.start,
+                backup.stop,
+                backup.wal_start,
+                backup.wal_stop
+            ),
+            engine::Format::Json => println!("{}", serde_json::to_string_pretty(&backup)?),
+        }
+        Ok(exit::OK)
+    })
 }
 
 /// The prober daemon: runs until SIGTERM; SIGHUP reloads its configuration.

@@ -3,6 +3,7 @@
 //! Only what the binary and the integration tests use is public; the rest is crate-private, so
 //! that dead code is reported.
 
+mod backup;
 mod cli;
 mod commands;
 mod engine;

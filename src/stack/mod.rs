@@ -74,6 +74,16 @@ pub struct Endpoint {
     pub balancers: Vec<String>,
 }
 
+/// pgBackRest's repository (roles pgbackrest and pgbackrest_repo).
+#[derive(Debug, Clone)]
+pub struct BackupRepo {
+    /// The repository host's inventory name (`backup_repo_host`).
+    pub host: String,
+    pub stanza: String,
+    /// The lock a backup takes on the repository host (timers and `hactl backup` alike).
+    pub lock_file: String,
+}
+
 /// A user and its password; Debug never shows the password.
 #[derive(Clone)]
 pub struct Credentials {
@@ -99,6 +109,8 @@ pub struct Stack {
     pub etcd: Vec<EtcdMember>,
     /// The balancers and the VIP, when the stack has balancers.
     pub endpoint: Option<Endpoint>,
+    /// The backup repository, when the inventory has a backup (or monitoring) host.
+    pub backup: Option<BackupRepo>,
     /// hactl's own client certificate and the inventory's CA, on this machine.
     pub tls: tls::TlsFiles,
     /// Every host's variables, for the logins: a secret is read (or made) only when asked for.
@@ -158,6 +170,16 @@ impl Stack {
             })
             .collect::<Result<_, StackError>>()?;
         let endpoint = endpoint(inventory, &read, &any, &postgres_group)?;
+        let repo_host = read.string(&any, "backup_repo_host")?;
+        let backup = if repo_host.is_empty() {
+            None
+        } else {
+            Some(BackupRepo {
+                stanza: read.string(&any, "backup_stanza")?,
+                lock_file: read.string(&any, "backup_lock_file")?,
+                host: repo_host,
+            })
+        };
         let pki = crate::pki::Pki::of(inventory);
         let (cert, key) = pki.paths(crate::pki::CONTROL, crate::pki::CONTROL_CERT);
         Ok(Stack {
@@ -172,6 +194,7 @@ impl Stack {
             postgres,
             etcd,
             endpoint,
+            backup,
             world,
         })
     }
