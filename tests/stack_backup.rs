@@ -126,3 +126,76 @@ fn one_apply_archives_wal_and_keeps_an_encrypted_full_backup_taken_from_a_standb
         "data files read from the primary {leader_address}: {from_primary:?}"
     );
 }
+
+#[test]
+fn hactl_backup_takes_each_type_while_writes_go_on_and_lists_it() {
+    let mut lab = lab();
+    lab.stack();
+    let leader = lab.leader();
+    lab.run(
+        &leader,
+        "runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qc \
+         'create table if not exists backup_writes (id bigserial primary key, at timestamptz default now())'",
+    );
+    // A writer on the primary for the whole test.
+    let writer = std::process::Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args([
+            "lab",
+            "ssh",
+            "-i",
+            &lab.inventory(),
+            &leader,
+            "for i in $(seq 1 150); do runuser -u postgres -- psql -qc 'insert into backup_writes default values' || exit 1; sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("writer");
+    let mut labels = Vec::new();
+    for kind in ["full", "diff", "incr"] {
+        let out = common::hactl(&[
+            "backup",
+            "-i",
+            &lab.inventory(),
+            "--type",
+            kind,
+            "--output",
+            "json",
+        ]);
+        common::assert_success(&format!("hactl backup --type {kind}"), &out);
+        let b: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        assert_eq!(b["type"], kind, "{b}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("{kind} backup:")),
+            "progress on stderr: {}",
+            text(&out)
+        );
+        if kind != "full" {
+            assert_eq!(b["prior"], labels[labels.len() - 1], "{b}");
+        }
+        labels.push(b["label"].clone());
+    }
+    let out = writer.wait_with_output().expect("writer");
+    common::assert_success("the writer", &out);
+    let listing = list(&lab);
+    let listed: Vec<&serde_json::Value> = listing["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|b| &b["label"])
+        .collect();
+    for l in &labels {
+        assert!(listed.contains(&l), "{l} listed: {listing}");
+    }
+    // The text form names each.
+    let out = common::hactl(&["backup", "list", "-i", &lab.inventory()]);
+    common::assert_success("hactl backup list", &out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for l in &labels {
+        assert!(
+            table.contains(l.as_str().unwrap_or("?")),
+            "{l} in the table:\n{table}"
+        );
+    }
+}
