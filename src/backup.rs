@@ -363,7 +363,13 @@ mod tests {
         assert_eq!(incr.prior.as_deref(), Some("20261207-073924F"));
         assert_eq!(incr.wal_start, "000000040000000000000014");
         let t = table(&l);
-        assert!(t.contains("20261207-073924F_20261207-073931I incr"), "{t}");
+        let row: Vec<&str> = t
+            .lines()
+            .find(|l| l.starts_with("20261207-073924F_20261207-073931I"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        assert_eq!(row.get(1), Some(&"incr"), "{t}");
+        assert_eq!(row.get(7), Some(&"65.0"), "{t}");
     }
 
     #[test]
