@@ -34,6 +34,29 @@ pub enum Command {
     Inventory(InventoryArgs),
     /// Take a backup now (pgBackRest, on the repository host), or list the backups.
     Backup(BackupArgs),
+    /// Point-in-time recovery of the whole cluster from the backup repository.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The inventory file of the cluster.
+    #[arg(short, long, default_value = "inventory/lab.yml")]
+    pub inventory: PathBuf,
+    /// `latest` (the end of the archived WAL), a time with its zone (`2026-12-07 08:00:00+00`)
+    /// or a backup's label (`hactl backup list`).
+    #[arg(long)]
+    pub target: String,
+    /// The member restored from the repository (default: the leader, or the first member);
+    /// the others are rebuilt from it.
+    #[arg(long)]
+    pub member: Option<String>,
+    /// Do it. Without --yes, only show what it would do.
+    #[arg(long)]
+    pub yes: bool,
+    /// `text` (steps on stderr, then a summary) or `json` (the report).
+    #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
+    pub output: crate::engine::Format,
 }
 
 #[derive(Args, Debug)]

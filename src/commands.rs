@@ -8,7 +8,7 @@ use clap::Parser;
 
 use crate::cli::{
     ApplyArgs, BackupAction, BackupArgs, Cli, Command, FailoverArgs, InventoryAction, Output,
-    ProbeArgs,
+    ProbeArgs, RestoreArgs,
 };
 use crate::engine::{self, ApplyError};
 use crate::exit::{self, Code};
@@ -68,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Lab(args) => lab::run(&args).map_err(Error::from),
         Command::Inventory(args) => inventory_command(args.action),
         Command::Backup(args) => backup(args),
+        Command::Restore(args) => restore(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -199,6 +200,60 @@ fn backup(args: BackupArgs) -> Result<u8> {
                 backup.wal_stop
             ),
             engine::Format::Json => println!("{}", serde_json::to_string_pretty(&backup)?),
+        }
+        Ok(exit::OK)
+    })
+}
+
+/// `hactl restore`: the plan without --yes; with it, the whole cluster recovered to the target.
+fn restore(args: RestoreArgs) -> Result<u8> {
+    let target = crate::restore::Target::parse(&args.target)
+        .map_err(|e| Error::Stack(crate::stack::StackError::from(e)))?;
+    let inventory = Inventory::load(&args.inventory)?;
+    let stack = crate::stack::Stack::load(&inventory, &Default::default())?;
+    if stack.backup.is_none() {
+        return Err(
+            crate::backup::BackupError::NoRepository(args.inventory.display().to_string()).into(),
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let member = match &args.member {
+            Some(m) if stack.pg_member(m).is_none() => {
+                return Err(Error::Stack(crate::stack::StackError::from(format!(
+                    "--member {m}: not a host of group {}",
+                    stack.postgres_group
+                ))))
+            }
+            Some(m) => m.clone(),
+            None => crate::restore::pick_member(&stack).await,
+        };
+        if !args.yes {
+            print!("{}", crate::restore::plan(&stack, &target, &member));
+            return Ok(exit::OK);
+        }
+        let report = crate::restore::restore(&inventory, &stack, &target, &member, |step| {
+            eprintln!("restore: {step}")
+        })
+        .await?;
+        match args.output {
+            engine::Format::Text => println!(
+                "restored {} to {} (replayed to {}); leader {}, timeline {}, streaming replicas {}; \
+                 {:.1} s (stop {:.1}, restore {:.1}, recovery {:.1}, leader {:.1}, replicas {:.1})",
+                report.restored_member,
+                report.target,
+                report.replayed_to.as_deref().unwrap_or("-"),
+                report.leader_after.as_deref().unwrap_or("-"),
+                report.timeline_after.map(|t| t.to_string()).unwrap_or("-".into()),
+                report.streaming_replicas.join(", "),
+                report.total_s,
+                report.stop_s,
+                report.restore_s,
+                report.recovery_s,
+                report.leader_s,
+                report.replicas_s
+            ),
+            engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         }
         Ok(exit::OK)
     })

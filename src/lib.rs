@@ -14,6 +14,7 @@ mod lab;
 mod modules;
 mod pki;
 mod probe;
+mod restore;
 mod roles;
 mod secrets;
 pub mod ssh;

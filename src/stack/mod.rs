@@ -18,6 +18,12 @@ use crate::template::{self, HostData, World};
 #[error("{0}")]
 pub struct StackError(String);
 
+impl From<String> for StackError {
+    fn from(s: String) -> StackError {
+        StackError(s)
+    }
+}
+
 impl crate::exit::Code for StackError {
     fn exit_code(&self) -> u8 {
         crate::exit::BAD_INPUT

@@ -1,0 +1,538 @@
+//! `hactl restore`: point-in-time recovery of the whole cluster from pgBackRest's repository.
+//!
+//! Patroni stops on every member; its state in the DCS is removed (the dynamic configuration is
+//! kept aside and put back); one member (the leader, if there is one) is restored to the target
+//! with pgBackRest, recovers and is promoted on a new timeline; the other members' data
+//! directories are emptied, so that Patroni rebuilds them as replicas of the restored one.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::backup::BackupError;
+use crate::inventory::Inventory;
+use crate::ssh::{self, shell_quote, HostKeyPolicy, Session};
+use crate::stack::{Login, Stack};
+
+/// How long the restored member may take to lead once Patroni runs, and the others to stream.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(180);
+const REPLICAS_TIMEOUT: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_secs(1);
+
+/// What to restore to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The end of the archived WAL.
+    Latest,
+    /// A point in time, with its time zone (`2026-12-07 08:00:00+00`).
+    Time(String),
+    /// The end of one backup (its label, as `hactl backup list` shows it).
+    Backup(String),
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Result<Target, String> {
+        let t = text.trim();
+        if t == "latest" {
+            return Ok(Target::Latest);
+        }
+        if is_label(t) {
+            return Ok(Target::Backup(t.to_string()));
+        }
+        check_time(t)?;
+        Ok(Target::Time(t.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Latest => "the end of the archived WAL (latest)".into(),
+            Target::Time(t) => format!("the time {t}"),
+            Target::Backup(l) => format!("the end of backup {l}"),
+        }
+    }
+
+    /// pgBackRest's restore options for it.
+    fn options(&self) -> String {
+        match self {
+            Target::Latest => "--type=default".into(),
+            Target::Time(t) => format!(
+                "--type=time --target={} --target-action=promote",
+                shell_quote(t)
+            ),
+            Target::Backup(l) => format!(
+                "--set={} --type=immediate --target-action=promote",
+                shell_quote(l)
+            ),
+        }
+    }
+}
+
+/// `20261207-073924F` or `20261207-073924F_20261207-073931I`.
+fn is_label(t: &str) -> bool {
+    let stamp = |s: &str| {
+        s.len() == 15
+            && s.char_indices()
+                .all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() })
+    };
+    let (full, rest) = match t.split_once('_') {
+        Some((f, r)) => (f, Some(r)),
+        None => (t, None),
+    };
+    let full_ok = full.len() == 16 && stamp(&full[..15]) && full.ends_with('F');
+    full_ok
+        && rest.is_none_or(|r| {
+            r.len() == 16 && stamp(&r[..15]) && (r.ends_with('D') || r.ends_with('I'))
+        })
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.frac](Z|+HH[:MM]|-HH[:MM])`: PostgreSQL reads it as a timestamptz; the
+/// zone is required, so that nobody recovers to the wrong hour.
+fn check_time(t: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "--target {t}: expected `latest`, a backup label (hactl backup list) or a time with \
+             its zone, as `2026-12-07 08:00:00+00`"
+        )
+    };
+    let b = t.as_bytes();
+    if b.len() < 20 {
+        return Err(bad());
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let shape = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && (b[10] == b' ' || b[10] == b'T')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape {
+        return Err(bad());
+    }
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return Err(bad());
+        }
+        rest = &frac[n..];
+    }
+    let zone_ok = rest == "Z"
+        || ((rest.starts_with('+') || rest.starts_with('-'))
+            && matches!(rest.len(), 3 | 5 | 6)
+            && rest[1..].bytes().all(|c| c.is_ascii_digit() || c == b':'));
+    if zone_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// What a restore did, and how long each step took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    /// The member restored from the repository; the others were rebuilt from it.
+    pub restored_member: String,
+    pub leader_after: Option<String>,
+    pub timeline_after: Option<u64>,
+    /// The last transaction recovery replayed (its commit time), as PostgreSQL tells it.
+    pub replayed_to: Option<String>,
+    pub streaming_replicas: Vec<String>,
+    pub stop_s: f64,
+    pub restore_s: f64,
+    pub recovery_s: f64,
+    pub leader_s: f64,
+    pub replicas_s: f64,
+    pub total_s: f64,
+}
+
+/// The plan, shown without `--yes`.
+pub fn plan(stack: &Stack, target: &Target, member: &str) -> String {
+    let others: Vec<&str> = stack
+        .postgres
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| *n != member)
+        .collect();
+    let repo = stack
+        .backup
+        .as_ref()
+        .map(|b| b.host.as_str())
+        .unwrap_or("-");
+    format!(
+        "hactl restore would, for cluster {scope}:\n\
+         1. stop Patroni (and PostgreSQL) on {all}: no writes from here on;\n\
+         2. remove the cluster's state from the DCS (keeping its dynamic configuration aside);\n\
+         3. restore {member} from the repository on {repo} to {target}, recover and promote it;\n\
+         4. empty the data directories of {others}: they are rebuilt from {member};\n\
+         5. start Patroni on {member}, put the dynamic configuration back, then start it on the others.\n\
+         Everything written after the target is lost. Run again with --yes to do it.\n",
+        scope = stack.scope,
+        all = stack
+            .postgres
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        target = target.describe(),
+        others = if others.is_empty() {
+            "no other member".to_string()
+        } else {
+            others.join(", ")
+        },
+    )
+}
+
+struct Member {
+    name: String,
+    session: Session,
+    api: String,
+}
+
+/// A member's script, as root: `DATA`, `BIN` and `PATRONICTL` set from its Patroni config.
+fn with_paths(script: &str) -> String {
+    format!(
+        "set -eu\n\
+         DATA=$(awk '/^  data_dir:/ {{print $2; exit}}' /etc/patroni/config.yml)\n\
+         BIN=$(awk '/^  bin_dir:/ {{print $2; exit}}' /etc/patroni/config.yml)\n\
+         PATRONICTL=$(command -v patronictl || echo /opt/patroni/bin/patronictl)\n\
+         [ -n \"$DATA\" ] && [ -n \"$BIN\" ] || {{ echo 'no data_dir or bin_dir in /etc/patroni/config.yml' >&2; exit 1; }}\n\
+         pg() {{ runuser -u postgres -- \"$BIN/$@\"; }}\n\
+         {script}"
+    )
+}
+
+async fn run(m: &Member, what: &str, script: &str) -> Result<String, BackupError> {
+    let out = m.session.exec(&with_paths(script), b"").await?;
+    if out.success() {
+        Ok(out.stdout_text())
+    } else {
+        Err(BackupError::Failed {
+            host: m.name.clone(),
+            what: what.to_string(),
+            detail: out.stderr_text().trim().to_string(),
+        })
+    }
+}
+
+/// The member to restore: the leader if the cluster has one, else the first member.
+pub async fn pick_member(stack: &Stack) -> String {
+    let client = stack.client_tls().ok().and_then(|tls| {
+        crate::stack::patroni::Client::new(Duration::from_secs(3), Some(&tls)).ok()
+    });
+    if let Some(client) = client {
+        for m in &stack.postgres {
+            if let Ok(c) = client.cluster(&m.api_url()).await {
+                if let Some(l) = c.leader() {
+                    return l.name.clone();
+                }
+            }
+        }
+    }
+    stack
+        .postgres
+        .first()
+        .map(|m| m.name.clone())
+        .unwrap_or_default()
+}
+
+/// Restores the whole cluster to `target` through `member`; `progress` hears each step.
+pub async fn restore(
+    inventory: &Inventory,
+    stack: &Stack,
+    target: &Target,
+    member: &str,
+    progress: impl Fn(&str),
+) -> Result<Report, BackupError> {
+    let repo = stack
+        .backup
+        .clone()
+        .ok_or_else(|| BackupError::NoRepository(inventory.path.display().to_string()))?;
+    let t0 = Instant::now();
+    let tls = stack.client_tls()?;
+    let client =
+        crate::stack::patroni::Client::new(Duration::from_secs(5), Some(&tls)).map_err(|e| {
+            BackupError::Failed {
+                host: member.to_string(),
+                what: "Patroni's REST API client".into(),
+                detail: e.0,
+            }
+        })?;
+    let api = stack.login(Login::PatroniApi)?;
+    let connects = stack.postgres.iter().map(|m| async move {
+        let target = ssh::target(inventory, &m.name)?;
+        let session = Session::connect(&target, HostKeyPolicy::Strict).await?;
+        Ok::<_, BackupError>(Member {
+            name: m.name.clone(),
+            session,
+            api: m.api_url(),
+        })
+    });
+    let members: Vec<Member> = join_all(connects)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let chosen = members
+        .iter()
+        .find(|m| m.name == member)
+        .ok_or_else(|| BackupError::Failed {
+            host: member.to_string(),
+            what: "restore".into(),
+            detail: format!("{member} is not a member of group {}", stack.postgres_group),
+        })?;
+    let others: Vec<&Member> = members.iter().filter(|m| m.name != member).collect();
+
+    // The dynamic configuration, from whichever member answers.
+    let mut saved: Option<serde_json::Value> = None;
+    for m in &members {
+        if let Ok(resp) = client.http().get(format!("{}/config", m.api)).send().await {
+            if let Ok(v) = resp.json::<serde_json::Value>().await {
+                saved = Some(v);
+                break;
+            }
+        }
+    }
+
+    // What the primary wrote up to now reaches the archive first (a WAL switch, then pgBackRest
+    // waits for the segment): a target in the last minutes is then in the archive. A cluster
+    // that is down has nothing more to give.
+    progress("archiving the primary's current WAL");
+    let check = format!(
+        "runuser -u postgres -- pgbackrest --stanza={} --log-level-console=warn check",
+        shell_quote(&repo.stanza)
+    );
+    for m in &members {
+        let primary = "[ \"$(runuser -u postgres -- psql -qtAXc 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]";
+        if run(m, "archive check", &format!("{primary} && {check}")).await.is_ok() {
+            break;
+        }
+    }
+
+    progress("stopping Patroni and PostgreSQL on every member");
+    let stops = members.iter().map(|m| {
+        run(
+            m,
+            "stopping Patroni",
+            "systemctl stop patroni\n\
+             if pg pg_ctl -D \"$DATA\" status >/dev/null 2>&1; then pg pg_ctl -D \"$DATA\" -m fast -w stop; fi",
+        )
+    });
+    for r in join_all(stops).await {
+        r?;
+    }
+    let stop_s = t0.elapsed().as_secs_f64();
+
+    progress("removing the cluster's state from the DCS");
+    let scope = shell_quote(&stack.scope);
+    run(
+        chosen,
+        "patronictl remove",
+        &format!(
+            "printf '%s\\nYes I am aware\\n' {scope} | \"$PATRONICTL\" -c /etc/patroni/config.yml remove {scope} >/dev/null"
+        ),
+    )
+    .await?;
+
+    progress(&format!(
+        "restoring {member} to {} and emptying the others",
+        target.describe()
+    ));
+    let t_restore = Instant::now();
+    let restore_script = format!(
+        "install -d -o postgres -g postgres -m 0700 \"$DATA\"\n\
+         rm -f \"$DATA/recovery.signal\" \"$DATA/standby.signal\"\n\
+         runuser -u postgres -- pgbackrest --stanza={stanza} --delta --log-level-console=warn {opts} restore",
+        stanza = shell_quote(&repo.stanza),
+        opts = target.options()
+    );
+    let wipe = "find \"$DATA\" -mindepth 1 -delete";
+    let (restored, wiped) = tokio::join!(
+        run(chosen, "pgbackrest restore", &restore_script),
+        join_all(
+            others
+                .iter()
+                .map(|m| run(m, "emptying the data directory", wipe))
+        )
+    );
+    restored?;
+    for w in wiped {
+        w?;
+    }
+    let restore_s = t_restore.elapsed().as_secs_f64();
+
+    progress(&format!("recovering {member}"));
+    let t_recovery = Instant::now();
+    let port = stack.pg_member(member).map(|m| m.pg_port).unwrap_or(5432);
+    // Only the local socket during recovery; archiving stays on, so the new timeline's history
+    // and first segments reach the repository.
+    let recovered = run(
+        chosen,
+        "recovery",
+        &format!("PORT={port}\n\
+         pg pg_ctl -D \"$DATA\" -w -t 86400 -l /var/log/postgresql/hactl-restore.log \
+           -o \"-c listen_addresses='' -c hot_standby=on\" start >/dev/null\n\
+         psql() {{ runuser -u postgres -- \"$BIN/psql\" -h /var/run/postgresql -p \"$PORT\" -qtAX \"$@\"; }}\n\
+         for i in $(seq 1 432000); do\n\
+           [ \"$(psql -c 'select pg_is_in_recovery()' 2>/dev/null)\" = f ] && break\n\
+           pg pg_ctl -D \"$DATA\" status >/dev/null || {{ tail -n 20 /var/log/postgresql/hactl-restore.log >&2; exit 1; }}\n\
+           sleep 0.2\n\
+         done\n\
+         psql -c \"select coalesce(to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', 'YYYY-MM-DD\\\"T\\\"HH24:MI:SS.MS\\\"Z\\\"'), '')\"\n\
+         psql -c 'alter system reset all' >/dev/null\n\
+         pg pg_ctl -D \"$DATA\" -m fast -w stop >/dev/null"),
+    )
+    .await?;
+    let replayed_to = Some(recovered.trim().to_string()).filter(|s| !s.is_empty());
+    let recovery_s = t_recovery.elapsed().as_secs_f64();
+
+    progress(&format!("starting Patroni on {member}"));
+    let t_leader = Instant::now();
+    run(chosen, "starting Patroni", "systemctl start patroni").await?;
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    let leader = loop {
+        if let Ok(c) = client.cluster(&chosen.api).await {
+            if let Some(l) = c.leader().filter(|l| l.name == member && l.is_running()) {
+                break l.clone();
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(BackupError::Failed {
+                host: member.to_string(),
+                what: "leading after the restore".into(),
+                detail: format!("no leader within {LEADER_TIMEOUT:?} (journalctl -u patroni)"),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    if let Some(config) = saved {
+        let resp = client
+            .http()
+            .patch(format!("{}/config", chosen.api))
+            .basic_auth(&api.user, Some(&api.password))
+            .json(&config)
+            .send()
+            .await
+            .map_err(|e| BackupError::Failed {
+                host: member.to_string(),
+                what: "PATCH /config".into(),
+                detail: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(BackupError::Failed {
+                host: member.to_string(),
+                what: "PATCH /config".into(),
+                detail: resp.status().to_string(),
+            });
+        }
+    }
+    let leader_s = t_leader.elapsed().as_secs_f64();
+
+    progress("starting Patroni on the other members: they copy the restored member");
+    let t_replicas = Instant::now();
+    for r in join_all(
+        others
+            .iter()
+            .map(|m| run(m, "starting Patroni", "systemctl start patroni")),
+    )
+    .await
+    {
+        r?;
+    }
+    let want: Vec<String> = others.iter().map(|m| m.name.clone()).collect();
+    let deadline = Instant::now() + REPLICAS_TIMEOUT;
+    let (streaming, timeline) = loop {
+        if let Ok(c) = client.cluster(&chosen.api).await {
+            let streaming: Vec<String> = c
+                .replicas()
+                .filter(|m| c.is_streaming(m, 16 * 1024 * 1024))
+                .map(|m| m.name.clone())
+                .collect();
+            let timeline = c.leader().and_then(|l| l.timeline);
+            if want.iter().all(|w| streaming.contains(w)) {
+                break (streaming, timeline);
+            }
+            if Instant::now() > deadline {
+                return Err(BackupError::Failed {
+                    host: member.to_string(),
+                    what: "rebuilding the replicas".into(),
+                    detail: format!(
+                        "streaming after {REPLICAS_TIMEOUT:?}: {streaming:?} of {want:?}"
+                    ),
+                });
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let replicas_s = t_replicas.elapsed().as_secs_f64();
+    for m in members {
+        m.session.close().await;
+    }
+    Ok(Report {
+        target: match target {
+            Target::Latest => "latest".into(),
+            Target::Time(t) | Target::Backup(t) => t.clone(),
+        },
+        restored_member: member.to_string(),
+        leader_after: Some(leader.name.clone()),
+        timeline_after: timeline.or(leader.timeline),
+        replayed_to,
+        streaming_replicas: streaming,
+        stop_s,
+        restore_s,
+        recovery_s,
+        leader_s,
+        replicas_s,
+        total_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_latest_a_label_or_a_time_with_its_zone() {
+        assert_eq!(Target::parse("latest"), Ok(Target::Latest));
+        assert_eq!(
+            Target::parse("20261207-073924F_20261207-073931I"),
+            Ok(Target::Backup("20261207-073924F_20261207-073931I".into()))
+        );
+        assert_eq!(
+            Target::parse("20261207-073924F"),
+            Ok(Target::Backup("20261207-073924F".into()))
+        );
+        for ok in [
+            "2026-12-07 08:00:00+00",
+            "2026-12-07T08:00:00Z",
+            "2026-12-07 08:00:00.123456+01:00",
+            "2026-12-07 08:00:00-0530",
+        ] {
+            assert_eq!(Target::parse(ok), Ok(Target::Time(ok.into())), "{ok}");
+        }
+        for bad in [
+            "2026-12-07 08:00:00",
+            "yesterday",
+            "2026-12-07",
+            "20261207-073924X",
+            "2026-12-07 08:00:00+00; rm -rf /",
+        ] {
+            let e = Target::parse(bad).unwrap_err();
+            assert!(e.contains("time with its zone"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_time_target_reaches_pgbackrest_quoted() {
+        let t = Target::Time("2026-12-07 08:00:00+00".into());
+        assert_eq!(
+            t.options(),
+            "--type=time --target='2026-12-07 08:00:00+00' --target-action=promote"
+        );
+    }
+}
