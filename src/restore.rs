@@ -13,12 +13,14 @@ use serde::Serialize;
 use crate::backup::BackupError;
 use crate::inventory::Inventory;
 use crate::ssh::{self, shell_quote, HostKeyPolicy, Session};
-use crate::stack::{Login, Stack};
+use crate::stack::Stack;
 
 /// How long the restored member may take to lead once Patroni runs, and the others to stream.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(180);
 const REPLICAS_TIMEOUT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_secs(1);
+/// Where the restored member keeps the dynamic configuration while the DCS is empty (root's).
+const SAVED_CONFIG: &str = "/root/hactl-restore-config.yml";
 
 /// What to restore to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +266,6 @@ pub async fn restore(
                 detail: e.0,
             }
         })?;
-    let api = stack.login(Login::PatroniApi)?;
     let connects = stack.postgres.iter().map(|m| async move {
         let target = ssh::target(inventory, &m.name)?;
         let session = Session::connect(&target, HostKeyPolicy::Strict).await?;
@@ -288,20 +289,6 @@ pub async fn restore(
         })?;
     let others: Vec<&Member> = members.iter().filter(|m| m.name != member).collect();
 
-    // The dynamic configuration, from whichever member answers.
-    let mut saved: Option<serde_json::Value> = None;
-    for m in &members {
-        if let Ok(resp) = client.http().get(format!("{}/config", m.api)).send().await {
-            if let Ok(v) = resp.json::<serde_json::Value>().await {
-                saved = Some(v);
-                break;
-            }
-        }
-    }
-
-    // What the primary wrote up to now reaches the archive first (a WAL switch, then pgBackRest
-    // waits for the segment): a target in the last minutes is then in the archive. A cluster
-    // that is down has nothing more to give.
     progress("archiving the primary's current WAL");
     let check = format!(
         "runuser -u postgres -- pgbackrest --stanza={} --log-level-console=warn check",
@@ -309,7 +296,10 @@ pub async fn restore(
     );
     for m in &members {
         let primary = "[ \"$(runuser -u postgres -- psql -qtAXc 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]";
-        if run(m, "archive check", &format!("{primary} && {check}")).await.is_ok() {
+        if run(m, "archive check", &format!("{primary} && {check}"))
+            .await
+            .is_ok()
+        {
             break;
         }
     }
@@ -328,13 +318,18 @@ pub async fn restore(
     }
     let stop_s = t0.elapsed().as_secs_f64();
 
-    progress("removing the cluster's state from the DCS");
+    progress("removing the cluster's state from the DCS, its dynamic configuration kept aside");
     let scope = shell_quote(&stack.scope);
     run(
         chosen,
         "patronictl remove",
         &format!(
-            "printf '%s\\nYes I am aware\\n' {scope} | \"$PATRONICTL\" -c /etc/patroni/config.yml remove {scope} >/dev/null"
+            "ctl() {{ \"$PATRONICTL\" -c /etc/patroni/config.yml \"$@\"; }}\n\
+             umask 077\n\
+             ctl show-config > {SAVED_CONFIG}.new && [ -s {SAVED_CONFIG}.new ] && mv {SAVED_CONFIG}.new {SAVED_CONFIG} || rm -f {SAVED_CONFIG}.new\n\
+             # A leader killed a moment ago still holds its key: patronictl asks for its name.\n\
+             LEADER=$(ctl list -f json | python3 -c 'import json,sys; print(next((m[\"Member\"] for m in json.load(sys.stdin) if m.get(\"Role\") == \"Leader\"), \"\"))')\n\
+             printf '%s\\nYes I am aware\\n%s\\n' {scope} \"$LEADER\" | ctl remove {scope} >/dev/null"
         ),
     )
     .await?;
@@ -351,7 +346,7 @@ pub async fn restore(
         stanza = shell_quote(&repo.stanza),
         opts = target.options()
     );
-    let wipe = "find \"$DATA\" -mindepth 1 -delete";
+    let wipe = "if [ -d \"$DATA\" ]; then find \"$DATA\" -mindepth 1 -delete; fi";
     let (restored, wiped) = tokio::join!(
         run(chosen, "pgbackrest restore", &restore_script),
         join_all(
@@ -410,27 +405,18 @@ pub async fn restore(
         }
         tokio::time::sleep(POLL).await;
     };
-    if let Some(config) = saved {
-        let resp = client
-            .http()
-            .patch(format!("{}/config", chosen.api))
-            .basic_auth(&api.user, Some(&api.password))
-            .json(&config)
-            .send()
-            .await
-            .map_err(|e| BackupError::Failed {
-                host: member.to_string(),
-                what: "PATCH /config".into(),
-                detail: e.to_string(),
-            })?;
-        if !resp.status().is_success() {
-            return Err(BackupError::Failed {
-                host: member.to_string(),
-                what: "PATCH /config".into(),
-                detail: resp.status().to_string(),
-            });
-        }
-    }
+    // The dynamic configuration as it was (it lives in the DCS, which patronictl reads even
+    // with Patroni down): Patroni took its bootstrap section's when it took the cluster over.
+    run(
+        chosen,
+        "putting the dynamic configuration back",
+        &format!(
+            "[ -s {SAVED_CONFIG} ] || exit 0\n\
+             \"$PATRONICTL\" -c /etc/patroni/config.yml edit-config --force --replace {SAVED_CONFIG} >/dev/null\n\
+             rm -f {SAVED_CONFIG}"
+        ),
+    )
+    .await?;
     let leader_s = t_leader.elapsed().as_secs_f64();
 
     progress("starting Patroni on the other members: they copy the restored member");
