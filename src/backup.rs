@@ -99,6 +99,8 @@ pub struct Listing {
     /// pgBackRest's status: `ok`, or why not.
     pub status: String,
     pub cipher: String,
+    /// The PostgreSQL major version the repository's backups are of.
+    pub pg_version: Option<String>,
     pub wal_min: Option<String>,
     pub wal_max: Option<String>,
     pub backups: Vec<Backup>,
@@ -107,7 +109,7 @@ pub struct Listing {
 /// The repository host, connected.
 pub struct Repository {
     pub repo: BackupRepo,
-    session: Session,
+    pub(crate) session: Session,
 }
 
 impl Repository {
@@ -129,7 +131,7 @@ impl Repository {
         )
     }
 
-    async fn run(&self, what: &str, script: &str) -> Result<String, BackupError> {
+    pub(crate) async fn run(&self, what: &str, script: &str) -> Result<String, BackupError> {
         let out = self.session.exec(script, b"").await?;
         if out.success() {
             Ok(out.stdout_text())
@@ -261,6 +263,10 @@ fn parse_info(json: &str, repo: &BackupRepo) -> Result<Listing, String> {
         stanza: repo.stanza.clone(),
         status: text(&stanza["status"]["message"]).unwrap_or_default(),
         cipher: text(&stanza["cipher"]).unwrap_or_default(),
+        pg_version: stanza["db"]
+            .as_array()
+            .and_then(|d| d.last())
+            .and_then(|d| text(&d["version"])),
         wal_min: archive.and_then(|a| text(&a["min"])),
         wal_max: archive.and_then(|a| text(&a["max"])),
         backups,
@@ -342,6 +348,8 @@ mod tests {
             host: "prmt-1".into(),
             stanza: "hactl".into(),
             lock_file: "/run/lock/hactl-backup.lock".into(),
+            drill_dir: "/var/lib/pgbackrest-drill".into(),
+            drill_port: 55432,
         }
     }
 
@@ -353,6 +361,7 @@ mod tests {
         let l = parse_info(INFO, &repo()).unwrap();
         assert_eq!(l.status, "ok");
         assert_eq!(l.cipher, "aes-256-cbc");
+        assert_eq!(l.pg_version.as_deref(), Some("15"));
         assert_eq!(l.wal_min.as_deref(), Some("00000004000000000000000F"));
         assert_eq!(l.backups.len(), 2);
         let (full, incr) = (&l.backups[0], &l.backups[1]);

@@ -36,6 +36,24 @@ pub enum Command {
     Backup(BackupArgs),
     /// Point-in-time recovery of the whole cluster from the backup repository.
     Restore(RestoreArgs),
+    /// A restore drill that leaves the cluster alone: the newest backup and the WAL after it
+    /// restored into a scratch instance on the repository host, checked, then removed.
+    RestoreTest(RestoreTestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreTestArgs {
+    /// The inventory file of the cluster.
+    #[arg(short, long, default_value = "inventory/lab.yml")]
+    pub inventory: PathBuf,
+    /// TABLE:COLUMN: rows written up to the restore point (by COLUMN, when each row was written)
+    /// are counted in the drill and on the primary, and must match (repeatable; default
+    /// failover-test's table, hactl_failover:at).
+    #[arg(long = "table", value_name = "TABLE:COLUMN")]
+    pub tables: Vec<String>,
+    /// `text` (steps on stderr, then the findings) or `json` (the report).
+    #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
+    pub output: crate::engine::Format,
 }
 
 #[derive(Args, Debug)]

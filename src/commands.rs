@@ -8,7 +8,7 @@ use clap::Parser;
 
 use crate::cli::{
     ApplyArgs, BackupAction, BackupArgs, Cli, Command, FailoverArgs, InventoryAction, Output,
-    ProbeArgs, RestoreArgs,
+    ProbeArgs, RestoreArgs, RestoreTestArgs,
 };
 use crate::engine::{self, ApplyError};
 use crate::exit::{self, Code};
@@ -69,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Inventory(args) => inventory_command(args.action),
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
+        Command::RestoreTest(args) => restore_test(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -256,6 +257,55 @@ fn restore(args: RestoreArgs) -> Result<u8> {
             engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         }
         Ok(exit::OK)
+    })
+}
+
+/// `hactl restore-test`: a restore drill on the repository host; exits 1 when a check fails.
+fn restore_test(args: RestoreTestArgs) -> Result<u8> {
+    let tables = if args.tables.is_empty() {
+        vec!["hactl_failover:at".to_string()]
+    } else {
+        args.tables.clone()
+    };
+    let tables = tables
+        .iter()
+        .map(|t| crate::restore::CheckTable::parse(t))
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(|e| Error::Stack(crate::stack::StackError::from(e)))?;
+    let inventory = Inventory::load(&args.inventory)?;
+    let stack = crate::stack::Stack::load(&inventory, &Default::default())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(crate::restore::drill(&inventory, &stack, &tables, |step| {
+        eprintln!("restore-test: {step}")
+    }))?;
+    match args.output {
+        engine::Format::Text => {
+            println!(
+                "backup {} ({} s old) restored in {:.1} s, recovered to {} in {:.1} s; pg_amcheck: {}; {:.1} s in all",
+                report.backup,
+                report.backup_age_s,
+                report.restore_s,
+                report.replayed_to.as_deref().unwrap_or("-"),
+                report.recovery_s,
+                report.amcheck,
+                report.total_s
+            );
+            for t in &report.tables {
+                println!(
+                    "{}: {} rows up to the restore point, {} on the primary",
+                    t.table, t.restored, t.primary
+                );
+            }
+            for p in &report.problems {
+                println!("FAILED: {p}");
+            }
+        }
+        engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::FAILURE
     })
 }
 

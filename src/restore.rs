@@ -522,3 +522,237 @@ mod tests {
         );
     }
 }
+
+/// A table the drill compares with the primary: the rows written up to the restore point, by a
+/// column that holds when each row was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTable {
+    pub table: String,
+    pub column: String,
+}
+
+impl CheckTable {
+    /// `TABLE:COLUMN`, each a plain identifier (optionally `schema.table`).
+    pub fn parse(text: &str) -> Result<CheckTable, String> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.split('.').count() <= 2
+                && s.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !p.starts_with(|c: char| c.is_ascii_digit())
+                })
+        };
+        match text.split_once(':') {
+            Some((t, c)) if plain(t) && plain(c) && !c.contains('.') => Ok(CheckTable {
+                table: t.to_string(),
+                column: c.to_string(),
+            }),
+            _ => Err(format!(
+                "--table {text}: expected TABLE:COLUMN (a table, and its column of when each row was written)"
+            )),
+        }
+    }
+}
+
+/// One table's rows up to the restore point, in the drill's instance and on the primary.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCount {
+    pub table: String,
+    pub restored: u64,
+    pub primary: u64,
+}
+
+/// What `hactl restore-test` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub backup: String,
+    /// How old the newest backup was when the drill began.
+    pub backup_age_s: u64,
+    /// The last transaction replayed, as the restored instance tells it.
+    pub replayed_to: Option<String>,
+    pub restore_s: f64,
+    pub recovery_s: f64,
+    /// `ok`, or what pg_amcheck found.
+    pub amcheck: String,
+    pub tables: Vec<TableCount>,
+    pub total_s: f64,
+    pub passed: bool,
+    pub problems: Vec<String>,
+}
+
+/// `hactl restore-test`: the newest backup and the archived WAL after it restored into a scratch
+/// instance on the repository host, recovered, checked and removed. The cluster is only read.
+pub async fn drill(
+    inventory: &Inventory,
+    stack: &Stack,
+    tables: &[CheckTable],
+    progress: impl Fn(&str),
+) -> Result<DrillReport, BackupError> {
+    let t0 = Instant::now();
+    let repo = crate::backup::Repository::connect(inventory, stack).await?;
+    let listing = repo.list().await?;
+    let newest = listing.backups.last().ok_or_else(|| BackupError::Failed {
+        host: repo.repo.host.clone(),
+        what: "restore-test".into(),
+        detail: "the repository has no backup (hactl backup)".into(),
+    })?;
+    let version = listing.pg_version.clone().unwrap_or_default();
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let backup_age_s = (unix_now - newest.unix_stop).max(0) as u64;
+    // The primary's current WAL reaches the archive first (a WAL switch; nothing else of the
+    // cluster is touched), so that the drill recovers to a minute ago at most.
+    progress("archiving the primary's current WAL");
+    let leader = pick_member(stack).await;
+    if let Ok(target) = ssh::target(inventory, &leader) {
+        if let Ok(session) = Session::connect(&target, HostKeyPolicy::Strict).await {
+            let _ = session
+                .exec(
+                    &format!(
+                        "runuser -u postgres -- pgbackrest --stanza={} --log-level-console=warn check",
+                        shell_quote(&repo.repo.stanza)
+                    ),
+                    b"",
+                )
+                .await;
+            session.close().await;
+        }
+    }
+    let b = &repo.repo;
+    let dir = format!("{}/{}", b.drill_dir.trim_end_matches('/'), b.stanza);
+    let sock = format!("/run/hactl-drill-{}", b.stanza);
+    progress(&format!(
+        "restoring backup {} and the WAL after it into {dir} on {}",
+        newest.label, b.host
+    ));
+    let counts: String = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "if [ \"$(psql -c \"select to_regclass('{t}') is not null\")\" = t ]; then \
+                 echo \"count {t} $(psql -c \"select count(*) from {t} where {c} <= '$REPLAYED'\")\"; \
+                 else echo 'count {t} 0'; fi\n",
+                t = t.table,
+                c = t.column
+            )
+        })
+        .collect();
+    let script = format!(
+        "set -eu\n\
+         DIR={dir}; SOCK={sock}; PORT={port}; BIN=/usr/lib/postgresql/{version}/bin\n\
+         pg() {{ runuser -u postgres -- \"$BIN/$@\"; }}\n\
+         psql() {{ runuser -u postgres -- \"$BIN/psql\" -h \"$SOCK\" -p \"$PORT\" -qtAX \"$@\"; }}\n\
+         clean() {{ if [ -f \"$DIR/postmaster.pid\" ]; then pg pg_ctl -D \"$DIR\" -m immediate -w stop >/dev/null 2>&1 || true; fi; rm -rf \"$DIR\" \"$SOCK\"; }}\n\
+         trap clean EXIT\n\
+         clean\n\
+         install -d -o postgres -g postgres -m 0700 \"$DIR\" \"$SOCK\"\n\
+         t0=$(date +%s.%N)\n\
+         runuser -u postgres -- pgbackrest --stanza={stanza} --reset-pg1-host --pg1-path=\"$DIR\" \
+           --archive-mode=off --log-level-console=warn restore\n\
+         t1=$(date +%s.%N)\n\
+         # Its own socket only; no TLS, no archiving: nothing of it reaches the cluster or the repository.\n\
+         pg pg_ctl -D \"$DIR\" -w -t 86400 -l \"$SOCK/log\" -o \"-c port=$PORT -c listen_addresses= \
+           -c unix_socket_directories=$SOCK -c ssl=off -c archive_mode=off -c hot_standby=on \
+           -c cluster_name=hactl-drill -c synchronous_standby_names= -c hba_file=$DIR/pg_hba.conf -c ident_file=$DIR/pg_ident.conf\" start >/dev/null\n\
+         while [ \"$(psql -c 'select pg_is_in_recovery()' 2>/dev/null)\" != f ]; do\n\
+           pg pg_ctl -D \"$DIR\" status >/dev/null || {{ tail -n 20 \"$SOCK/log\" >&2; exit 1; }}\n\
+           sleep 0.2\n\
+         done\n\
+         t2=$(date +%s.%N)\n\
+         REPLAYED=$(psql -c \"select coalesce(to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00', '')\")\n\
+         echo \"restore_s $(awk \"BEGIN {{ print $t1 - $t0 }}\")\"\n\
+         echo \"recovery_s $(awk \"BEGIN {{ print $t2 - $t1 }}\")\"\n\
+         echo \"replayed_to $REPLAYED\"\n\
+         if out=$(pg pg_amcheck -h \"$SOCK\" -p \"$PORT\" --all --install-missing 2>&1); then echo 'amcheck ok'; \
+         else echo \"amcheck $(echo \"$out\" | head -n 5 | tr '\\n' ' ')\"; fi\n\
+         {counts}",
+        dir = shell_quote(&dir),
+        sock = shell_quote(&sock),
+        port = b.drill_port,
+        version = shell_quote(&version),
+        stanza = shell_quote(&b.stanza),
+    );
+    let out = repo.run("restore-test", &script).await?;
+    let mut report = DrillReport {
+        backup: newest.label.clone(),
+        backup_age_s,
+        replayed_to: None,
+        restore_s: 0.0,
+        recovery_s: 0.0,
+        amcheck: String::new(),
+        tables: Vec::new(),
+        total_s: 0.0,
+        passed: false,
+        problems: Vec::new(),
+    };
+    for line in out.lines() {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "restore_s" => report.restore_s = value.trim().parse().unwrap_or(0.0),
+            "recovery_s" => report.recovery_s = value.trim().parse().unwrap_or(0.0),
+            "replayed_to" => {
+                report.replayed_to = Some(value.trim().to_string()).filter(|v| !v.is_empty())
+            }
+            "amcheck" => report.amcheck = value.trim().to_string(),
+            "count" => {
+                if let Some((t, n)) = value.split_once(' ') {
+                    report.tables.push(TableCount {
+                        table: t.to_string(),
+                        restored: n.trim().parse().unwrap_or(0),
+                        primary: 0,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    // The same tables on the primary, up to the same point.
+    if let (Some(replayed), false) = (&report.replayed_to, report.tables.is_empty()) {
+        progress("counting the same rows on the primary");
+        let target = ssh::target(inventory, &leader)?;
+        let session = Session::connect(&target, HostKeyPolicy::Strict).await?;
+        for t in report.tables.iter_mut() {
+            let column = tables
+                .iter()
+                .find(|c| c.table == t.table)
+                .map(|c| c.column.clone())
+                .unwrap_or_default();
+            let sql = format!(
+                "select count(*) from {} where {column} <= '{replayed}'",
+                t.table
+            );
+            let o = session
+                .exec(
+                    &format!("runuser -u postgres -- psql -qtAXc {}", shell_quote(&sql)),
+                    b"",
+                )
+                .await?;
+            t.primary = o.stdout_text().trim().parse().unwrap_or(0);
+        }
+        session.close().await;
+    }
+    if report.replayed_to.is_none() {
+        report
+            .problems
+            .push("the restored instance replayed no transaction".into());
+    }
+    if report.amcheck != "ok" {
+        report
+            .problems
+            .push(format!("pg_amcheck: {}", report.amcheck));
+    }
+    for t in &report.tables {
+        if t.restored != t.primary {
+            report.problems.push(format!(
+                "{}: {} rows restored up to the restore point, {} on the primary",
+                t.table, t.restored, t.primary
+            ));
+        }
+    }
+    report.passed = report.problems.is_empty();
+    report.total_s = t0.elapsed().as_secs_f64();
+    Ok(report)
+}

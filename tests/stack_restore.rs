@@ -241,3 +241,55 @@ fn a_cluster_that_lost_every_data_directory_comes_back_losing_at_most_archive_ti
     );
     assert_healthy(&lab, &report);
 }
+
+#[test]
+fn a_restore_drill_passes_while_writes_go_on_without_an_outage() {
+    let mut lab = lab();
+    lab.stack();
+    let leader = lab.leader();
+    lab.run(
+        &leader,
+        "runuser -u postgres -- psql -qc 'drop table if exists pitr_drill'",
+    );
+    let w = writer(&lab, &leader, "pitr_drill", 25);
+    std::thread::sleep(Duration::from_secs(5));
+    let out = common::hactl(&[
+        "restore-test",
+        "-i",
+        &lab.inventory(),
+        "--table",
+        "pitr_drill:at",
+        "--output",
+        "json",
+    ]);
+    let acks = acked(w);
+    common::assert_success("hactl restore-test", &out);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    eprintln!("restore-test: {report}");
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["amcheck"], "ok", "{report}");
+    let table = &report["tables"][0];
+    assert_eq!(table["table"], "pitr_drill", "{report}");
+    assert!(
+        table["restored"].as_u64().unwrap_or(0) > 0,
+        "rows of the writer in the drill: {report}"
+    );
+    assert_eq!(table["restored"], table["primary"], "{report}");
+    // The writer never waited: no gap between acknowledgments longer than a second.
+    let gap = acks
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .fold(0.0_f64, f64::max);
+    assert!(acks.len() > 100, "{} writes", acks.len());
+    assert!(
+        gap < 1.0,
+        "the writes stopped for {gap:.2} s during the drill"
+    );
+    // Nothing of the drill is left on the repository host.
+    let left = lab.run(
+        "prmt-1",
+        "ls -A /var/lib/pgbackrest-drill; ps -eo args | grep '^postgres: hactl-drill' || true",
+    );
+    assert_eq!(left, "", "left behind by the drill");
+}

@@ -88,6 +88,9 @@ pub struct BackupRepo {
     pub stanza: String,
     /// The lock a backup takes on the repository host (timers and `hactl backup` alike).
     pub lock_file: String,
+    /// Where `hactl restore-test` restores on the repository host, and its instance's port.
+    pub drill_dir: String,
+    pub drill_port: u16,
 }
 
 /// A user and its password; Debug never shows the password.
@@ -183,6 +186,8 @@ impl Stack {
             Some(BackupRepo {
                 stanza: read.string(&any, "backup_stanza")?,
                 lock_file: read.string(&any, "backup_lock_file")?,
+                drill_dir: read.string(&any, "backup_drill_dir")?,
+                drill_port: read.port(&any, "backup_drill_port")?,
                 host: repo_host,
             })
         };
