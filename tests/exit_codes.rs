@@ -472,6 +472,10 @@ fn bad_input_is_4_for_every_command_with_one_message_naming_the_file() {
         &["inventory", "list", "missing.yml"],
         &["inventory", "graph", "missing.yml"],
         &["lab", "status", "-i", "missing.yml"],
+        &["backup", "-i", "missing.yml"],
+        &["backup", "list", "-i", "missing.yml"],
+        &["restore", "-i", "missing.yml", "--target", "latest"],
+        &["restore-test", "-i", "missing.yml"],
     ] {
         misses.bad_input(&dir, args, "missing.yml: ", &[missing]);
     }
@@ -490,6 +494,8 @@ fn bad_input_is_4_for_every_command_with_one_message_naming_the_file() {
         &["inventory", "list", "childs.yml"],
         &["inventory", "graph", "childs.yml"],
         &["lab", "status", "-i", "childs.yml"],
+        &["backup", "list", "-i", "childs.yml"],
+        &["restore", "-i", "childs.yml", "--target", "latest"],
     ] {
         misses.bad_input(&dir, args, "childs.yml:2:3: ", &["unknown key \"childs\""]);
     }
@@ -505,6 +511,27 @@ fn bad_input_is_4_for_every_command_with_one_message_naming_the_file() {
         &["apply", "closed.yml", "-e", "novalue"],
         "-e novalue: ",
         &["KEY=VALUE"],
+    );
+    // Backups need a repository host; a restore, a target it can name.
+    for args in [
+        &["backup", "-i", "one-member.yml"][..],
+        &["backup", "list", "-i", "one-member.yml"],
+        &["restore", "-i", "one-member.yml", "--target", "latest"],
+        &["restore-test", "-i", "one-member.yml"],
+    ] {
+        misses.bad_input(&dir, args, "one-member.yml: ", &["no backup repository"]);
+    }
+    misses.bad_input(
+        &dir,
+        &["restore", "-i", "closed.yml", "--target", "yesterday"],
+        "--target yesterday: ",
+        &["time with its zone"],
+    );
+    misses.bad_input(
+        &dir,
+        &["restore-test", "-i", "closed.yml", "--table", "t;drop"],
+        "--table t;drop: ",
+        &["TABLE:COLUMN"],
     );
     misses.bad_input(
         &dir,
