@@ -136,9 +136,9 @@ impl Repository {
         if out.success() {
             Ok(out.stdout_text())
         } else {
-            let mut detail = out.stderr_text().trim().to_string();
+            let mut detail = condense(&out.stderr_text());
             if detail.is_empty() {
-                detail = out.stdout_text().trim().to_string();
+                detail = condense(&out.stdout_text());
             }
             Err(BackupError::Failed {
                 host: self.repo.host.clone(),
@@ -228,6 +228,33 @@ impl Repository {
                 what: format!("pgbackrest {} backup", kind.as_str()),
                 detail: "pgBackRest ended without error but lists no new backup".into(),
             })
+    }
+}
+
+/// pgBackRest's complaint on one line: its ERROR and HINT lines (its WARNs, one per member it
+/// could not use, only when there is no ERROR).
+pub(crate) fn condense(text: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut keep = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("ERROR:") || l.starts_with("HINT:") {
+            keep = true;
+            out.push(l.to_string());
+        } else if keep && !l.is_empty() && !l.starts_with("WARN:") && !l.starts_with("INFO:") {
+            // The rest of a wrapped ERROR or HINT.
+            if let Some(last) = out.last_mut() {
+                last.push(' ');
+                last.push_str(l);
+            }
+        } else {
+            keep = false;
+        }
+    }
+    if out.is_empty() {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        out.join(" ")
     }
 }
 
@@ -379,6 +406,16 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(row.get(1), Some(&"incr"), "{t}");
         assert_eq!(row.get(7), Some(&"65.0"), "{t}");
+    }
+
+    #[test]
+    fn pgbackrests_complaint_is_its_error_and_hint_on_one_line() {
+        let text = "WARN: unable to check pg2: [DbConnectError] raised from remote-0: unable to connect\n      \tIs the server running?\nERROR: [056]: unable to find primary cluster - cannot proceed\n       HINT: are all available clusters in recovery?\n";
+        assert_eq!(
+            condense(text),
+            "ERROR: [056]: unable to find primary cluster - cannot proceed HINT: are all available clusters in recovery?"
+        );
+        assert_eq!(condense("could not\n  do it\n"), "could not do it");
     }
 
     #[test]

@@ -199,3 +199,52 @@ fn hactl_backup_takes_each_type_while_writes_go_on_and_lists_it() {
         );
     }
 }
+
+#[test]
+fn backups_across_a_switchover_complete_or_fail_clearly_and_the_next_one_succeeds() {
+    let mut lab = lab();
+    lab.stack();
+    let inventory = lab.inventory();
+    // Backups back to back for as long as a switchover test runs, so that some overlap it.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (report, outcomes) = std::thread::scope(|s| {
+        let taker = s.spawn(|| {
+            let mut outcomes = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = common::hactl(&["backup", "-i", &inventory, "--type", "incr"]);
+                outcomes.push(out);
+            }
+            outcomes
+        });
+        let (out, report) = lab.failover("switchover");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(report["passed"], true, "{}", text(&out));
+        (report, taker.join().expect("backups"))
+    });
+    assert!(
+        outcomes.len() >= 3,
+        "{} backups during the switchover",
+        outcomes.len()
+    );
+    for out in &outcomes {
+        if !out.status.success() {
+            // A clear message: which host, what failed, pgBackRest's reason; exit 1.
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().last().unwrap_or_default();
+            assert!(
+                last.starts_with("hactl: prmt-1: pgbackrest incr backup failed: ERROR: ["),
+                "{}",
+                text(out)
+            );
+            assert_eq!(out.status.code(), Some(1), "{}", text(out));
+        }
+    }
+    eprintln!(
+        "switchover {}: {} backups, {} failed",
+        report["write_downtime_s"],
+        outcomes.len(),
+        outcomes.iter().filter(|o| !o.status.success()).count()
+    );
+    let out = common::hactl(&["backup", "-i", &inventory, "--type", "incr"]);
+    common::assert_success("the backup after the switchover", &out);
+}
