@@ -365,13 +365,16 @@ pub async fn restore(
     let t_recovery = Instant::now();
     let port = stack.pg_member(member).map(|m| m.pg_port).unwrap_or(5432);
     // Only the local socket during recovery; archiving stays on, so the new timeline's history
-    // and first segments reach the repository.
+    // and first segments reach the repository. No hot standby: pg_ctl waits for the end of
+    // recovery, and the WAL may hold settings (max_connections raised, then lowered) that a
+    // hot standby would refuse to replay with the current ones.
     let recovered = run(
         chosen,
         "recovery",
         &format!("PORT={port}\n\
          pg pg_ctl -D \"$DATA\" -w -t 86400 -l /var/log/postgresql/hactl-restore.log \
-           -o \"-c listen_addresses='' -c hot_standby=on\" start >/dev/null\n\
+           -o \"-c listen_addresses='' -c hot_standby=off\" start >/dev/null \
+           || {{ tail -n 20 /var/log/postgresql/hactl-restore.log >&2; exit 1; }}\n\
          psql() {{ runuser -u postgres -- \"$BIN/psql\" -h /var/run/postgresql -p \"$PORT\" -qtAX \"$@\"; }}\n\
          for i in $(seq 1 432000); do\n\
            [ \"$(psql -c 'select pg_is_in_recovery()' 2>/dev/null)\" = f ] && break\n\
@@ -655,8 +658,9 @@ pub async fn drill(
          t1=$(date +%s.%N)\n\
          # Its own socket only; no TLS, no archiving: nothing of it reaches the cluster or the repository.\n\
          pg pg_ctl -D \"$DIR\" -w -t 86400 -l \"$SOCK/log\" -o \"-c port=$PORT -c listen_addresses= \
-           -c unix_socket_directories=$SOCK -c ssl=off -c archive_mode=off -c hot_standby=on \
-           -c cluster_name=hactl-drill -c synchronous_standby_names= -c hba_file=$DIR/pg_hba.conf -c ident_file=$DIR/pg_ident.conf\" start >/dev/null\n\
+           -c unix_socket_directories=$SOCK -c ssl=off -c archive_mode=off -c hot_standby=off \
+           -c cluster_name=hactl-drill -c synchronous_standby_names= -c hba_file=$DIR/pg_hba.conf -c ident_file=$DIR/pg_ident.conf\" start >/dev/null \
+           || {{ tail -n 20 \"$SOCK/log\" >&2; exit 1; }}\n\
          while [ \"$(psql -c 'select pg_is_in_recovery()' 2>/dev/null)\" != f ]; do\n\
            pg pg_ctl -D \"$DIR\" status >/dev/null || {{ tail -n 20 \"$SOCK/log\" >&2; exit 1; }}\n\
            sleep 0.2\n\
