@@ -180,7 +180,8 @@ impl Repository {
             .unwrap_or(0);
         let script = format!(
             "runuser -u postgres -- flock {lock} pgbackrest --stanza={stanza} --type={kind} \
-             --log-level-console=warn --log-level-file=detail backup",
+             --log-level-console=warn --log-level-file=detail backup; rc=$?; \
+             systemctl start --no-block hactl-backup-status.service >/dev/null 2>&1; exit $rc",
             lock = shell_quote(&self.repo.lock_file),
             stanza = shell_quote(&self.repo.stanza),
             kind = kind.as_str(),

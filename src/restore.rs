@@ -223,6 +223,15 @@ async fn run(m: &Member, what: &str, script: &str) -> Result<String, BackupError
     }
 }
 
+/// On the primary: its current WAL switched and archived, as `pgbackrest check` does and waits
+/// for (it fails on a standby).
+fn archive_current_wal(stanza: &str) -> String {
+    format!(
+        "runuser -u postgres -- pgbackrest --stanza={} --log-level-console=warn check",
+        shell_quote(stanza)
+    )
+}
+
 /// The member to restore: the leader if the cluster has one, else the first member.
 pub async fn pick_member(stack: &Stack) -> String {
     let client = stack.client_tls().ok().and_then(|tls| {
@@ -290,10 +299,7 @@ pub async fn restore(
     let others: Vec<&Member> = members.iter().filter(|m| m.name != member).collect();
 
     progress("archiving the primary's current WAL");
-    let check = format!(
-        "runuser -u postgres -- pgbackrest --stanza={} --log-level-console=warn check",
-        shell_quote(&repo.stanza)
-    );
+    let check = archive_current_wal(&repo.stanza);
     for m in &members {
         let primary = "[ \"$(runuser -u postgres -- psql -qtAXc 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]";
         if run(m, "archive check", &format!("{primary} && {check}"))
@@ -613,13 +619,7 @@ pub async fn drill(
     if let Ok(target) = ssh::target(inventory, &leader) {
         if let Ok(session) = Session::connect(&target, HostKeyPolicy::Strict).await {
             let _ = session
-                .exec(
-                    &format!(
-                        "runuser -u postgres -- pgbackrest --stanza={} --log-level-console=warn check",
-                        shell_quote(&repo.repo.stanza)
-                    ),
-                    b"",
-                )
+                .exec(&archive_current_wal(&repo.repo.stanza), b"")
                 .await;
             session.close().await;
         }
@@ -714,6 +714,7 @@ pub async fn drill(
         }
     }
     // The same tables on the primary, up to the same point.
+    let mut uncounted = Vec::new();
     if let (Some(replayed), false) = (&report.replayed_to, report.tables.is_empty()) {
         progress("counting the same rows on the primary");
         let target = ssh::target(inventory, &leader)?;
@@ -734,7 +735,14 @@ pub async fn drill(
                     b"",
                 )
                 .await?;
-            t.primary = o.stdout_text().trim().parse().unwrap_or(0);
+            match o.stdout_text().trim().parse() {
+                Ok(n) if o.success() => t.primary = n,
+                _ => uncounted.push(format!(
+                    "{}: counting on the primary ({leader}) failed: {}",
+                    t.table,
+                    o.stderr_text().trim()
+                )),
+            }
         }
         session.close().await;
     }
@@ -748,7 +756,9 @@ pub async fn drill(
             .problems
             .push(format!("pg_amcheck: {}", report.amcheck));
     }
-    for t in &report.tables {
+    let failed_counts = !uncounted.is_empty();
+    report.problems.extend(uncounted);
+    for t in report.tables.iter().filter(|_| !failed_counts) {
         if t.restored != t.primary {
             report.problems.push(format!(
                 "{}: {} rows restored up to the restore point, {} on the primary",

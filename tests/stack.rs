@@ -218,6 +218,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         "hactl-patroni",
         "hactl-prober",
         "hactl-endpoint",
+        "hactl-backup",
     ] {
         assert!(names.contains(&expected), "{names:?}");
     }

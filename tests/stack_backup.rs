@@ -1,10 +1,15 @@
 //! Backups on the lab: after one apply the repository on the monitoring host holds a full
 //! backup taken from a standby, `pgbackrest check` passes, nothing in the repository is readable
-//! without its key, the timers are set, and `hactl backup` takes one more while writes go on.
+//! without its key, the timers are set, and `hactl backup` takes one more while writes go on;
+//! the prober's backup probe reports the backups' ages and the archiver, and the backup alerts
+//! fire when archiving fails or backups grow old.
 
 mod common;
 
-use common::{lab, text};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::metrics::Metrics;
+use common::{eventually, lab, text};
 
 const REPO_HOST: &str = "prmt-1";
 
@@ -247,4 +252,207 @@ fn backups_across_a_switchover_complete_or_fail_clearly_and_the_next_one_succeed
     );
     let out = common::hactl(&["backup", "-i", &inventory, "--type", "incr"]);
     common::assert_success("the backup after the switchover", &out);
+}
+
+/// The prober on the monitoring host: its /metrics page.
+fn prober(lab: &common::Lab) -> Metrics {
+    Metrics::parse(&lab.monitoring_get("https://10.213.0.21:9313/metrics"))
+}
+
+const BACKUP_TARGET: &str = "https://10.213.0.21:9100/metrics";
+
+/// The prober's backup series of one type.
+fn of_type(m: &Metrics, name: &str, ty: &str) -> Option<f64> {
+    m.get(
+        name,
+        &[("probe", "backup"), ("dst", BACKUP_TARGET), ("type", ty)],
+    )
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Prometheus's firing alerts named `name`, on the monitoring host.
+fn firing(lab: &common::Lab, name: &str) -> usize {
+    let out = lab.monitoring_get("https://10.213.0.21:9090/api/v1/alerts");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["data"]["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|x| x["labels"]["alertname"] == name && x["state"] == "firing")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_prober_reports_backup_ages_and_the_archiver_and_the_backup_alerts_fire() {
+    let mut lab = lab();
+    lab.stack();
+    let ages = |m: &Metrics| -> Result<(), String> {
+        if m.of("probe_success", "backup", BACKUP_TARGET) != Some(1.0) {
+            return Err("the backup probe does not succeed".into());
+        }
+        Ok(())
+    };
+    // The newest full backup's age, as the prober reports it, is the age `hactl backup list`
+    // gives it.
+    let listing = list(&lab);
+    let newest_full = listing["backups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["type"] == "full")
+        .filter_map(|b| b["unix_stop"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(newest_full > 0.0, "{listing}");
+    let m = eventually("the backup probe succeeds", Duration::from_secs(90), || {
+        let m = prober(&lab);
+        ages(&m).map(|()| m)
+    });
+    let full_age = of_type(&m, "hactl_backup_age_seconds", "full").expect("a full backup's age");
+    let want = now() - newest_full;
+    assert!(
+        (full_age - want).abs() < 30.0,
+        "the prober says the newest full backup is {full_age} s old, the list {want} s"
+    );
+    assert!(of_type(&m, "hactl_backup_count", "full").unwrap_or(0.0) >= 1.0);
+    assert!(of_type(&m, "hactl_backup_size_bytes", "full").unwrap_or(0.0) > 0.0);
+    assert_eq!(
+        m.of("hactl_wal_archive_failing", "backup", BACKUP_TARGET),
+        Some(0.0)
+    );
+    let archive_age = m
+        .of("hactl_wal_archive_age_seconds", "backup", BACKUP_TARGET)
+        .expect("the archiver's age");
+    assert!(
+        archive_age < 120.0,
+        "the primary last archived {archive_age} s ago (archive_timeout is 60 s)"
+    );
+    // The prober reads the repository without any right on it: nothing of pgBackRest's on the
+    // monitoring host is readable by its user.
+    let readable = lab.run(
+        REPO_HOST,
+        "runuser -u hactl-prober -- sh -c 'cat /etc/pgbackrest/pgbackrest.conf >/dev/null 2>&1 && echo conf; \
+         ls /var/lib/pgbackrest >/dev/null 2>&1 && echo repo; ls /etc/pgbackrest/tls >/dev/null 2>&1 && echo tls; true'",
+    );
+    assert_eq!(readable, "", "the prober's user reads pgBackRest's files");
+
+    // A new incremental backup shows within seconds.
+    let incrs = of_type(&m, "hactl_backup_count", "incr").unwrap_or(0.0);
+    let out = common::hactl(&["backup", "-i", &lab.inventory(), "--type", "incr"]);
+    common::assert_success("hactl backup --type incr", &out);
+    eventually(
+        "the prober counts the new incremental backup",
+        Duration::from_secs(60),
+        || {
+            let m = prober(&lab);
+            let n = of_type(&m, "hactl_backup_count", "incr").unwrap_or(0.0);
+            let age = of_type(&m, "hactl_backup_age_seconds", "incr").unwrap_or(f64::MAX);
+            if n == incrs + 1.0 && age < 60.0 {
+                Ok(())
+            } else {
+                Err(format!("{n} incremental backups, the newest {age} s old"))
+            }
+        },
+    );
+
+    // The repository's TLS server stops: the primary cannot archive, the probe fails and
+    // WalArchiveFailing fires.
+    lab.run(REPO_HOST, "systemctl stop pgbackrest");
+    let leader = lab.leader();
+    let switch = "runuser -u postgres -- psql -qAtc 'select pg_switch_wal()' >/dev/null";
+    eventually(
+        "the prober sees the archiver failing",
+        Duration::from_secs(120),
+        || {
+            let _ = lab.ssh(&leader, switch);
+            let m = prober(&lab);
+            match (
+                m.of("hactl_wal_archive_failing", "backup", BACKUP_TARGET),
+                m.of("probe_success", "backup", BACKUP_TARGET),
+            ) {
+                (Some(1.0), Some(0.0)) => Ok(()),
+                other => Err(format!("failing, success: {other:?}")),
+            }
+        },
+    );
+    eventually(
+        "WalArchiveFailing fires in Prometheus",
+        Duration::from_secs(180),
+        || match firing(&lab, "WalArchiveFailing") {
+            0 => Err("not firing".into()),
+            _ => Ok(()),
+        },
+    );
+    // The server back: WAL is archived again and the probe succeeds.
+    lab.run(REPO_HOST, "systemctl start pgbackrest");
+    eventually("archiving works again", Duration::from_secs(120), || {
+        let _ = lab.ssh(&leader, switch);
+        let m = prober(&lab);
+        match m.of("hactl_wal_archive_failing", "backup", BACKUP_TARGET) {
+            Some(0.0) => ages(&m),
+            other => Err(format!("failing: {other:?}")),
+        }
+    });
+    lab.run(REPO_HOST, &pgbackrest("check"));
+
+    // The installed rules fire on old backups and a stale archive, and not on fresh ones:
+    // promtool runs them over series of the prober's names.
+    let tests = r#"rule_files: [/etc/prometheus/rules/hactl-backup.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'hactl_backup_age_seconds{probe="backup",dst="r",type="full"}'
+        values: '9000+120x40'
+      - series: 'hactl_backup_count{probe="backup",dst="r",type="full"}'
+        values: '1x40'
+      - series: 'hactl_wal_archive_age_seconds{probe="backup",dst="r"}'
+        values: '30x5 60+60x35'
+      - series: 'hactl_wal_archive_failing{probe="backup",dst="r"}'
+        values: '0x40'
+    alert_rule_test:
+      # The newest backup is 2.5 h old at first and ages: over 3 h from 15 min on, firing
+      # 10 min later.
+      - {eval_time: 5m, alertname: BackupTooOld, exp_alerts: []}
+      - eval_time: 30m
+        alertname: BackupTooOld
+        exp_alerts:
+          - exp_labels: {severity: critical, probe: backup, dst: r}
+            exp_annotations:
+              summary: "no recent backup in r: see hactl backup list and journalctl -u 'hactl-backup@*'"
+      # Over 300 s without an archived WAL file from minute 11, firing 2 min later.
+      - {eval_time: 12m, alertname: WalArchiveStale, exp_alerts: []}
+      - eval_time: 15m
+        alertname: WalArchiveStale
+        exp_alerts:
+          - exp_labels: {severity: warning, probe: backup, dst: r}
+            exp_annotations: {summary: "the primary last archived a WAL file 10m 0s ago"}
+      - {eval_time: 15m, alertname: WalArchiveFailing, exp_alerts: []}
+  - interval: 1m
+    input_series:
+      - series: 'hactl_backup_count{probe="backup",dst="r",type="full"}'
+        values: '0x20'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: BackupTooOld
+        exp_alerts:
+          - exp_labels: {severity: critical, probe: backup, dst: r, type: full}
+            exp_annotations:
+              summary: "no recent backup in r (full): see hactl backup list and journalctl -u 'hactl-backup@*'"
+"#;
+    let out = lab.ssh(
+        REPO_HOST,
+        &format!(
+            "cat > /tmp/hactl-backup-rules-test.yml <<'EOF'\n{tests}EOF\n\
+             PATH=$PATH:/usr/local/bin promtool test rules /tmp/hactl-backup-rules-test.yml"
+        ),
+    );
+    assert!(out.status.success(), "promtool test rules: {}", text(&out));
 }

@@ -91,6 +91,7 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
         "etcd",
         "node_exporter",
         "endpoint",
+        "backup",
     ];
     eventually(
         "every probe succeeds in Prometheus",
@@ -99,8 +100,8 @@ fn after_apply_prometheus_scrapes_the_prober_and_every_probe_succeeds() {
             let r = prometheus(&lab, "probe_success{job=\"prober\"}");
             let results = r["data"]["result"].as_array().cloned().unwrap_or_default();
             // 3 members × (api, topology, postgres) + 1 write + 3 etcd + 4 node_exporter + the
-            // endpoint (the VIP).
-            if results.len() != 18 {
+            // endpoint (the VIP) + the backup repository.
+            if results.len() != 19 {
                 return Err(format!("{} series: {r}", results.len()));
             }
             let failing: Vec<String> = results

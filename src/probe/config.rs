@@ -552,7 +552,7 @@ pub(crate) mod tests {
         let cases = [
             (
                 "probes:\n  - name: a\n    type: tcp\n    intervall: 1s\n",
-                "probes.yml:4: probes[0]: intervall: unknown field `intervall`, expected one of `name`, `type`, `interval`, `timeout`, `targets`, `tls`, `http`, `postgres`, `patroni`, `endpoint`, `external`",
+                "probes.yml:4: probes[0]: intervall: unknown field `intervall`, expected one of `name`, `type`, `interval`, `timeout`, `targets`, `tls`, `http`, `postgres`, `patroni`, `endpoint`, `backup`, `external`",
             ),
             (
                 "probes:\n  - name: a\n    type: tcp\n    interval: 1x\n    targets: [\"h:1\"]\n",
@@ -572,7 +572,7 @@ pub(crate) mod tests {
             ),
             (
                 "probes:\n  - name: a\n    type: icmp\n",
-                "probes.yml:3: probes[0]: type: unknown variant `icmp`, expected one of `http`, `tcp`, `postgres`, `etcd`, `patroni`, `write`, `endpoint`, `external`",
+                "probes.yml:3: probes[0]: type: unknown variant `icmp`, expected one of `http`, `tcp`, `postgres`, `etcd`, `patroni`, `write`, `endpoint`, `backup`, `external`",
             ),
             (
                 "probes:\n  - name: a\n    targets: [\"h:1\"]\n",

@@ -26,6 +26,9 @@ pub(crate) enum Per {
     /// Labels `probe`, `member`: per cluster member; the kind removes them (it knows the
     /// members).
     Member,
+    /// Labels `probe`, `dst`, `type`: per target and type (a backup's); the kind removes them
+    /// (it knows the types).
+    TargetType,
 }
 
 impl Per {
@@ -36,6 +39,7 @@ impl Per {
             Per::Target => &["probe", "dst"],
             Per::Probe => &["probe"],
             Per::Member => &["probe", "member"],
+            Per::TargetType => &["probe", "dst", "type"],
         }
     }
 }

@@ -277,5 +277,6 @@ kinds! {
     patroni::Patroni,
     write::Write,
     endpoint::Endpoint,
+    backup::Backup,
     external::External,
 }
