@@ -164,7 +164,18 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         });
     }
 
-    // Prometheus: every target up, the rule groups loaded without errors.
+    // Prometheus: every target listed at once (apply waited for it), every target up, the
+    // rule groups loaded without errors.
+    let body = lab.monitoring_get("https://10.213.0.21:9090/api/v1/targets?state=active");
+    let listed: Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(
+        listed["data"]["activeTargets"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0),
+        4 + 3 * 5 + 3,
+        "node ×4, etcd, patroni, postgres, pgbouncer, haproxy ×3, prometheus, alertmanager, prober: {body}"
+    );
     within(90, "every Prometheus target up", || {
         let body = lab.monitoring_get("https://10.213.0.21:9090/api/v1/targets");
         let targets: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
@@ -180,6 +191,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
             ("prober", 1),
             ("pgbouncer", 3),
             ("haproxy", 3),
+            ("postgres", 3),
         ] {
             let up = active
                 .iter()
@@ -219,6 +231,7 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         "hactl-prober",
         "hactl-endpoint",
         "hactl-backup",
+        "hactl-postgres",
     ] {
         assert!(names.contains(&expected), "{names:?}");
     }
@@ -231,6 +244,65 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     assert!(!lab
         .monitoring_get("https://10.213.0.21:9093/-/ready")
         .is_empty());
+
+    // postgres_exporter: PostgreSQL itself seen on every member, through a role in pg_monitor
+    // that is no superuser; every series the PostgreSQL alerts read is there.
+    let query = |q: &str| -> Vec<Value> {
+        // Percent-encoded: the URL goes through a shell.
+        let q: String = q
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let body = lab.monitoring_get(&format!("https://10.213.0.21:9090/api/v1/query?query={q}"));
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    };
+    within(90, "pg_up is 1 on every member", || {
+        let up = query("pg_up");
+        let hosts: Vec<&str> = up
+            .iter()
+            .filter(|s| s["value"][1] == "1")
+            .filter_map(|s| s["metric"]["host"].as_str())
+            .collect();
+        (hosts.len() == 3).then_some(()).ok_or(format!("{up:?}"))
+    });
+    assert_eq!(
+        psql(
+            &lab,
+            &leader,
+            "select rolsuper, pg_has_role('prometheus', 'pg_monitor', 'member') from pg_roles where rolname = 'prometheus'"
+        ),
+        "f|t",
+        "the exporter's role: superuser | in pg_monitor"
+    );
+    for series in [
+        "pg_settings_max_connections",
+        "pg_stat_activity_count",
+        "pg_stat_database_deadlocks",
+        "pg_database_frozen_xid_wraparound_ratio",
+        "pg_slot_retained_bytes",
+        "pg_stat_replication_pg_wal_lsn_diff",
+    ] {
+        within(60, &format!("Prometheus has {series}"), || {
+            (!query(series).is_empty())
+                .then_some(())
+                .ok_or_else(|| "no series".to_string())
+        });
+    }
+    // A session left idle in its transaction is measured as the alert reads it.
+    lab.run(
+        &leader,
+        "nohup sh -c \"(echo 'begin; select txid_current();'; sleep 60) | runuser -u postgres -- psql -q >/dev/null\" >/dev/null 2>&1 &",
+    );
+    within(90, "an idle-in-transaction session measured", || {
+        let idle = query(&format!(
+            "pg_stat_activity_max_tx_duration{{state=\"idle in transaction\",host=\"{leader}\"}} > 15"
+        ));
+        (!idle.is_empty()).then_some(()).ok_or_else(|| "not yet".to_string())
+    });
 
     // Secrets: generated once, 0600, never printed.
     let store = std::fs::read_to_string(lab.secrets()).expect("secret store");
