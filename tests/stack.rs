@@ -301,7 +301,9 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
         let idle = query(&format!(
             "pg_stat_activity_max_tx_duration{{state=\"idle in transaction\",host=\"{leader}\"}} > 15"
         ));
-        (!idle.is_empty()).then_some(()).ok_or_else(|| "not yet".to_string())
+        (!idle.is_empty())
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
     });
 
     // Secrets: generated once, 0600, never printed.
