@@ -267,9 +267,15 @@ fn restore_test(args: RestoreTestArgs) -> Result<u8> {
     } else {
         args.tables.clone()
     };
+    let optional = args.tables.is_empty();
     let tables = tables
         .iter()
-        .map(|t| crate::restore::CheckTable::parse(t))
+        .map(|t| {
+            crate::restore::CheckTable::parse(t).map(|mut c| {
+                c.optional = optional;
+                c
+            })
+        })
         .collect::<std::result::Result<Vec<_>, String>>()
         .map_err(|e| Error::Stack(crate::stack::StackError::from(e)))?;
     let inventory = Inventory::load(&args.inventory)?;
@@ -290,10 +296,13 @@ fn restore_test(args: RestoreTestArgs) -> Result<u8> {
                 report.amcheck,
                 report.total_s
             );
+            let count = |n: Option<u64>| n.map_or("no table".to_string(), |n| format!("{n} rows"));
             for t in &report.tables {
                 println!(
-                    "{}: {} rows up to the restore point, {} on the primary",
-                    t.table, t.restored, t.primary
+                    "{}: {} up to the restore point, {} on the primary",
+                    t.table,
+                    count(t.restored),
+                    count(t.primary)
                 );
             }
             for p in &report.problems {

@@ -538,6 +538,8 @@ mod tests {
 pub struct CheckTable {
     pub table: String,
     pub column: String,
+    /// Absent from both sides is no failure (failover-test's table, before it ever ran).
+    pub optional: bool,
 }
 
 impl CheckTable {
@@ -556,6 +558,7 @@ impl CheckTable {
             Some((t, c)) if plain(t) && plain(c) && !c.contains('.') => Ok(CheckTable {
                 table: t.to_string(),
                 column: c.to_string(),
+                optional: false,
             }),
             _ => Err(format!(
                 "--table {text}: expected TABLE:COLUMN (a table, and its column of when each row was written)"
@@ -568,8 +571,9 @@ impl CheckTable {
 #[derive(Debug, Clone, Serialize)]
 pub struct TableCount {
     pub table: String,
-    pub restored: u64,
-    pub primary: u64,
+    /// None: the table is not there.
+    pub restored: Option<u64>,
+    pub primary: Option<u64>,
 }
 
 /// What `hactl restore-test` found.
@@ -637,7 +641,7 @@ pub async fn drill(
             format!(
                 "if [ \"$(psql -c \"select to_regclass('{t}') is not null\")\" = t ]; then \
                  echo \"count {t} $(psql -c \"select count(*) from {t} where {c} <= '$REPLAYED'\")\"; \
-                 else echo 'count {t} 0'; fi\n",
+                 else echo 'count {t} absent'; fi\n",
                 t = t.table,
                 c = t.column
             )
@@ -705,8 +709,8 @@ pub async fn drill(
                 if let Some((t, n)) = value.split_once(' ') {
                     report.tables.push(TableCount {
                         table: t.to_string(),
-                        restored: n.trim().parse().unwrap_or(0),
-                        primary: 0,
+                        restored: n.trim().parse().ok(),
+                        primary: None,
                     });
                 }
             }
@@ -725,18 +729,26 @@ pub async fn drill(
                 .find(|c| c.table == t.table)
                 .map(|c| c.column.clone())
                 .unwrap_or_default();
+            let exists = format!("select to_regclass('{}') is not null", t.table);
             let sql = format!(
                 "select count(*) from {} where {column} <= '{replayed}'",
                 t.table
             );
             let o = session
                 .exec(
-                    &format!("runuser -u postgres -- psql -qtAXc {}", shell_quote(&sql)),
+                    &format!(
+                        "cd /tmp; psql() {{ runuser -u postgres -- psql -qtAX \"$@\"; }}\n\
+                         if [ \"$(psql -c {})\" = t ]; then psql -c {}; else echo absent; fi",
+                        shell_quote(&exists),
+                        shell_quote(&sql)
+                    ),
                     b"",
                 )
                 .await?;
-            match o.stdout_text().trim().parse() {
-                Ok(n) if o.success() => t.primary = n,
+            let text = o.stdout_text();
+            match text.trim().parse() {
+                Ok(n) if o.success() => t.primary = Some(n),
+                _ if o.success() && text.trim() == "absent" => t.primary = None,
                 _ => uncounted.push(format!(
                     "{}: counting on the primary ({leader}) failed: {}",
                     t.table,
@@ -759,11 +771,24 @@ pub async fn drill(
     let failed_counts = !uncounted.is_empty();
     report.problems.extend(uncounted);
     for t in report.tables.iter().filter(|_| !failed_counts) {
-        if t.restored != t.primary {
-            report.problems.push(format!(
-                "{}: {} rows restored up to the restore point, {} on the primary",
-                t.table, t.restored, t.primary
-            ));
+        let optional = tables.iter().any(|c| c.table == t.table && c.optional);
+        match (t.restored, t.primary) {
+            (None, None) if optional => {}
+            (None, None) => report.problems.push(format!(
+                "{}: no such table, neither restored nor on the primary",
+                t.table
+            )),
+            (Some(r), None) => report.problems.push(format!(
+                "{}: {r} rows restored up to the restore point, and no such table on the primary",
+                t.table
+            )),
+            // A table made after the restore point has no row before it on the primary.
+            (r, Some(p)) if r.unwrap_or(0) != p => report.problems.push(format!(
+                "{}: {} rows restored up to the restore point, {p} on the primary",
+                t.table,
+                r.map_or("no table, no".to_string(), |r| r.to_string())
+            )),
+            _ => {}
         }
     }
     report.passed = report.problems.is_empty();

@@ -292,4 +292,20 @@ fn a_restore_drill_passes_while_writes_go_on_without_an_outage() {
         "ls -A /var/lib/pgbackrest-drill; ps -eo args | grep '^postgres: hactl-drill' || true",
     );
     assert_eq!(left, "", "left behind by the drill");
+
+    // A table to check that exists neither in the drill nor on the primary fails the drill,
+    // named (a mistyped --table is no pass).
+    let out = common::hactl(&[
+        "restore-test",
+        "-i",
+        &lab.inventory(),
+        "--table",
+        "pitr_no_such_table:at",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("FAILED: pitr_no_such_table: no such table"),
+        "{}",
+        text(&out)
+    );
 }
