@@ -39,6 +39,22 @@ pub enum Command {
     /// A restore drill that leaves the cluster alone: the newest backup and the WAL after it
     /// restored into a scratch instance on the repository host, checked, then removed.
     RestoreTest(RestoreTestArgs),
+    /// The cluster on one screen: Patroni's members, etcd, the endpoint, the newest backups and
+    /// the alerts firing; exits 1 when it is not healthy.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The inventory file of the cluster.
+    #[arg(short, long, default_value = "inventory/lab.yml")]
+    pub inventory: PathBuf,
+    /// `text` (one screen) or `json`.
+    #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]
+    pub output: crate::engine::Format,
+    /// Show it again every SECONDS (default 2) until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
 }
 
 #[derive(Args, Debug)]

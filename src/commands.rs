@@ -8,7 +8,7 @@ use clap::Parser;
 
 use crate::cli::{
     ApplyArgs, BackupAction, BackupArgs, Cli, Command, FailoverArgs, InventoryAction, Output,
-    ProbeArgs, RestoreArgs, RestoreTestArgs,
+    ProbeArgs, RestoreArgs, RestoreTestArgs, StatusArgs,
 };
 use crate::engine::{self, ApplyError};
 use crate::exit::{self, Code};
@@ -70,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
         Command::RestoreTest(args) => restore_test(args),
+        Command::Status(args) => status(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -257,6 +258,35 @@ fn restore(args: RestoreArgs) -> Result<u8> {
             engine::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         }
         Ok(exit::OK)
+    })
+}
+
+/// `hactl status`: the cluster on one screen (or JSON), once or every `--watch` seconds; exits 1
+/// when it is not healthy.
+fn status(args: StatusArgs) -> Result<u8> {
+    let inventory = Inventory::load(&args.inventory)?;
+    let stack = crate::stack::Stack::load(&inventory, &Default::default())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        loop {
+            let s = crate::status::read(&inventory, &stack).await;
+            match args.output {
+                engine::Format::Text => {
+                    if args.watch.is_some() {
+                        // Clear the screen, as watch(1) does.
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    print!("{}", crate::status::text(&s));
+                }
+                engine::Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+            }
+            match args.watch {
+                Some(every) => {
+                    tokio::time::sleep(std::time::Duration::from_secs(every.max(1))).await
+                }
+                None => return Ok(if s.healthy() { exit::OK } else { exit::FAILURE }),
+            }
+        }
     })
 }
 

@@ -19,6 +19,7 @@ mod roles;
 mod secrets;
 pub mod ssh;
 mod stack;
+mod status;
 mod template;
 mod yaml;
 

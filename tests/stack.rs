@@ -248,17 +248,10 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     // postgres_exporter: PostgreSQL itself seen on every member, through a role in pg_monitor
     // that is no superuser; every series the PostgreSQL alerts read is there.
     let query = |q: &str| -> Vec<Value> {
-        // Percent-encoded: the URL goes through a shell.
-        let q: String = q
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let body = lab.monitoring_get(&format!("https://10.213.0.21:9090/api/v1/query?query={q}"));
-        let v: Value = serde_json::from_str(&body).unwrap_or_default();
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        lab.prometheus(q)["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     };
     within(90, "pg_up is 1 on every member", || {
         let up = query("pg_up");

@@ -93,6 +93,20 @@ pub struct BackupRepo {
     pub drill_port: u16,
 }
 
+/// A monitoring host's Prometheus (role prometheus).
+#[derive(Debug, Clone)]
+pub struct MonitoringHost {
+    pub name: String,
+    pub address: String,
+    pub prometheus_port: u16,
+}
+
+impl MonitoringHost {
+    pub fn prometheus_url(&self) -> String {
+        format!("https://{}:{}", self.address, self.prometheus_port)
+    }
+}
+
 /// A user and its password; Debug never shows the password.
 #[derive(Clone)]
 pub struct Credentials {
@@ -120,6 +134,8 @@ pub struct Stack {
     pub endpoint: Option<Endpoint>,
     /// The backup repository, when the inventory has a backup (or monitoring) host.
     pub backup: Option<BackupRepo>,
+    /// The monitoring hosts (`monitoring_group`), each with its Prometheus.
+    pub monitoring: Vec<MonitoringHost>,
     /// hactl's own client certificate and the inventory's CA, on this machine.
     pub tls: tls::TlsFiles,
     /// Every host's variables, for the logins: a secret is read (or made) only when asked for.
@@ -134,6 +150,8 @@ pub enum Login {
     Superuser,
     /// The role failover-test's writers log in as (not a superuser: PgBouncer refuses those).
     FailoverWriter,
+    /// The monitoring endpoints' basic auth (Prometheus, Alertmanager, the exporters).
+    Monitoring,
 }
 
 impl Stack {
@@ -191,6 +209,16 @@ impl Stack {
                 host: repo_host,
             })
         };
+        let monitoring = group("monitoring_group")?
+            .into_iter()
+            .map(|h| {
+                Ok(MonitoringHost {
+                    address: read.string(&h, "hactl_address")?,
+                    prometheus_port: read.port(&h, "prometheus_port")?,
+                    name: h,
+                })
+            })
+            .collect::<Result<_, StackError>>()?;
         let pki = crate::pki::Pki::of(inventory);
         let (cert, key) = pki.paths(crate::pki::CONTROL, crate::pki::CONTROL_CERT);
         Ok(Stack {
@@ -206,6 +234,7 @@ impl Stack {
             etcd,
             endpoint,
             backup,
+            monitoring,
             world,
         })
     }
@@ -219,6 +248,7 @@ impl Stack {
                 "postgresql_superuser_password",
             ),
             Login::FailoverWriter => ("failover_postgresql_user", "failover_postgresql_password"),
+            Login::Monitoring => ("monitoring_username", "monitoring_password"),
         };
         let read = Reader { world: &self.world };
         let any = self.world.hosts.keys().next().cloned().unwrap_or_default();

@@ -149,6 +149,28 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Prometheus's answer on the monitoring host to an instant `query` (the whole JSON: a query
+    /// that does not parse answers `"status": "error"`); Null when it does not answer.
+    pub fn prometheus(&self, query: &str) -> serde_json::Value {
+        // Percent-encoded: the URL goes through a shell.
+        let q: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} https://10.213.0.21:9090/api/v1/query?query={q}",
+                self.monitoring_curl().replace("curl -sf", "curl -s")
+            ))
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
     pub fn secrets(&self) -> PathBuf {
         Path::new(&lab_inventory()).with_file_name("lab.secrets.yml")
     }

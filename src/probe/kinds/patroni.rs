@@ -131,9 +131,14 @@ impl Kind for Patroni {
         if let [leader] = leaders.as_slice() {
             let leader = &leader.name;
             if last_leader.as_ref() != Some(leader) {
-                if let Some(old) = &*last_leader {
-                    s.leader_changes.with_label_values(&[probe]).inc();
-                    tracing::warn!(probe = %probe, from = %old, to = %leader, "leader changed");
+                match &*last_leader {
+                    Some(old) => {
+                        s.leader_changes.with_label_values(&[probe]).inc();
+                        tracing::warn!(probe = %probe, from = %old, to = %leader, "leader changed");
+                    }
+                    // The counter exists from the first leader on, so that increase() sees the
+                    // first change.
+                    None => s.leader_changes.with_label_values(&[probe]).inc_by(0),
                 }
                 *last_leader = Some(leader.clone());
             }

@@ -138,6 +138,7 @@ impl Kind for Write {
                 } else {
                     s.last_outage.with_label_values(&l).set(0.0);
                     s.longest_outage.with_label_values(&l).set(0.0);
+                    s.outages.with_label_values(&l).inc_by(0);
                 }
                 st.last_ok = Some(done);
                 s.since_success.with_label_values(&l).set(0.0);
