@@ -75,6 +75,8 @@ pub struct Status {
     pub backups_error: Option<String>,
     /// None: no monitoring host answered.
     pub alerts: Option<Vec<Alert>>,
+    /// The monitoring host whose Prometheus answered.
+    pub alerts_from: Option<String>,
     /// What is wrong, in words a user acts on; empty: healthy.
     pub problems: Vec<String>,
 }
@@ -88,7 +90,7 @@ impl Status {
 /// Reads the cluster's state; every part is asked at once, each within a few seconds.
 pub async fn read(inventory: &Inventory, stack: &Stack) -> Status {
     let tls = stack.client_tls().ok();
-    let (cluster, etcd, endpoint, backups, alerts) = tokio::join!(
+    let (cluster, etcd, endpoint, backups, answered) = tokio::join!(
         patroni(stack, tls.as_ref()),
         etcd(stack, tls.as_ref()),
         endpoint(stack),
@@ -168,7 +170,8 @@ pub async fn read(inventory: &Inventory, stack: &Stack) -> Status {
         endpoint,
         backups,
         backups_error,
-        alerts,
+        alerts_from: answered.as_ref().map(|a| a.0.clone()),
+        alerts: answered.map(|a| a.1),
         problems,
     }
 }
@@ -285,8 +288,11 @@ async fn backups(
     Some(Ok(newest))
 }
 
-/// The alerts firing, from the first monitoring host's Prometheus that answers.
-async fn alerts(stack: &Stack, tls: Option<&crate::stack::tls::ClientTls>) -> Option<Vec<Alert>> {
+/// The alerts firing, from the first monitoring host's Prometheus that answers (and its name).
+async fn alerts(
+    stack: &Stack,
+    tls: Option<&crate::stack::tls::ClientTls>,
+) -> Option<(String, Vec<Alert>)> {
     let creds = stack.login(Login::Monitoring).ok()?;
     let mut b = reqwest::Client::builder().timeout(TIMEOUT);
     if let Some(tls) = tls {
@@ -320,7 +326,7 @@ async fn alerts(stack: &Stack, tls: Option<&crate::stack::tls::ClientTls>) -> Op
             })
             .collect();
         firing.sort_by(|a, b| (&a.severity, &a.name).cmp(&(&b.severity, &b.name)));
-        return Some(firing);
+        return Some((m.name.clone(), firing));
     }
     None
 }
@@ -415,11 +421,12 @@ pub fn text(s: &Status) -> String {
         }
         (None, _) => {}
     }
+    let from = s.alerts_from.as_deref().unwrap_or("?");
     match &s.alerts {
         None => out.push_str("\nalerts: no Prometheus answered\n"),
-        Some(a) if a.is_empty() => out.push_str("\nalerts firing: none\n"),
+        Some(a) if a.is_empty() => out.push_str(&format!("\nalerts firing ({from}): none\n")),
         Some(a) => {
-            out.push_str(&format!("\nalerts firing: {}\n", a.len()));
+            out.push_str(&format!("\nalerts firing ({from}): {}\n", a.len()));
             for a in a {
                 out.push_str(&format!("  {} ({}): {}\n", a.name, a.severity, a.summary));
             }
@@ -445,9 +452,9 @@ fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
         }
     }
     let line = |cells: Vec<&str>| -> String {
-        let mut l = String::from(" ");
+        let mut l = String::new();
         for (c, w) in cells.iter().zip(&width) {
-            l.push_str(&format!(" {c:<w$}"));
+            l.push_str(&format!("  {c:<w$}"));
         }
         l.trim_end().to_string() + "\n"
     };
@@ -495,6 +502,7 @@ mod tests {
             }]),
             backups_error: None,
             alerts: Some(vec![]),
+            alerts_from: Some("m".into()),
             problems,
         }
     }
@@ -506,7 +514,7 @@ mod tests {
         ]));
         assert!(t.starts_with("Cluster hactl — leader a\n"), "{t}");
         assert!(
-            t.contains("  MEMBER  HOST      ROLE    STATE              TL  LAG\n"),
+            t.contains("  MEMBER  HOST      ROLE    STATE               TL  LAG\n"),
             "{t}"
         );
         assert!(
@@ -514,7 +522,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("backups: full 2 h ago (L)\n"), "{t}");
-        assert!(t.contains("alerts firing: none\n"), "{t}");
+        assert!(t.contains("alerts firing (m): none\n"), "{t}");
         assert!(
             t.ends_with("problems:\n  - bb is not a member of the Patroni cluster\n"),
             "{t}"
