@@ -241,6 +241,37 @@ fn one_apply_builds_the_ha_stack_from_bare_hosts_and_changes_only_what_changed()
     {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
+    // The installed replication-lag rule fires for a replica behind the leader, and never for
+    // the leader (Patroni exports a received location of 0 there).
+    let lag_test = r#"rule_files: [/etc/prometheus/rules/hactl-patroni.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - {series: 'patroni_xlog_location{scope="s",instance="a:8008",host="a"}', values: '300000000x10'}
+      - {series: 'patroni_xlog_received_location{scope="s",instance="a:8008",host="a"}', values: '0x10'}
+      - {series: 'patroni_replica{scope="s",instance="a:8008",host="a"}', values: '0x10'}
+      - {series: 'patroni_xlog_location{scope="s",instance="b:8008",host="b"}', values: '0x10'}
+      - {series: 'patroni_xlog_received_location{scope="s",instance="b:8008",host="b"}', values: '299999000x10'}
+      - {series: 'patroni_replica{scope="s",instance="b:8008",host="b"}', values: '1x10'}
+      - {series: 'patroni_xlog_location{scope="s",instance="c:8008",host="c"}', values: '0x10'}
+      - {series: 'patroni_xlog_received_location{scope="s",instance="c:8008",host="c"}', values: '100000000x10'}
+      - {series: 'patroni_replica{scope="s",instance="c:8008",host="c"}', values: '1x10'}
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: PatroniReplicationLag
+        exp_alerts:
+          - exp_labels: {severity: warning, scope: s, instance: "c:8008", host: c}
+            exp_annotations: {summary: "replica c lags 190.7MiB behind the leader"}
+"#;
+    let out = lab.ssh(
+        "prmt-1",
+        &format!(
+            "cat > /tmp/hactl-patroni-rules-test.yml <<'EOF'\n{lag_test}EOF\n\
+             PATH=$PATH:/usr/local/bin promtool test rules /tmp/hactl-patroni-rules-test.yml"
+        ),
+    );
+    assert!(out.status.success(), "promtool test rules: {}", text(&out));
     assert!(!lab
         .monitoring_get("https://10.213.0.21:9093/-/ready")
         .is_empty());
