@@ -2,4 +2,6 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=roles");
+    // Role grafana ships them: roles/grafana/files/dashboards links there.
+    println!("cargo:rerun-if-changed=dashboards");
 }

@@ -1170,7 +1170,7 @@ fn shipped_inventories_have_the_same_four_hosts_in_the_same_roles() {
         }
         assert_eq!(
             groups_of(&listing, "prmt-1"),
-            set(&["all", "monitoring"]),
+            set(&["all", "monitoring", "grafana"]),
             "{path}"
         );
     }
@@ -1195,7 +1195,7 @@ fn prod_example_has_the_four_hosts_with_their_addresses_and_groups() {
             "192.168.2.98",
             &["etcd_cluster", "postgres_cluster", "replica"],
         ),
-        ("prmt-1", "192.168.2.99", &["monitoring"]),
+        ("prmt-1", "192.168.2.99", &["monitoring", "grafana"]),
     ];
     for (host, address, groups) in expected {
         let vars = &listing["_meta"]["hostvars"][host];

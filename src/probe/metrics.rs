@@ -10,6 +10,9 @@ use prometheus::{
     TextEncoder,
 };
 
+use std::sync::Arc;
+
+use super::board::Board;
 use super::kinds;
 
 /// What a family's series are per, which says when they go.
@@ -87,16 +90,27 @@ pub(crate) struct Registrar<'a> {
     registry: &'a Registry,
     kind: Option<&'static str>,
     families: &'a mut Families,
+    board: &'a Arc<Board>,
 }
 
 impl Registrar<'_> {
     /// The registrar of the runs' families, and then of each kind's.
-    fn new<'a>(registry: &'a Registry, families: &'a mut Families) -> Registrar<'a> {
+    fn new<'a>(
+        registry: &'a Registry,
+        families: &'a mut Families,
+        board: &'a Arc<Board>,
+    ) -> Registrar<'a> {
         Registrar {
             registry,
             kind: None,
             families,
+            board,
         }
+    }
+
+    /// The status page's board, for a kind that tells it of events or of its cluster.
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
     }
 
     /// The registrar of one kind's families.
@@ -105,6 +119,7 @@ impl Registrar<'_> {
             registry: self.registry,
             kind: Some(name),
             families: self.families,
+            board: self.board,
         }
     }
 
@@ -158,13 +173,16 @@ pub(crate) struct Metrics {
     pub probe_duration: GaugeVec,
     /// Each kind's own.
     pub kinds: kinds::Series,
+    /// What the status page shows.
+    pub board: Arc<Board>,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let mut families = Families::default();
-        let mut r = Registrar::new(&registry, &mut families);
+        let board = Arc::new(Board::default());
+        let mut r = Registrar::new(&registry, &mut families, &board);
         let duration = r.histogram(
             HistogramOpts::new(
                 "hactl_probe_duration_seconds",
@@ -210,6 +228,7 @@ impl Metrics {
             probe_success,
             probe_duration,
             kinds,
+            board,
         }
     }
 
@@ -234,12 +253,14 @@ impl Metrics {
     pub fn forget_target(&self, probe: &str, dst: &str, kind: &str) {
         self.families.forget(probe, Some(dst), kind);
         self.kinds.forget_target(kind, probe, dst);
+        self.board.forget_target(probe, dst);
     }
 
     /// Removes the per-probe series of a probe of `kind` that is gone (or now of another kind).
     pub fn forget_probe(&self, probe: &str, kind: &str) {
         self.families.forget(probe, None, kind);
         self.kinds.forget_probe(kind, probe);
+        self.board.forget_probe(probe);
     }
 }
 
@@ -294,7 +315,8 @@ mod tests {
     fn what_goes_takes_its_series_and_only_those() {
         let registry = Registry::new();
         let mut families = Families::default();
-        let mut r = Registrar::new(&registry, &mut families);
+        let board = Arc::new(Board::default());
+        let mut r = Registrar::new(&registry, &mut families, &board);
         let runs = r.counter("total", "runs", Per::Run);
         let hist = r.histogram(HistogramOpts::new("took", "took"), Per::ProbeKind);
         let (a_target, a_probe, a_member) = {

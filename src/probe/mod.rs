@@ -7,6 +7,7 @@
 //! then, and a bound on the runs in flight. What a run does, and which options and series it
 //! has, is its kind's (`kinds/`, one file each).
 
+mod board;
 mod config;
 mod kinds;
 mod metrics;
@@ -309,6 +310,7 @@ async fn timer(
             .probe_success
             .with_label_values(&labels)
             .set(i64::from(ok));
+        metrics.board.run(&probe.name, kind, &target, ok, took);
         if ok {
             metrics.success.with_label_values(&labels).inc();
             metrics

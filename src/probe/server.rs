@@ -87,16 +87,31 @@ fn answer<B>(req: &Request<B>, metrics: &Metrics, health: &Health) -> Response<F
         "/healthz" => {
             let n = health.probes.load(Ordering::Relaxed);
             if n > 0 {
-                reply(StatusCode::OK, "text/plain", format!("ok: {n} probe targets\n"))
+                reply(
+                    StatusCode::OK,
+                    "text/plain",
+                    format!("ok: {n} probe targets\n"),
+                )
             } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no probe targets\n".into())
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no probe targets\n".into(),
+                )
             }
         }
         "/" => reply(
             StatusCode::OK,
-            "text/html",
-            "<html><body><h1>hactl probe</h1><a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a></body></html>\n".into(),
+            "text/html; charset=utf-8",
+            metrics.board.page(&hostname()),
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// This host's name, for the status page's title.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }

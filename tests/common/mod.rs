@@ -8,6 +8,7 @@ pub mod fixture;
 pub mod http;
 pub mod metrics;
 pub mod release;
+pub mod sinks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

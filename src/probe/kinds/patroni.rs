@@ -3,7 +3,7 @@
 //! under the bound).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec};
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{Env, Failure, Kind, Mistake, Run};
 use crate::probe::config::Probe;
+use crate::probe::board::{Board, What};
 use crate::probe::metrics::{Per, Registrar};
 use crate::stack::patroni::Client;
 
@@ -49,6 +50,8 @@ pub(crate) struct Series {
     /// The members each probe has series for (`leader`, `lag`), to remove those of a member
     /// that leaves and of a probe that goes.
     members_of: Mutex<BTreeMap<String, Vec<String>>>,
+    /// The status page: the members as last seen, and leader changes.
+    board: Arc<Board>,
 }
 
 impl Series {
@@ -93,6 +96,7 @@ impl Kind for Patroni {
         let max_lag = run.spec.max_lag_bytes;
         let probe = run.probe.name.as_str();
         let s = run.series;
+        s.board.cluster(probe, &cluster);
         let leaders = cluster.leaders();
         for m in cluster.replicas() {
             if let Some(lag) = m.lag {
@@ -135,6 +139,13 @@ impl Kind for Patroni {
                     Some(old) => {
                         s.leader_changes.with_label_values(&[probe]).inc();
                         tracing::warn!(probe = %probe, from = %old, to = %leader, "leader changed");
+                        s.board.event(
+                            probe,
+                            What::LeaderChange {
+                                from: old.clone(),
+                                to: leader.clone(),
+                            },
+                        );
                     }
                     // The counter exists from the first leader on, so that increase() sees the
                     // first change.
@@ -184,6 +195,7 @@ impl Kind for Patroni {
                 Per::Probe,
             ),
             members_of: Mutex::new(BTreeMap::new()),
+            board: r.board(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `write`: an acknowledged write through the read-write endpoint, every interval: the time
 //! without one, and the windows (outages) without one.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{GaugeVec, IntCounterVec};
@@ -8,6 +9,7 @@ use prometheus::{GaugeVec, IntCounterVec};
 use super::postgres::{connect, pg_error, Login, Options, Postgres};
 use super::{Env, Failure, Kind, Mistake, Run};
 use crate::probe::config::Probe;
+use crate::probe::board::{Board, What};
 use crate::probe::metrics::{Per, Registrar};
 
 pub(crate) struct Write;
@@ -42,6 +44,8 @@ pub(crate) struct Series {
     last_outage: GaugeVec,
     longest_outage: GaugeVec,
     outages: IntCounterVec,
+    /// The status page's events.
+    board: Arc<Board>,
 }
 
 impl Kind for Write {
@@ -130,6 +134,7 @@ impl Kind for Write {
                         s.last_outage.with_label_values(&l).set(gap);
                         s.outages.with_label_values(&l).inc();
                         tracing::warn!(probe = %p.name, seconds = gap, "writes are acknowledged again");
+                        s.board.event(&p.name, What::Outage { seconds: gap });
                     }
                     if gap > st.longest {
                         st.longest = gap;
@@ -174,6 +179,7 @@ impl Kind for Write {
                 "Windows without acknowledged writes longer than two intervals.",
                 Per::Probe,
             ),
+            board: r.board(),
         }
     }
 }
