@@ -12,13 +12,13 @@ require_root_and_cargo() {
 }
 
 # What building hactl (protoc, for etcd-client's gRPC code), the lab and the tests (openssl makes
-# the HTTPS probe test's certificates) need on this
+# the HTTPS probe test's certificates, chromium renders failover-test's HTML report) need on this
 # machine; `hactl lab up` would install the lab's part too, but the Ansible cross-check needs
 # python3 with venv before any test runs.
 install_packages() {
     local packages missing p policy own_policy
     packages=(debootstrap systemd-container dbus apt-cacher-ng iproute2 openssh-client python3 python3-venv
-        protobuf-compiler libprotobuf-dev openssl)
+        protobuf-compiler libprotobuf-dev openssl chromium)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

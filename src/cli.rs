@@ -198,6 +198,14 @@ pub struct FailoverArgs {
     /// each figure's min / median / max.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: Option<u32>,
+    /// Also write the run as one self-contained HTML page (the verdict, the figures, and a
+    /// timeline of each writer's acknowledged writes per 100 ms with the fault, the leader key
+    /// lost, the new leader, the first write after and the rejoin marked), even when the test
+    /// fails. With --repeat, a page per run: FILE with the run number before its extension
+    /// (report.html: report-1.html, report-2.html, …). Checked before the fault: exit 4 when it
+    /// cannot be written.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// `text` (a table; with --repeat a line per run and a summary) or `json` (one object: the
     /// report; with --repeat {"runs", "summary", "passed", "error"}).
     #[arg(long, value_enum, default_value_t = crate::engine::Format::Text)]

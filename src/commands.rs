@@ -124,6 +124,7 @@ fn failover_test(args: FailoverArgs) -> Result<u8> {
         settle: std::time::Duration::from_secs(args.settle),
         command: args.command,
         via: args.via,
+        report: args.report,
     };
     // The lab powers its machine off; real hosts get SIGKILL through systemd.
     let lab = lab::of_inventory(&inventory);

@@ -24,3 +24,5 @@ mod template;
 mod yaml;
 
 pub use commands::main;
+#[doc(hidden)]
+pub use failover::example_report as failover_example_report;

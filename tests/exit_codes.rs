@@ -541,6 +541,18 @@ fn bad_input_is_4_for_every_command_with_one_message_naming_the_file() {
     );
     misses.bad_input(
         &dir,
+        &[
+            "failover-test",
+            "-i",
+            "closed.yml",
+            "--report",
+            "missing/report.html",
+        ],
+        "--report missing/report.html: ",
+        &[missing, "nothing was done"],
+    );
+    misses.bad_input(
+        &dir,
         &["failover-test", "-i", "bad-port.yml", "--settle", "1"],
         "",
         &["patroni_api_port", "notaport"],

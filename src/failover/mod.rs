@@ -5,6 +5,7 @@
 mod cluster;
 mod expect;
 mod fault;
+mod html;
 mod report;
 mod summary;
 mod verdict;
@@ -25,6 +26,8 @@ use crate::stack::{PgMember, StackError};
 use cluster::Cluster;
 use expect::{Back, LeaderChange};
 pub use fault::{FaultError, Mode, PowerLoss, SystemdKill};
+#[doc(hidden)]
+pub use html::example as example_report;
 pub use report::{table, Report};
 pub use summary::{run_line, table as summary_table, Repeated};
 use verdict::{KeyEvent, Recording, Stored};
@@ -100,6 +103,18 @@ pub enum FailoverError {
     NoTarget(String),
     #[error("Patroni's dynamic configuration (GET /config): {0}")]
     Config(String),
+    /// `--report FILE` cannot be written, found before the test: nothing was done.
+    #[error("--report {}: {error}: nothing was done; its directory must exist and be writable", path.display())]
+    ReportPath {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Writing `--report FILE` after the test failed.
+    #[error("writing the HTML report {}: {error}", path.display())]
+    Report {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl exit::Code for FailoverError {
@@ -108,6 +123,7 @@ impl exit::Code for FailoverError {
             FailoverError::Stack(_)
             | FailoverError::TooFewMembers { .. }
             | FailoverError::NoTarget(_)
+            | FailoverError::ReportPath { .. }
             | FailoverError::Fault(FaultError::Target(_)) => exit::BAD_INPUT,
             FailoverError::Unreachable(_) => exit::UNREACHABLE,
             _ => exit::FAILURE,
@@ -136,6 +152,8 @@ pub struct Options {
     /// `--via`; None: through the endpoint when the inventory declares one (a VIP or a
     /// balancers group), else direct.
     pub via: Option<Path>,
+    /// `--report`: where the run's HTML page goes (written even when the test fails).
+    pub report: Option<PathBuf>,
 }
 
 /// `--via`: the path the writers take to the primary.
@@ -278,6 +296,7 @@ pub async fn repeat(
         };
         let opts = Options {
             settle,
+            report: opts.report.as_deref().map(|p| numbered(p, i)),
             ..opts.clone()
         };
         match run(inventory, &opts, power).await {
@@ -294,8 +313,39 @@ pub async fn repeat(
     (Repeated::of(reports, None), None)
 }
 
+/// `path` with the run number `i` before its extension: `report.html` → `report-2.html`.
+fn numbered(path: &std::path::Path, i: usize) -> PathBuf {
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(format!("-{i}"));
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
+}
+
+/// Fails unless `path` can be written, and leaves it as it was: a `--report` in a directory that
+/// does not exist should not cost a failover.
+fn writable(path: &std::path::Path) -> Result<(), FailoverError> {
+    let existed = path.exists();
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path);
+    match opened {
+        Ok(_) if !existed => std::fs::remove_file(path),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(|error| FailoverError::ReportPath {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 /// The whole test: pre-flight, writers, fault, observation, healing, verification. `power`
-/// is how a member loses power in `--mode kill-node` and `kill-replica`.
+/// is how a member loses power in `--mode kill-node` and `kill-replica`. With `--report`, the
+/// HTML page is written once there is a report, passed or not.
 pub async fn run(
     inventory: &Inventory,
     opts: &Options,
@@ -314,6 +364,9 @@ pub async fn run(
                 "--command is for --mode command, not {mode}"
             )))
         }
+    }
+    if let Some(path) = &opts.report {
+        writable(path)?;
     }
     let cluster = Cluster::load(inventory)?;
     let (old_leader, topology) = settled(&cluster, opts.max_lag, opts.settle).await?;
@@ -504,6 +557,14 @@ pub async fn run(
         report.problems.extend(judged.problems.iter().cloned());
         report.passed = report.problems.is_empty();
         report.vip = Some(judged);
+    }
+    if let Some(path) = &opts.report {
+        std::fs::write(path, html::html(&recording, &report)).map_err(|error| {
+            FailoverError::Report {
+                path: path.clone(),
+                error,
+            }
+        })?;
     }
     Ok(report)
 }
@@ -703,6 +764,7 @@ mod tests {
             settle: Duration::from_secs(0),
             command: None,
             via: None,
+            report: None,
         }
     }
 
@@ -754,6 +816,50 @@ mod tests {
             "nothing was done: --command is for --mode command, not kill-node"
         );
         assert_eq!(err.exit_code(), exit::BAD_INPUT);
+    }
+
+    #[test]
+    fn each_repeated_run_has_its_page_numbered_before_the_extension() {
+        let p = std::path::Path::new;
+        assert_eq!(numbered(p("out/report.html"), 2), p("out/report-2.html"));
+        assert_eq!(numbered(p("report"), 10), p("report-10"));
+        assert_eq!(numbered(p("a.b.html"), 1), p("a.b-1.html"));
+    }
+
+    #[tokio::test]
+    async fn a_report_in_a_missing_directory_is_bad_input_before_anything_is_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let inventory = inventory(
+            dir.path(),
+            "all:\n  children:\n    postgres_cluster:\n      hosts:\n        pg-a:\n        pg-b:\n",
+        );
+        let power = SystemdKill {
+            inventory: &inventory,
+        };
+        let path = dir.path().join("missing/report.html");
+        let opts = Options {
+            report: Some(path.clone()),
+            ..opts()
+        };
+        let err = run(&inventory, &opts, &power).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("--report {}: ", path.display())),
+            "{message}"
+        );
+        assert_eq!(err.exit_code(), exit::BAD_INPUT);
+    }
+
+    #[test]
+    fn checking_the_report_path_leaves_no_file_and_keeps_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.html");
+        writable(&new).unwrap();
+        assert!(!new.exists());
+        let old = dir.path().join("old.html");
+        std::fs::write(&old, "last week's").unwrap();
+        writable(&old).unwrap();
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "last week's");
     }
 
     #[test]

@@ -56,9 +56,17 @@ pub struct Report {
 
 /// The report as a table.
 pub fn table(r: &Report) -> String {
+    rows(r)
+        .iter()
+        .map(|(k, v)| format!("{k:<34} {v}\n"))
+        .collect()
+}
+
+/// The report's figures, a (name, value) row each, the result last.
+pub fn rows(r: &Report) -> Vec<(&'static str, String)> {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{s:.3} s"));
     let name = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let rows = [
+    vec![
         ("mode", r.mode.to_string()),
         ("path", r.path.clone()),
         ("expected", r.expected.clone()),
@@ -142,8 +150,7 @@ pub fn table(r: &Report) -> String {
                 format!("FAILED: {}", r.problems.join("; "))
             },
         ),
-    ];
-    rows.iter().map(|(k, v)| format!("{k:<34} {v}\n")).collect()
+    ]
 }
 
 #[cfg(test)]

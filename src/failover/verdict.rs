@@ -80,6 +80,18 @@ pub fn key_holder(events: &[KeyEvent], fault_at: Instant) -> Option<String> {
         .find_map(|e| e.holder.clone().filter(|_| e.at >= fault_at))
 }
 
+/// The first change of the leader key since `fault_at` to a member other than `old_leader`: the
+/// new leader's election.
+pub fn elected<'a>(
+    events: &'a [KeyEvent],
+    fault_at: Instant,
+    old_leader: &str,
+) -> Option<&'a KeyEvent> {
+    events
+        .iter()
+        .find(|e| e.at >= fault_at && e.holder.as_ref().is_some_and(|h| h != old_leader))
+}
+
 /// The report of `rec`, judged against its mode's expectation and `max_lost`.
 pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
     let mode = rec.mode;
@@ -222,11 +234,7 @@ pub fn verdict(rec: &Recording, max_lost: u64) -> Report {
         .iter()
         .filter(|e| e.holder.is_none())
         .find_map(since_fault);
-    let leader_elected = rec
-        .key_events
-        .iter()
-        .filter(|e| e.holder.as_ref().is_some_and(|h| h != old_leader))
-        .find_map(since_fault);
+    let leader_elected = elected(&rec.key_events, fault_at, old_leader).and_then(since_fault);
 
     let goal = &expected.goal;
     if let Some(d) = downtime.filter(|d| *d > goal.max_downtime_s) {
