@@ -227,7 +227,7 @@ fn after_a_kill_node_failover_the_page_the_report_and_the_receivers_tell_of_it()
     );
 
     // Alerts: the leader change reaches both receivers within for (0) + 60 s of the change, and
-    // then its resolution (prometheus_event_alert_window after it, in the lab 2 minutes).
+    // then its resolution (prometheus_event_alert_window after it, in the lab 1 minute).
     let fired = eventually(
         "PatroniLeaderChanged at the webhook",
         Duration::from_secs(120),
