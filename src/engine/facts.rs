@@ -126,9 +126,77 @@ pub fn placeholder(host: &str) -> Value {
     })
 }
 
+/// The facts under Ansible's names, without the `ansible_` prefix (`ansible_facts[...]`):
+/// distribution, distribution_release, distribution_version, distribution_major_version,
+/// os_family, hostname, fqdn, nodename, default_ipv4 (address, interface), all_ipv4_addresses,
+/// architecture, kernel, processor_vcpus, processor_nproc, memtotal_mb, service_mgr, user_id.
+pub fn ansible(facts: &Value) -> serde_json::Map<String, Value> {
+    let text = |k: &str| facts.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let capital = |s: String| {
+        let mut c = s.chars();
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    let version = text("os_version");
+    let address = text("default_ipv4");
+    let interface = facts
+        .get("ipv4_addresses")
+        .and_then(|m| m.get(&address))
+        .and_then(|a| a.get("interface"))
+        .cloned()
+        .unwrap_or(json!(""));
+    let mut m = serde_json::Map::new();
+    m.insert("distribution".into(), json!(capital(text("os_id"))));
+    m.insert("distribution_release".into(), json!(text("os_codename")));
+    m.insert(
+        "distribution_major_version".into(),
+        json!(version.split('.').next().unwrap_or_default()),
+    );
+    m.insert("distribution_version".into(), json!(version));
+    m.insert("os_family".into(), json!(capital(text("os_family"))));
+    m.insert("hostname".into(), json!(text("hostname")));
+    m.insert("nodename".into(), json!(text("hostname")));
+    m.insert("fqdn".into(), json!(text("fqdn")));
+    m.insert(
+        "default_ipv4".into(),
+        json!({"address": address, "interface": interface}),
+    );
+    m.insert(
+        "all_ipv4_addresses".into(),
+        facts.get("all_ipv4").cloned().unwrap_or(json!([])),
+    );
+    m.insert("architecture".into(), json!(text("arch")));
+    m.insert("kernel".into(), json!(text("kernel")));
+    let cpus = facts.get("cpus").cloned().unwrap_or(json!(1));
+    m.insert("processor_vcpus".into(), cpus.clone());
+    m.insert("processor_nproc".into(), cpus);
+    m.insert(
+        "memtotal_mb".into(),
+        facts.get("memory_mb").cloned().unwrap_or(json!(0)),
+    );
+    m.insert("service_mgr".into(), json!(text("service_manager")));
+    m.insert("user_id".into(), json!(text("user")));
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ansible_names_of_a_debian_host() {
+        let a = ansible(&placeholder("db1"));
+        assert_eq!(a["distribution"], "Debian");
+        assert_eq!(a["distribution_release"], "bookworm");
+        assert_eq!(a["distribution_major_version"], "12");
+        assert_eq!(a["os_family"], "Debian");
+        assert_eq!(a["default_ipv4"]["address"], "192.0.2.1");
+        assert_eq!(a["default_ipv4"]["interface"], "eth0");
+        assert_eq!(a["processor_vcpus"], 2);
+        assert_eq!(a["memtotal_mb"], 2048);
+        assert_eq!(a["hostname"], "db1");
+    }
 
     #[test]
     fn facts_are_typed() {

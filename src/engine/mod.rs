@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::inventory::{secret_values, Inventory, InventoryError};
 use crate::modules::{self, release, Ctx, Diff, ModuleError, Outcome, Ran};
 use crate::pki::Pki;
-use crate::roles::{Play, Role, RoleError, Site, Task};
+use crate::roles::{Control, Part, Play, Role, RoleError, Site, Task};
 use crate::secrets::SecretStore;
 use crate::ssh::{self, HostKeyPolicy, Session, SshError};
 use crate::template::{self, World};
@@ -92,7 +92,57 @@ struct HostRun {
     notified: HashSet<String>,
     /// A systemd unit file was written since the last daemon-reload.
     units_changed: std::sync::atomic::AtomicBool,
+    /// The blocks a task failed in on this host, by block id.
+    blocks: HashMap<u32, BlockState>,
 }
+
+/// Where a host's failure inside a block stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockState {
+    /// A task of its `block` part failed: the rest of it is skipped, `rescue` runs.
+    block_failed: bool,
+    rescue_failed: bool,
+    always_failed: bool,
+}
+
+impl BlockState {
+    /// Whether the host runs a task in `part` of this block.
+    fn runs(&self, part: Part) -> bool {
+        match part {
+            Part::Block => !(self.block_failed || self.rescue_failed || self.always_failed),
+            Part::Rescue => self.block_failed && !self.rescue_failed && !self.always_failed,
+            Part::Always => !self.always_failed,
+        }
+    }
+
+    /// A failure no rescue of this block took over: it goes on to the enclosing block.
+    fn unhandled(&self, has_rescue: bool) -> bool {
+        (self.block_failed && !has_rescue) || self.rescue_failed || self.always_failed
+    }
+
+    fn fail(&mut self, part: Part) {
+        match part {
+            Part::Block => self.block_failed = true,
+            Part::Rescue => self.rescue_failed = true,
+            Part::Always => self.always_failed = true,
+        }
+    }
+}
+
+/// Whether the host runs `task`, given the blocks it failed in.
+fn runs_here(task: &Task, run: &HostRun) -> bool {
+    task.blocks
+        .iter()
+        .all(|b| run.blocks.get(&b.id).is_none_or(|s| s.runs(b.part)))
+}
+
+/// The `meta: flush_handlers` hactl puts between a play's pre_tasks, roles and tasks, and
+/// post_tasks, as Ansible runs handlers there.
+static FLUSH: std::sync::LazyLock<Task> = std::sync::LazyLock::new(|| {
+    let mut t = crate::roles::control_task(&Arc::from("(play)"), 0, "flush handlers", Control::FlushHandlers);
+    t.tags = vec!["always".into()];
+    t
+});
 
 /// A play ready to run: its hosts and its tasks and handlers with their roles.
 struct PlayPlan<'a> {
@@ -132,6 +182,11 @@ pub async fn apply(
     reporter.add_secrets("", secrets.values());
     let forks = Arc::new(Semaphore::new(opts.forks.unwrap_or(involved.len()).max(1)));
     let mut hosts = connect_all(inventory, &involved, opts, &reporter, &forks).await?;
+    // For delegate_to: every host's connection.
+    let sessions: HashMap<String, Arc<Session>> = hosts
+        .iter()
+        .filter_map(|(h, r)| r.session.clone().map(|s| (h.clone(), s)))
+        .collect();
     let releases = release::Cache::new(opts.release_cache.clone());
 
     for plan in &plans {
@@ -143,6 +198,8 @@ pub async fn apply(
             releases: &releases,
             pki: &pki,
             forks: &forks,
+            play: plan.play,
+            sessions: &sessions,
         };
         let play_hosts: Vec<String> = plan
             .hosts
@@ -156,32 +213,49 @@ pub async fn apply(
             continue;
         }
         let batch_size = plan.play.serial.unwrap_or(play_hosts.len());
-        for batch in play_hosts.chunks(batch_size) {
+        'batches: for batch in play_hosts.chunks(batch_size) {
             let failed_before = failures(&hosts, batch);
+            let hosts_failed_before = failed_hosts(&hosts, batch);
             for (role, task) in &plan.tasks {
-                if tag_selected(task, &opts.tags) {
-                    run_task(&play, role, task, batch, &mut hosts).await;
+                if !tag_selected(task, &opts.tags) {
+                    continue;
+                }
+                match &task.control {
+                    Some(Control::FlushHandlers) => {
+                        run_handlers(&play, plan, batch, &mut hosts).await;
+                    }
+                    Some(Control::EndBlock { id, has_rescue }) => {
+                        end_block(task, *id, *has_rescue, batch, &mut hosts);
+                    }
+                    _ => run_task(&play, role, task, batch, &mut hosts).await,
+                }
+                // any_errors_fatal, max_fail_percentage: the play stops for every host.
+                let failed_now = failed_hosts(&hosts, batch) - hosts_failed_before;
+                let too_many = plan.play.max_fail_percentage.is_some_and(|pct| {
+                    failed_now as f64 * 100.0 / batch.len().max(1) as f64 > pct
+                });
+                if failed_now > 0 && (plan.play.any_errors_fatal || too_many) {
+                    reporter.warn(&format!(
+                        "play {}: {} — the play stops on every host",
+                        plan.play.name,
+                        if too_many {
+                            format!(
+                                "{failed_now} of {} hosts failed, over max_fail_percentage",
+                                batch.len()
+                            )
+                        } else {
+                            "a host failed and any_errors_fatal is set".to_string()
+                        }
+                    ));
+                    for h in &play_hosts {
+                        if let Some(run) = hosts.get_mut(h) {
+                            run.done = true;
+                        }
+                    }
+                    break 'batches;
                 }
             }
-            for (role, handler) in &plan.handlers {
-                let notified: Vec<String> = batch
-                    .iter()
-                    .filter(|h| {
-                        hosts
-                            .get(*h)
-                            .is_some_and(|r| !r.done && r.notified.contains(&handler.name))
-                    })
-                    .cloned()
-                    .collect();
-                if !notified.is_empty() {
-                    run_task(&play, role, handler, &notified, &mut hosts).await;
-                }
-            }
-            for h in batch {
-                if let Some(run) = hosts.get_mut(h) {
-                    run.notified.clear();
-                }
-            }
+            run_handlers(&play, plan, batch, &mut hosts).await;
             // A rolling change stops at the first batch that breaks a host.
             if plan.play.serial.is_some() && failures(&hosts, batch) > failed_before {
                 reporter.warn(&format!(
@@ -233,6 +307,67 @@ pub fn parse_extra_vars(
         );
     }
     Ok(vars)
+}
+
+/// Runs the handlers notified on the hosts of `batch`, in the order they are defined, and
+/// clears the notifications.
+async fn run_handlers(
+    play: &PlayRun<'_>,
+    plan: &PlayPlan<'_>,
+    batch: &[String],
+    hosts: &mut IndexMap<String, HostRun>,
+) {
+    for (role, handler) in &plan.handlers {
+        let notified: Vec<String> = batch
+            .iter()
+            .filter(|h| {
+                hosts
+                    .get(*h)
+                    .is_some_and(|r| !r.done && r.notified.contains(&handler.name))
+            })
+            .cloned()
+            .collect();
+        if !notified.is_empty() {
+            run_task(play, role, handler, &notified, hosts).await;
+        }
+    }
+    for h in batch {
+        if let Some(run) = hosts.get_mut(h) {
+            run.notified.clear();
+        }
+    }
+}
+
+/// The end of block `id` on each host: a failure its rescue did not take over goes on to the
+/// enclosing block, or ends the host's run (it was counted failed when it happened).
+fn end_block(
+    task: &Task,
+    id: u32,
+    has_rescue: bool,
+    batch: &[String],
+    hosts: &mut IndexMap<String, HostRun>,
+) {
+    for run in hosts.values_mut().filter(|r| batch.contains(&r.name)) {
+        let Some(state) = run.blocks.remove(&id) else {
+            continue;
+        };
+        if run.done || !state.unhandled(has_rescue) {
+            continue;
+        }
+        match task.blocks.last() {
+            Some(parent) => run.blocks.entry(parent.id).or_default().fail(parent.part),
+            None => run.done = true,
+        }
+    }
+}
+
+/// Hosts of `batch` that failed or could not be reached.
+fn failed_hosts(hosts: &IndexMap<String, HostRun>, batch: &[String]) -> usize {
+    batch
+        .iter()
+        .filter_map(|h| hosts.get(h))
+        .filter(|r| r.stats.failed + r.stats.unreachable > 0)
+        .count()
 }
 
 fn failures(hosts: &IndexMap<String, HostRun>, batch: &[String]) -> u32 {
@@ -309,14 +444,32 @@ fn plan<'a>(
         }
         let order: Vec<&String> = inventory.hosts.keys().collect();
         hosts.sort_by_key(|h| order.iter().position(|o| *o == h));
-        let tasks = play
-            .roles
-            .iter()
-            .flat_map(|r| r.tasks.iter().map(move |t| (r, t)))
-            .collect();
+        // pre_tasks, handlers, roles, tasks, handlers, post_tasks (and the handlers at the end).
+        let mut tasks: Vec<(&Arc<Role>, &Task)> = Vec::new();
+        let own = play.own.as_ref();
+        if let Some(own) = own {
+            tasks.extend(own.tasks[..play.pre_tasks].iter().map(|t| (own, t)));
+            if play.pre_tasks > 0 {
+                tasks.push((own, &FLUSH));
+            }
+        }
+        tasks.extend(
+            play.roles
+                .iter()
+                .flat_map(|r| r.tasks.iter().map(move |t| (r, t))),
+        );
+        if let Some(own) = own {
+            let end = own.tasks.len() - play.post_tasks;
+            tasks.extend(own.tasks[play.pre_tasks..end].iter().map(|t| (own, t)));
+            if play.post_tasks > 0 {
+                tasks.push((own, &FLUSH));
+                tasks.extend(own.tasks[end..].iter().map(|t| (own, t)));
+            }
+        }
         let handlers = play
             .roles
             .iter()
+            .chain(own)
             .flat_map(|r| r.handlers.iter().map(move |t| (r, t)))
             .collect();
         plans.push(PlayPlan {
@@ -344,9 +497,12 @@ fn world_for(
 ) -> Arc<World> {
     let mut defaults = vec![&site.stack];
     defaults.extend(plan.play.roles.iter().map(|r| &r.defaults));
+    let mut above = vec![&plan.play.vars];
+    above.extend(plan.play.roles.iter().map(|r| &r.vars));
     // The running hactl, for roles that install it (the prober).
     let exe = std::env::current_exe().ok();
-    crate::stack::world(inventory, &defaults, &opts.extra_vars, env, |host| {
+    let gather = plan.play.gather_facts;
+    crate::stack::world(inventory, &defaults, &above, &opts.extra_vars, env, |host| {
         let mut fixed = IndexMap::new();
         let facts = if let Some(names) = placeholders {
             for name in names {
@@ -360,6 +516,14 @@ fn world_for(
                 .filter(|f| !f.is_null())
         };
         if let Some(f) = facts {
+            if gather {
+                // Ansible's names: ansible_facts[...] and ansible_* (ansible_distribution, ...).
+                let ansible = facts::ansible(&f);
+                for (k, v) in &ansible {
+                    fixed.insert(format!("ansible_{k}"), v.clone());
+                }
+                fixed.insert("ansible_facts".into(), serde_json::Value::Object(ansible));
+            }
             fixed.insert("facts".into(), f);
         }
         if let Some(run) = hosts.get(host) {
@@ -471,9 +635,64 @@ fn validate(
             .iter()
             .filter(|(_, t)| tag_selected(t, &opts.tags));
         for (role, task) in selected.chain(plan.handlers.iter()) {
-            for host in &plan.hosts {
-                if let Err(e) = prepare(task, role, &world, host, &registered) {
-                    push(e.to_string());
+            match &task.control {
+                Some(Control::FlushHandlers | Control::EndBlock { .. }) => continue,
+                Some(Control::SetFact) => {
+                    // Its facts, as they render with placeholder facts, stand for the real ones.
+                    for host in &plan.hosts {
+                        let r = set_fact(&world, task, host, &registered);
+                        if r.status == Status::Failed {
+                            push(r.msg);
+                        } else if let Some(facts) = r.data["ansible_facts"].as_object() {
+                            for (k, v) in facts {
+                                registered.insert(k.clone(), crate::template::value_of(v));
+                            }
+                        }
+                    }
+                }
+                Some(Control::Assert) => {
+                    if let serde_json::Value::Object(args) = &task.args {
+                        let that = match args.get("that") {
+                            Some(serde_json::Value::Array(a)) => a.clone(),
+                            Some(other) => vec![other.clone()],
+                            None => Vec::new(),
+                        };
+                        for expr in that {
+                            let text = expr.as_str().map(str::to_string).unwrap_or(expr.to_string());
+                            let e = crate::roles::task_expr(&text, task.args_line);
+                            if let Err(err) = env.compile_expression(&e.text) {
+                                push(format!("{}:{}: assert: {err}", task.file, task.args_line));
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for host in &plan.hosts {
+                        if let Err(e) = prepare(task, role, &world, host, &registered) {
+                            push(e.to_string());
+                        }
+                    }
+                }
+            }
+            if let Some(name) = &task.until {
+                for expr in name {
+                    if let Err(e) = env.compile_expression(&expr.text) {
+                        push(format!("{}:{}: until: {e}", task.file, expr.line));
+                    }
+                }
+            }
+            if let Some(to) = &task.delegate_to {
+                let known = to == "localhost"
+                    || to == "127.0.0.1"
+                    || template::is_template(to)
+                    || inventory.hosts.contains_key(to);
+                if !known {
+                    push(format!(
+                        "{}:{}: delegate_to: no host `{to}` in {}",
+                        task.file,
+                        task.line,
+                        inventory.path.display()
+                    ));
                 }
             }
             if let Some(name) = &task.register {
@@ -514,7 +733,10 @@ async fn connect_all(
     };
     let mut targets = Vec::new();
     for name in names {
-        targets.push(ssh::target(inventory, name)?);
+        let mut target = ssh::target(inventory, name)?;
+        ssh::override_target(&mut target, &opts.extra_vars)
+            .map_err(|e| ApplyError::Invalid(vec![e]))?;
+        targets.push(target);
     }
     let results = join_all(targets.into_iter().map(|target| {
         let forks = forks.clone();
@@ -540,6 +762,7 @@ async fn connect_all(
             stats: Stats::default(),
             notified: HashSet::new(),
             units_changed: Default::default(),
+            blocks: HashMap::new(),
         };
         match result {
             Ok((session, Ok(facts))) => {
@@ -593,6 +816,8 @@ struct PlayRun<'a> {
     releases: &'a release::Cache,
     pki: &'a Pki,
     forks: &'a Arc<Semaphore>,
+    play: &'a Play,
+    sessions: &'a HashMap<String, Arc<Session>>,
 }
 
 /// One task's result on one host.
@@ -645,8 +870,11 @@ async fn run_task(
         .progress(&format!("{} : {}", role.name, task.name));
     let mut targets: Vec<&mut HostRun> = hosts
         .values_mut()
-        .filter(|r| !r.done && batch.contains(&r.name))
+        .filter(|r| !r.done && batch.contains(&r.name) && runs_here(task, r))
         .collect();
+    if targets.is_empty() {
+        return;
+    }
     if task.run_once {
         targets.truncate(1);
     }
@@ -684,18 +912,56 @@ fn record(reporter: &Reporter, role: &Role, task: &Task, run: &mut HostRun, resu
         diffs: &result.diffs,
         quiet: task.no_log,
     });
-    let status = match result.status {
-        Status::Failed if task.ignore_errors => Status::Ok,
-        s => s,
-    };
-    run.stats.count(status);
-    match status {
-        Status::Failed | Status::Unreachable => run.done = true,
-        Status::Changed => run.notified.extend(task.notify.iter().cloned()),
-        _ => {}
-    }
     if let Some(name) = &task.register {
         run.registered.insert(name.clone(), result.data.clone());
+    }
+    if task.control == Some(Control::SetFact) && result.status != Status::Failed {
+        if let Some(facts) = result.data["ansible_facts"].as_object() {
+            for (k, v) in facts {
+                run.registered.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    match result.status {
+        Status::Failed if task.ignore_errors => {
+            // As Ansible counts it: ok, and ignored.
+            run.stats.ok += 1;
+            run.stats.ignored += 1;
+        }
+        Status::Failed => {
+            run.registered
+                .insert("ansible_failed_result".into(), result.data.clone());
+            match task.blocks.last() {
+                None => {
+                    run.stats.failed += 1;
+                    run.done = true;
+                }
+                Some(inner) => {
+                    run.blocks.entry(inner.id).or_default().fail(inner.part);
+                    // Taken over by the first enclosing block whose `block` part holds it and
+                    // that has a rescue, as Ansible counts it.
+                    let rescued = task
+                        .blocks
+                        .iter()
+                        .rev()
+                        .any(|b| b.part == Part::Block && b.has_rescue);
+                    if rescued {
+                        run.stats.rescued += 1;
+                    } else {
+                        run.stats.failed += 1;
+                    }
+                }
+            }
+        }
+        Status::Unreachable => {
+            run.stats.count(Status::Unreachable);
+            run.done = true;
+        }
+        Status::Changed => {
+            run.stats.count(Status::Changed);
+            run.notified.extend(task.notify.iter().cloned());
+        }
+        s => run.stats.count(s),
     }
 }
 
@@ -709,13 +975,95 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         .iter()
         .map(|(k, v)| (k.clone(), template::value_of(v)))
         .collect();
+    match &task.control {
+        Some(Control::SetFact) => return set_fact(play.world, task, &run.name, &overlay),
+        Some(Control::Assert) => return assert(play.world, task, &run.name, &overlay),
+        _ => {}
+    }
     let calls = match prepare(task, role, play.world, &run.name, &overlay) {
         Ok(Prepared::Skip) => return TaskResult::skipped(),
         Ok(Prepared::Calls(calls)) => calls,
         Err(e) => return TaskResult::failed(e.to_string()),
     };
+    let overlay = match prepare::with_task_vars(task, play.world, &run.name, &overlay) {
+        Ok(o) => o,
+        Err(e) => return TaskResult::failed(e.to_string()),
+    };
+    let scope = play.world.scope(&run.name, overlay.clone());
+    let source = template::Source {
+        file: &task.file,
+        line: task.line,
+    };
+    let env = match &task.environment {
+        None => String::new(),
+        Some(raw) => match scope.render_json(raw, &source).map(|v| template::to_json(&v)) {
+            Ok(serde_json::Value::Object(vars)) => vars
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    format!("export {k}={}; ", crate::ssh::shell_quote(&v))
+                })
+                .collect(),
+            Ok(other) => {
+                return TaskResult::failed(format!(
+                    "{}:{}: environment: expected a mapping, got {other}",
+                    task.file, task.line
+                ))
+            }
+            Err(e) => return TaskResult::failed(e.to_string()),
+        },
+    };
+    let how = crate::ssh::Become {
+        root: task.become_root.or(play.play.become_root),
+        user: task
+            .become_user
+            .clone()
+            .or_else(|| play.play.become_user.clone()),
+    };
+    let delegate = match &task.delegate_to {
+        None => None,
+        Some(raw) => match scope.render_json(&serde_json::Value::String(raw.clone()), &source) {
+            Ok(v) => Some(v.to_string()),
+            Err(e) => return TaskResult::failed(e.to_string()),
+        },
+    };
+    let local;
+    let delegated;
+    let remote: &dyn modules::Remote = match delegate.as_deref() {
+        Some("localhost" | "127.0.0.1") => {
+            local = modules::Local { env };
+            &local
+        }
+        Some(other) => match play.sessions.get(other) {
+            Some(s) => {
+                delegated = modules::As {
+                    session: s.as_ref(),
+                    how,
+                    env,
+                };
+                &delegated
+            }
+            None => {
+                return TaskResult::failed(format!(
+                    "{}:{}: delegate_to: {other} is not a host of this run",
+                    task.file, task.line
+                ))
+            }
+        },
+        None => {
+            delegated = modules::As {
+                session: session.as_ref(),
+                how,
+                env,
+            };
+            &delegated
+        }
+    };
     let ctx = Ctx {
-        remote: session.as_ref(),
+        remote,
         host: &run.name,
         diff: play.opts.diff,
         releases: play.releases,
@@ -730,17 +1078,59 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         overlay: &overlay,
         check,
     };
+    let attempts = match until_attempts(task, &scope) {
+        Ok(n) => n,
+        Err(e) => return TaskResult::failed(e),
+    };
     let mut tally = Tally::new();
     for call in calls {
-        let result = match call.action.run(&ctx, check).await {
-            Err(ModuleError::Ssh(e @ (SshError::Lost { .. } | SshError::Connect { .. }))) => {
-                return TaskResult::unreachable(&e)
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let result = match call.action.run(&ctx, check).await {
+                Err(ModuleError::Ssh(e @ (SshError::Lost { .. } | SshError::Connect { .. }))) => {
+                    return TaskResult::unreachable(&e)
+                }
+                outcome => CallResult::of(outcome, call.item.clone()),
+            };
+            let mut result = match judge.apply(result) {
+                Ok(r) => r,
+                Err(e) => return TaskResult::failed(e.to_string()),
+            };
+            let Some((until, max, delay)) = &attempts else {
+                break result;
+            };
+            result.data["attempts"] = attempt.into();
+            let done = result.status != Status::Failed
+                && match judge.holds(until, &result) {
+                    Ok(b) => b,
+                    Err(e) => return TaskResult::failed(e.to_string()),
+                };
+            if done || check && result.ran.is_none() {
+                break result;
             }
-            outcome => CallResult::of(outcome, call.item),
-        };
-        let result = match judge.apply(result) {
-            Ok(r) => r,
-            Err(e) => return TaskResult::failed(e.to_string()),
+            if attempt >= *max {
+                result.status = Status::Failed;
+                result.data["failed"] = true.into();
+                result.msg = format!(
+                    "`until` did not hold after {attempt} attempts{}",
+                    if result.msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last: {})", result.msg)
+                    }
+                );
+                result.ran = None;
+                break result;
+            }
+            play.reporter.warn(&format!(
+                "{}: {} ({}): retrying, {} attempts left",
+                run.name,
+                task.name,
+                role.name,
+                max - attempt
+            ));
+            tokio::time::sleep(*delay).await;
         };
         let failed = result.status == Status::Failed;
         tally.add(result);
@@ -749,6 +1139,137 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         }
     }
     tally.finish(task.loop_over.is_some())
+}
+
+/// `until` with its attempts (1 + `retries`, default 3, as Ansible) and `delay` (default 5 s).
+fn until_attempts<'t>(
+    task: &'t Task,
+    scope: &Arc<template::Scope>,
+) -> Result<Option<(&'t crate::roles::Condition, u32, std::time::Duration)>, String> {
+    let Some(until) = &task.until else {
+        return Ok(None);
+    };
+    let number = |raw: &Option<serde_json::Value>, default: u64, what: &str| -> Result<u64, String> {
+        let Some(raw) = raw else { return Ok(default) };
+        let source = template::Source {
+            file: &task.file,
+            line: task.line,
+        };
+        let v = template::to_json(&scope.render_json(raw, &source).map_err(|e| e.to_string())?);
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .ok_or(format!("{}:{}: {what}: expected a number, got {v}", task.file, task.line))
+    };
+    let retries = number(&task.retries, 3, "retries")?;
+    let delay = number(&task.delay, 5, "delay")?;
+    Ok(Some((
+        until,
+        1 + retries.min(10_000) as u32,
+        std::time::Duration::from_secs(delay),
+    )))
+}
+
+/// `set_fact`: the arguments, rendered, become the host's variables for the rest of the run.
+fn set_fact(
+    world: &Arc<World>,
+    task: &Task,
+    host: &str,
+    overlay: &IndexMap<String, Value>,
+) -> TaskResult {
+    let facts = (|| -> Result<serde_json::Value, String> {
+        let overlay = prepare::with_task_vars(task, world, host, overlay).map_err(|e| e.0)?;
+        let scope = world.scope(host, overlay);
+        if !prepare::holds(&task.when, &scope, &task.file).map_err(|e| e.0)? {
+            return Ok(serde_json::Value::Null);
+        }
+        let source = template::Source {
+            file: &task.file,
+            line: task.args_line,
+        };
+        let mut facts = serde_json::Map::new();
+        if let serde_json::Value::Object(args) = &task.args {
+            for (k, raw) in args {
+                if k == "cacheable" {
+                    continue;
+                }
+                let v = scope.render_json(raw, &source).map_err(|e| e.to_string())?;
+                facts.insert(k.clone(), template::to_json(&v));
+            }
+        }
+        Ok(serde_json::Value::Object(facts))
+    })();
+    match facts {
+        Ok(serde_json::Value::Null) => TaskResult::skipped(),
+        Ok(facts) => TaskResult {
+            status: Status::Ok,
+            msg: String::new(),
+            diffs: Vec::new(),
+            data: serde_json::json!({"changed": false, "failed": false, "skipped": false, "ansible_facts": facts}),
+        },
+        Err(e) => TaskResult::failed(e),
+    }
+}
+
+/// `assert`: every expression of `that` must hold; else `fail_msg` (or `msg`).
+fn assert(
+    world: &Arc<World>,
+    task: &Task,
+    host: &str,
+    overlay: &IndexMap<String, Value>,
+) -> TaskResult {
+    let outcome = (|| -> Result<Option<Result<String, String>>, String> {
+        let overlay = prepare::with_task_vars(task, world, host, overlay).map_err(|e| e.0)?;
+        let scope = world.scope(host, overlay);
+        if !prepare::holds(&task.when, &scope, &task.file).map_err(|e| e.0)? {
+            return Ok(None);
+        }
+        let args = task.args.as_object().cloned().unwrap_or_default();
+        let that: Vec<String> = match args.get("that") {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .collect(),
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(other) => vec![other.to_string()],
+            None => Vec::new(),
+        };
+        let source = template::Source {
+            file: &task.file,
+            line: task.args_line,
+        };
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match args.get(key) {
+                None => Ok(None),
+                Some(raw) => Ok(Some(
+                    scope
+                        .render_json(raw, &source)
+                        .map_err(|e| e.to_string())?
+                        .to_string(),
+                )),
+            }
+        };
+        for expr in &that {
+            let cond = vec![crate::roles::task_expr(expr, task.args_line)];
+            if !prepare::holds(&cond, &scope, &task.file).map_err(|e| e.0)? {
+                let msg = match text("fail_msg")?.or(text("msg")?) {
+                    Some(m) => m,
+                    None => format!("Assertion failed: {expr}"),
+                };
+                return Ok(Some(Err(msg)));
+            }
+        }
+        Ok(Some(Ok(text("success_msg")?.unwrap_or_else(|| "All assertions passed".into()))))
+    })();
+    match outcome {
+        Ok(None) => TaskResult::skipped(),
+        Ok(Some(Ok(msg))) => TaskResult {
+            status: Status::Ok,
+            data: serde_json::json!({"changed": false, "failed": false, "skipped": false, "msg": msg}),
+            msg,
+            diffs: Vec::new(),
+        },
+        Ok(Some(Err(msg))) | Err(msg) => TaskResult::failed(msg),
+    }
 }
 
 /// One module call's result: what is reported, and what `register` stores.
@@ -843,6 +1364,20 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
+    /// `cond` (until) over the call's result, under its register name and as `result`.
+    fn holds(&self, cond: &crate::roles::Condition, r: &CallResult) -> Result<bool, TaskError> {
+        let mut overlay = self.overlay.clone();
+        let data = template::value_of(&r.data);
+        if let Some(name) = &self.task.register {
+            overlay.insert(name.clone(), data.clone());
+        }
+        if let Some(item) = &r.item {
+            overlay.insert(self.task.loop_var.clone(), item.clone());
+        }
+        let scope = self.play.world.scope(self.host, overlay);
+        holds(cond, &scope, &self.task.file)
+    }
+
     fn apply(&self, mut r: CallResult) -> Result<CallResult, TaskError> {
         let task = self.task;
         if task.changed_when.is_none() && task.failed_when.is_none() {
@@ -853,7 +1388,7 @@ impl Judge<'_> {
             overlay.insert(name.clone(), template::value_of(&r.data));
         }
         if let Some(item) = &r.item {
-            overlay.insert("item".into(), item.clone());
+            overlay.insert(task.loop_var.clone(), item.clone());
         }
         let scope = self.play.world.scope(self.host, overlay);
         // Nothing ran to judge: skipped, or a module that only planned in check mode.

@@ -40,6 +40,10 @@ pub struct Stats {
     pub unreachable: u32,
     pub failed: u32,
     pub skipped: u32,
+    /// Failures a block's `rescue` took over (not counted as failed).
+    pub rescued: u32,
+    /// Failures `ignore_errors` let pass (counted as ok too, as Ansible does).
+    pub ignored: u32,
     /// SSH commands and uploads sent to the host (facts included).
     pub round_trips: u32,
 }
@@ -245,8 +249,8 @@ impl Reporter {
                 let mut text = String::from("\nRECAP\n");
                 for (host, s) in stats {
                     text.push_str(&format!(
-                        "{host:<width$} : ok={} changed={} unreachable={} failed={} skipped={}\n",
-                        s.ok, s.changed, s.unreachable, s.failed, s.skipped
+                        "{host:<width$} : ok={} changed={} unreachable={} failed={} skipped={} rescued={} ignored={}\n",
+                        s.ok, s.changed, s.unreachable, s.failed, s.skipped, s.rescued, s.ignored
                     ));
                 }
                 self.emit(&text);

@@ -51,6 +51,29 @@ pub fn holds(cond: &Condition, scope: &Arc<Scope>, file: &str) -> Result<bool, T
     Ok(true)
 }
 
+/// `overlay` with the task's `vars:` (and its blocks' and includes', outer first) rendered on
+/// top, each seeing those before it.
+pub fn with_task_vars(
+    task: &Task,
+    world: &Arc<World>,
+    host: &str,
+    overlay: &IndexMap<String, Value>,
+) -> Result<IndexMap<String, Value>, TaskError> {
+    let mut overlay = overlay.clone();
+    for (name, raw) in &task.vars {
+        let scope = world.scope(host, overlay.clone());
+        let source = template::Source {
+            file: &task.file,
+            line: task.line,
+        };
+        let value = scope
+            .render_json(raw, &source)
+            .map_err(|e| format!("in vars `{name}`: {e}"))?;
+        overlay.insert(name.clone(), value);
+    }
+    Ok(overlay)
+}
+
 /// Prepares `task` for `host` with `overlay` (registered results) on top of its variables.
 pub fn prepare(
     task: &Task,
@@ -59,6 +82,7 @@ pub fn prepare(
     host: &str,
     overlay: &IndexMap<String, Value>,
 ) -> Result<Prepared, TaskError> {
+    let overlay = &with_task_vars(task, world, host, overlay)?;
     let scope = world.scope(host, overlay.clone());
     let items: Vec<Option<Value>> = match &task.loop_over {
         None => vec![None],
@@ -85,7 +109,7 @@ pub fn prepare(
             None => scope.clone(),
             Some(v) => {
                 let mut with_item = overlay.clone();
-                with_item.insert("item".into(), v.clone());
+                with_item.insert(task.loop_var.clone(), v.clone());
                 world.scope(host, with_item)
             }
         };

@@ -49,7 +49,7 @@ pub(crate) use args::{de_bool, de_u64};
 pub use args::{ArgsError, Mode, Names, Presence};
 pub(crate) use paths::{fix_attrs, owner_spec, parse_stat, stat_script, PathState};
 pub use plan::{apply_steps, Diff, Outcome, Plan, Ran, Step};
-pub use remote::{Remote, Upload};
+pub use remote::{As, Local, Remote, Upload};
 
 /// Generates the `Action` enum (a typed call of each module), the table of [`Spec`]s, and the
 /// dispatch from one to the module's code.
@@ -207,7 +207,18 @@ pub fn specs() -> &'static [Spec] {
     &SPECS
 }
 
+/// The module a task names: by hactl's name, or by Ansible's (`ansible.builtin.` prefixed, `apt`
+/// for `package`, `systemd` and `systemd_service` for `service`: the same arguments).
 pub fn spec(name: &str) -> Option<&'static Spec> {
+    let name = name
+        .strip_prefix("ansible.builtin.")
+        .or_else(|| name.strip_prefix("ansible.legacy."))
+        .unwrap_or(name);
+    let name = match name {
+        "apt" => "package",
+        "systemd" | "systemd_service" => "service",
+        other => other,
+    };
     specs().iter().find(|s| s.name == name)
 }
 

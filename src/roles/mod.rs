@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use crate::yaml::{self, Kind, Node};
 
 pub use source::Source;
-pub use task::{Condition, Task};
+pub use task::{control_task, task_expr, Condition, Control, InBlock, Inherit, Part, Task};
 
 /// The site file used when `--site` is not given: the built-in one.
 pub const BUILTIN_SITE: &str = "roles/site.yml";
@@ -58,6 +58,8 @@ pub type Defaults = IndexMap<String, (serde_json::Value, Arc<str>, usize)>;
 pub struct Role {
     pub name: String,
     pub defaults: Defaults,
+    /// `vars/main.yml`: above the inventory (as in Ansible), below `-e`.
+    pub vars: Defaults,
     pub tasks: Vec<Task>,
     pub handlers: Vec<Task>,
     pub templates: IndexMap<String, Asset>,
@@ -70,6 +72,20 @@ pub struct Play {
     /// Inventory groups or hosts.
     pub hosts: Vec<String>,
     pub roles: Vec<Arc<Role>>,
+    /// The play's own `pre_tasks`, `tasks`, `post_tasks` and `handlers` (with the site file's
+    /// `templates/` and `files/`), as a role of the play.
+    pub own: Option<Arc<Role>>,
+    pub pre_tasks: usize,
+    pub post_tasks: usize,
+    /// `vars:` of the play: above the inventory, below role vars and `-e`.
+    pub vars: Defaults,
+    pub become_root: Option<bool>,
+    pub become_user: Option<String>,
+    /// `gather_facts: false`: no facts are read (hactl reads them with its connection anyway;
+    /// they are then not given to the play's tasks).
+    pub gather_facts: bool,
+    pub any_errors_fatal: bool,
+    pub max_fail_percentage: Option<f64>,
     /// Hosts per batch for rolling changes; None = all at once.
     pub serial: Option<usize>,
     pub file: Arc<str>,
@@ -155,9 +171,60 @@ fn parse_play(
     let mut hosts = Vec::new();
     let mut roles = Vec::new();
     let mut serial = None;
+    let mut play_vars: Defaults = IndexMap::new();
+    let mut become_root = None;
+    let mut become_user = None;
+    let mut gather_facts = true;
+    let mut any_errors_fatal = false;
+    let mut max_fail_percentage = None;
+    let mut lists: IndexMap<&'static str, (Vec<Node>, usize)> = IndexMap::new();
     for (key, value) in entries {
         let at = |message: String| RoleError::at(file, value.mark.line, message);
         match key.key_text().as_str() {
+            k @ ("pre_tasks" | "tasks" | "post_tasks" | "handlers") => {
+                let k: &'static str = match k {
+                    "pre_tasks" => "pre_tasks",
+                    "tasks" => "tasks",
+                    "post_tasks" => "post_tasks",
+                    _ => "handlers",
+                };
+                match &value.kind {
+                    Kind::Seq(items) => {
+                        lists.insert(k, (items.clone(), value.mark.line));
+                    }
+                    Kind::Null => {}
+                    _ => return Err(at(format!("{k}: expected a list of tasks"))),
+                }
+            }
+            "vars" => match &value.kind {
+                Kind::Map(vars) => {
+                    for (k, v) in vars {
+                        play_vars.insert(k.key_text(), (v.to_json(), file.clone(), v.mark.line));
+                    }
+                }
+                Kind::Null => {}
+                _ => return Err(at("vars: expected a mapping".into())),
+            },
+            "become" => match value.kind {
+                Kind::Bool(b) => become_root = Some(b),
+                _ => return Err(at("become: expected true or false".into())),
+            },
+            "become_user" => {
+                become_user = Some(scalar_text(value).ok_or_else(|| at("become_user: expected a user name".into()))?)
+            }
+            "gather_facts" => match value.kind {
+                Kind::Bool(b) => gather_facts = b,
+                _ => return Err(at("gather_facts: expected true or false".into())),
+            },
+            "any_errors_fatal" => match value.kind {
+                Kind::Bool(b) => any_errors_fatal = b,
+                _ => return Err(at("any_errors_fatal: expected true or false".into())),
+            },
+            "max_fail_percentage" => match value.kind {
+                Kind::Int(n) if (0..=100).contains(&n) => max_fail_percentage = Some(n as f64),
+                Kind::Float(f) if (0.0..=100.0).contains(&f) => max_fail_percentage = Some(f),
+                _ => return Err(at("max_fail_percentage: expected a number from 0 to 100".into())),
+            },
             "name" => {
                 name = Some(scalar_text(value).ok_or_else(|| at("name: expected a string".into()))?)
             }
@@ -228,7 +295,7 @@ fn parse_play(
                 return Err(RoleError::at(
                     file,
                     key.mark.line,
-                    format!("unknown play key `{other}` (name, hosts, roles, serial)"),
+                    format!("unknown play key `{other}` (name, hosts, roles, serial, vars, pre_tasks, tasks, post_tasks, handlers, become, become_user, gather_facts, any_errors_fatal, max_fail_percentage)"),
                 ))
             }
         }
@@ -240,10 +307,53 @@ fn parse_play(
             "a play needs `hosts:` (inventory groups or hosts)",
         ));
     }
+    let mut own = None;
+    let (mut pre_tasks, mut post_tasks) = (0, 0);
+    if !lists.is_empty() {
+        let name = name.clone().unwrap_or_else(|| hosts.join(","));
+        let src = dir.map(|d| Source::Disk(d.to_path_buf()));
+        let read = |path: &str| -> Option<(Arc<str>, String)> {
+            let d = dir?;
+            let p = d.join(path);
+            let text = std::fs::read_to_string(&p).ok()?;
+            Some((Arc::from(relative(&p).display().to_string()), text))
+        };
+        let mut role = Role {
+            name: format!("play {name}"),
+            defaults: IndexMap::new(),
+            vars: IndexMap::new(),
+            tasks: Vec::new(),
+            handlers: Vec::new(),
+            templates: src.as_ref().map(|s| s.assets("templates")).unwrap_or_default(),
+            files: src.as_ref().map(|s| s.assets("files")).unwrap_or_default(),
+        };
+        let inherit = Inherit::default();
+        let count = |key: &str, out: &mut Vec<Task>| -> Result<usize, RoleError> {
+            let before = out.len();
+            if let Some((items, _)) = lists.get(key) {
+                task::parse_list(file, items, &inherit, &read, out)?;
+            }
+            Ok(out.len() - before)
+        };
+        pre_tasks = count("pre_tasks", &mut role.tasks)?;
+        count("tasks", &mut role.tasks)?;
+        post_tasks = count("post_tasks", &mut role.tasks)?;
+        count("handlers", &mut role.handlers)?;
+        own = Some(Arc::new(role));
+    }
     Ok(Play {
         name: name.unwrap_or_else(|| hosts.join(",")),
         hosts,
         roles,
+        own,
+        pre_tasks,
+        post_tasks,
+        vars: play_vars,
+        become_root,
+        become_user,
+        gather_facts,
+        any_errors_fatal,
+        max_fail_percentage,
         serial,
         file: file.clone(),
         line: node.mark.line,
@@ -258,50 +368,78 @@ fn display_dir(dir: &Path) -> String {
     }
 }
 
-/// Reads and checks one role.
+/// The first of `names` the role has: hactl's flat file, or Ansible's `DIR/main.yml`.
+fn first_text(src: &Source, names: &[&str]) -> Option<(Arc<str>, String)> {
+    names.iter().find_map(|n| src.text(n))
+}
+
+fn variables(file: &Arc<str>, text: &str, what: &str) -> Result<Defaults, RoleError> {
+    let root = parse_yaml(file, text)?;
+    let mut out = IndexMap::new();
+    match &root.kind {
+        Kind::Null => {}
+        Kind::Map(entries) => {
+            for (k, v) in entries {
+                out.insert(k.key_text(), (v.to_json(), file.clone(), v.mark.line));
+            }
+        }
+        _ => {
+            return Err(RoleError::at(
+                file,
+                root.mark.line,
+                format!("{what} are a mapping of variables, not {}", root.type_name()),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and checks one role, in hactl's layout (`tasks.yml`, `handlers.yml`, `defaults.yml`)
+/// or Ansible's (`tasks/main.yml`, `handlers/main.yml`, `defaults/main.yml`, `vars/main.yml`).
 pub fn load_role(name: &str, src: &Source) -> Result<Role, RoleError> {
     let mut role = Role {
         name: name.to_string(),
         defaults: IndexMap::new(),
+        vars: IndexMap::new(),
         tasks: Vec::new(),
         handlers: Vec::new(),
         templates: src.assets("templates"),
         files: src.assets("files"),
     };
-    if let Some((file, text)) = src.text("defaults.yml") {
-        let root = parse_yaml(&file, &text)?;
-        match &root.kind {
-            Kind::Null => {}
-            Kind::Map(entries) => {
-                for (k, v) in entries {
-                    role.defaults
-                        .insert(k.key_text(), (v.to_json(), file.clone(), v.mark.line));
-                }
-            }
-            _ => {
-                return Err(RoleError::at(
-                    &file,
-                    root.mark.line,
-                    format!(
-                        "defaults are a mapping of variables, not {}",
-                        root.type_name()
-                    ),
-                ))
-            }
-        }
+    if let Some((file, text)) =
+        first_text(src, &["defaults.yml", "defaults/main.yml", "defaults/main.yaml"])
+    {
+        role.defaults = variables(&file, &text, "defaults")?;
     }
-    for (which, list) in [
-        ("tasks.yml", &mut role.tasks),
-        ("handlers.yml", &mut role.handlers),
+    if let Some((file, text)) = first_text(src, &["vars.yml", "vars/main.yml", "vars/main.yaml"]) {
+        role.vars = variables(&file, &text, "vars")?;
+    }
+    for (which, names, list) in [
+        (
+            "tasks",
+            ["tasks.yml", "tasks/main.yml", "tasks/main.yaml"],
+            &mut role.tasks,
+        ),
+        (
+            "handlers",
+            ["handlers.yml", "handlers/main.yml", "handlers/main.yaml"],
+            &mut role.handlers,
+        ),
     ] {
-        if let Some((file, text)) = src.text(which) {
+        if let Some((file, text)) = first_text(src, &names) {
+            // Included task files are found beside the file that includes them, as in Ansible
+            // (tasks/other.yml for tasks/main.yml).
+            let base = if names.iter().any(|n| n.contains('/') && src.text(n).is_some()) {
+                format!("{which}/")
+            } else {
+                String::new()
+            };
+            let read = |path: &str| src.text(&format!("{base}{path}"));
             let root = parse_yaml(&file, &text)?;
             match &root.kind {
                 Kind::Null => {}
                 Kind::Seq(items) => {
-                    for item in items {
-                        list.push(task::parse(&file, item)?);
-                    }
+                    task::parse_list(&file, items, &Inherit::default(), &read, list)?;
                 }
                 _ => {
                     return Err(RoleError::at(
@@ -313,11 +451,11 @@ pub fn load_role(name: &str, src: &Source) -> Result<Role, RoleError> {
             }
         }
     }
-    if role.tasks.is_empty() && role.handlers.is_empty() && role.defaults.is_empty() {
+    if role.tasks.is_empty() && role.handlers.is_empty() && role.defaults.is_empty() && role.vars.is_empty() {
         return Err(RoleError::at(
             &src.display("tasks.yml"),
             1,
-            format!("role `{name}` has no tasks.yml, handlers.yml or defaults.yml"),
+            format!("role `{name}` has no tasks, handlers, defaults or vars (tasks.yml or tasks/main.yml, ...)"),
         ));
     }
     Ok(role)

@@ -36,9 +36,11 @@ impl Source {
     /// The role folder `name`: beside the site file first, then built in.
     pub fn find(name: &str, dir: Option<&Path>) -> Option<Source> {
         if let Some(dir) = dir {
-            let candidate = dir.join(name);
-            if candidate.is_dir() {
-                return Some(Source::Disk(candidate));
+            // Beside the site file, or in roles/ beside it (an Ansible playbook directory).
+            for candidate in [dir.join(name), dir.join("roles").join(name)] {
+                if candidate.is_dir() {
+                    return Some(Source::Disk(candidate));
+                }
             }
         }
         BUILTIN.get_dir(name).map(Source::Builtin)

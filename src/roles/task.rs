@@ -17,6 +17,37 @@ pub struct Expr {
 /// `when`, `changed_when`, `failed_when`: one expression or a list, all of which must hold.
 pub type Condition = Vec<Expr>;
 
+/// Which part of a block a task is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Block,
+    Rescue,
+    Always,
+}
+
+/// A task's place in one enclosing `block`: the block (unique in the run), the part, and
+/// whether the block has a `rescue` (which takes over a failure in its `block` part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InBlock {
+    pub id: u32,
+    pub part: Part,
+    pub has_rescue: bool,
+}
+
+/// What the engine itself does instead of calling a module.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// `meta: flush_handlers`: the notified handlers run now.
+    FlushHandlers,
+    /// The end of a block (after its `always`): a failure no `rescue` took over goes to the
+    /// enclosing block, or fails the host.
+    EndBlock { id: u32, has_rescue: bool },
+    /// `set_fact`: its arguments become the host's variables.
+    SetFact,
+    /// `assert`: `that` must hold.
+    Assert,
+}
+
 #[derive(Debug, Clone)]
 pub struct Task {
     pub name: String,
@@ -37,11 +68,376 @@ pub struct Task {
     pub check_mode: Option<bool>,
     pub ignore_errors: bool,
     pub no_log: bool,
+    /// `vars:` of the task and of its blocks and includes (outer first), rendered in order.
+    pub vars: Vec<(String, serde_json::Value)>,
+    /// `become` / `become_user`, as the task or an enclosing block or play says.
+    pub become_root: Option<bool>,
+    pub become_user: Option<String>,
+    /// `environment:` (a mapping, or an expression giving one).
+    pub environment: Option<serde_json::Value>,
+    /// `delegate_to:` another inventory host (or localhost: this machine).
+    pub delegate_to: Option<String>,
+    /// `until` with `retries` (default 3) and `delay` (seconds, default 5).
+    pub until: Option<Condition>,
+    pub retries: Option<serde_json::Value>,
+    pub delay: Option<serde_json::Value>,
+    /// `loop_control`: the loop variable (default `item`) and the label shown per item.
+    pub loop_var: String,
+    pub loop_label: Option<String>,
+    /// The enclosing blocks, outermost first.
+    pub blocks: Vec<InBlock>,
+    pub control: Option<Control>,
     pub file: Arc<str>,
     pub line: usize,
 }
 
-const KEYWORDS: &str = "name, when, notify, register, changed_when, failed_when, tags, run_once, throttle, loop, check_mode, ignore_errors, no_log";
+const KEYWORDS: &str = "name, when, notify, register, changed_when, failed_when, tags, run_once, throttle, loop, with_items, with_dict, with_list, loop_control, check_mode, ignore_errors, no_log, args, vars, become, become_user, environment, delegate_to, until, retries, delay; and block (rescue, always), include_tasks, import_tasks, meta: flush_handlers, set_fact, assert";
+
+/// What tasks get from the blocks, includes and play around them.
+#[derive(Debug, Clone, Default)]
+pub struct Inherit {
+    pub when: Condition,
+    pub tags: Vec<String>,
+    pub vars: Vec<(String, serde_json::Value)>,
+    pub become_root: Option<bool>,
+    pub become_user: Option<String>,
+    pub environment: Option<serde_json::Value>,
+    pub delegate_to: Option<String>,
+    pub ignore_errors: Option<bool>,
+    pub no_log: Option<bool>,
+    pub check_mode: Option<bool>,
+    pub blocks: Vec<InBlock>,
+    /// Files being included, to refuse an include of itself.
+    pub including: Vec<String>,
+}
+
+/// Reads a task file that an `include_tasks`/`import_tasks` names, relative to the role's
+/// tasks (or to the site file): its display name and text.
+pub type ReadTasks<'a> = &'a dyn Fn(&str) -> Option<(Arc<str>, String)>;
+
+static BLOCK_IDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Parses a list of task entries (tasks, blocks, includes) into `out`, flat: blocks become the
+/// `blocks` of their tasks followed by an `EndBlock`, includes are read where they stand.
+pub fn parse_list(
+    file: &Arc<str>,
+    items: &[Node],
+    inherit: &Inherit,
+    read: ReadTasks,
+    out: &mut Vec<Task>,
+) -> Result<(), RoleError> {
+    for item in items {
+        parse_entry(file, item, inherit, read, out)?;
+    }
+    Ok(())
+}
+
+const BLOCK_KEYWORDS: &str = "block, rescue, always, name, when, tags, vars, become, become_user, environment, delegate_to, ignore_errors, no_log, check_mode";
+const INCLUDE_KEYWORDS: &str = "name, when, tags, vars, become, become_user, environment, delegate_to, ignore_errors, no_log, check_mode";
+
+fn entries_of<'a>(file: &str, node: &'a Node) -> Result<&'a [(Node, Node)], RoleError> {
+    match &node.kind {
+        Kind::Map(entries) => Ok(entries),
+        _ => Err(RoleError::at(
+            file,
+            node.mark.line,
+            format!("a task is a mapping, not {}", node.type_name()),
+        )),
+    }
+}
+
+/// The module or keyword name without Ansible's collection prefix.
+fn short(key: &str) -> &str {
+    key.strip_prefix("ansible.builtin.")
+        .or_else(|| key.strip_prefix("ansible.legacy."))
+        .unwrap_or(key)
+}
+
+fn parse_entry(
+    file: &Arc<str>,
+    node: &Node,
+    inherit: &Inherit,
+    read: ReadTasks,
+    out: &mut Vec<Task>,
+) -> Result<(), RoleError> {
+    let entries = entries_of(file, node)?;
+    let has = |k: &str| entries.iter().any(|(key, _)| short(&key.key_text()) == k);
+    if has("block") {
+        return parse_block(file, node, entries, inherit, read, out);
+    }
+    if has("include_tasks") || has("import_tasks") {
+        return parse_include(file, node, entries, inherit, read, out);
+    }
+    let mut task = parse(file, node)?;
+    apply_inherit(&mut task, inherit);
+    out.push(task);
+    Ok(())
+}
+
+/// The keywords blocks, includes and tasks share, read into `inherit` (outer values kept when a
+/// keyword is not given).
+fn shared_keyword(
+    file: &str,
+    key: &str,
+    value: &Node,
+    inherit: &mut Inherit,
+) -> Result<bool, RoleError> {
+    let at = |message: String| RoleError::at(file, value.mark.line, message);
+    match key {
+        "when" => inherit.when.extend(condition(file, value)?),
+        "tags" => inherit.tags.extend(
+            string_list(value).ok_or_else(|| at("tags: expected a tag or a list of tags".into()))?,
+        ),
+        "vars" => inherit.vars.extend(vars_of(file, value)?),
+        "become" => {
+            inherit.become_root =
+                Some(boolean(value).ok_or_else(|| at("become: expected true or false".into()))?)
+        }
+        "become_user" => {
+            inherit.become_user = Some(
+                scalar_text(value).ok_or_else(|| at("become_user: expected a user name".into()))?,
+            )
+        }
+        "environment" => {
+            inherit.environment = Some(match &value.kind {
+                Kind::Map(_) | Kind::Str(_) => value.to_json(),
+                _ => return Err(at("environment: expected a mapping of variables".into())),
+            })
+        }
+        "delegate_to" => {
+            inherit.delegate_to = Some(
+                scalar_text(value).ok_or_else(|| at("delegate_to: expected a host".into()))?,
+            )
+        }
+        "ignore_errors" => {
+            inherit.ignore_errors = Some(
+                boolean(value).ok_or_else(|| at("ignore_errors: expected true or false".into()))?,
+            )
+        }
+        "no_log" => {
+            inherit.no_log =
+                Some(boolean(value).ok_or_else(|| at("no_log: expected true or false".into()))?)
+        }
+        "check_mode" => {
+            inherit.check_mode =
+                Some(boolean(value).ok_or_else(|| at("check_mode: expected true or false".into()))?)
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn parse_block(
+    file: &Arc<str>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    outer: &Inherit,
+    read: ReadTasks,
+    out: &mut Vec<Task>,
+) -> Result<(), RoleError> {
+    let mut inherit = outer.clone();
+    let (mut main, mut rescue, mut always) = (None, None, None);
+    for (key, value) in entries {
+        let name = key.key_text();
+        let list = |v: &Node| -> Result<Vec<Node>, RoleError> {
+            match &v.kind {
+                Kind::Seq(items) => Ok(items.clone()),
+                Kind::Null => Ok(Vec::new()),
+                _ => Err(RoleError::at(
+                    file,
+                    v.mark.line,
+                    format!("{name}: expected a list of tasks"),
+                )),
+            }
+        };
+        match short(&name) {
+            "block" => main = Some(list(value)?),
+            "rescue" => rescue = Some(list(value)?),
+            "always" => always = Some(list(value)?),
+            "name" => {}
+            other => {
+                if !shared_keyword(file, other, value, &mut inherit)? {
+                    return Err(RoleError::at(
+                        file,
+                        key.mark.line,
+                        format!("unknown block keyword `{other}` (keywords: {BLOCK_KEYWORDS})"),
+                    ));
+                }
+            }
+        }
+    }
+    let id = BLOCK_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let has_rescue = rescue.as_ref().is_some_and(|r| !r.is_empty());
+    for (part, items) in [
+        (Part::Block, main),
+        (Part::Rescue, rescue),
+        (Part::Always, always),
+    ] {
+        let mut inner = inherit.clone();
+        inner.blocks.push(InBlock {
+            id,
+            part,
+            has_rescue,
+        });
+        parse_list(file, &items.unwrap_or_default(), &inner, read, out)?;
+    }
+    let mut end = control_task(file, node.mark.line, "end of block", Control::EndBlock { id, has_rescue });
+    end.blocks = outer.blocks.clone();
+    end.tags = vec!["always".into()];
+    out.push(end);
+    Ok(())
+}
+
+fn parse_include(
+    file: &Arc<str>,
+    node: &Node,
+    entries: &[(Node, Node)],
+    outer: &Inherit,
+    read: ReadTasks,
+    out: &mut Vec<Task>,
+) -> Result<(), RoleError> {
+    let mut inherit = outer.clone();
+    let mut target = None;
+    for (key, value) in entries {
+        let name = key.key_text();
+        match short(&name) {
+            k @ ("include_tasks" | "import_tasks") => {
+                let k: &'static str = if k == "include_tasks" { "include_tasks" } else { "import_tasks" };
+                let path = match &value.kind {
+                    Kind::Str(s) => Some(s.clone()),
+                    Kind::Map(m) => m
+                        .iter()
+                        .find(|(k, _)| k.key_text() == "file")
+                        .and_then(|(_, v)| scalar_text(v)),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    RoleError::at(file, value.mark.line, format!("{k}: expected a file name"))
+                })?;
+                if crate::template::is_template(&path) {
+                    return Err(RoleError::at(
+                        file,
+                        value.mark.line,
+                        format!("{k}: `{path}`: hactl reads included files when it loads the role, so the name cannot be an expression"),
+                    ));
+                }
+                target = Some((k, path, value.mark.line));
+            }
+            "name" => {}
+            other => {
+                if !shared_keyword(file, other, value, &mut inherit)? {
+                    return Err(RoleError::at(
+                        file,
+                        key.mark.line,
+                        format!("unknown keyword `{other}` beside an include (keywords: {INCLUDE_KEYWORDS})"),
+                    ));
+                }
+            }
+        }
+    }
+    let Some((keyword, path, line)) = target else {
+        return Err(RoleError::at(file, node.mark.line, "expected include_tasks or import_tasks"));
+    };
+    let Some((included, text)) = read(&path) else {
+        return Err(RoleError::at(file, line, format!("{keyword}: no task file `{path}`")));
+    };
+    if inherit.including.iter().any(|f| *f == *included) || inherit.including.len() > 20 {
+        return Err(RoleError::at(file, line, format!("{keyword}: `{path}` includes itself")));
+    }
+    inherit.including.push(included.to_string());
+    let root = crate::yaml::parse(&text).map_err(|e| RoleError::at(&included, e.mark.line, e.message))?;
+    match &root.kind {
+        Kind::Null => Ok(()),
+        Kind::Seq(items) => parse_list(&included, items, &inherit, read, out),
+        _ => Err(RoleError::at(
+            &included,
+            root.mark.line,
+            format!("a task file is a list of tasks, not {}", root.type_name()),
+        )),
+    }
+}
+
+pub fn control_task(file: &Arc<str>, line: usize, name: &str, control: Control) -> Task {
+    Task {
+        name: name.into(),
+        module: modules::spec("debug").unwrap_or(&modules::specs()[0]),
+        args: serde_json::Value::Null,
+        args_line: line,
+        when: Vec::new(),
+        notify: Vec::new(),
+        register: None,
+        changed_when: None,
+        failed_when: None,
+        tags: Vec::new(),
+        run_once: false,
+        throttle: None,
+        loop_over: None,
+        check_mode: None,
+        ignore_errors: false,
+        no_log: false,
+        vars: Vec::new(),
+        become_root: None,
+        become_user: None,
+        environment: None,
+        delegate_to: None,
+        until: None,
+        retries: None,
+        delay: None,
+        loop_var: "item".into(),
+        loop_label: None,
+        blocks: Vec::new(),
+        control: Some(control),
+        file: file.clone(),
+        line,
+    }
+}
+
+/// What the blocks, includes and play around a task give it: their conditions before its own,
+/// their tags and vars with its own, their other keywords unless it sets them.
+fn apply_inherit(task: &mut Task, inherit: &Inherit) {
+    let mut when = inherit.when.clone();
+    when.append(&mut task.when);
+    task.when = when;
+    let mut tags = inherit.tags.clone();
+    tags.append(&mut task.tags);
+    task.tags = tags;
+    let mut vars = inherit.vars.clone();
+    vars.append(&mut task.vars);
+    task.vars = vars;
+    task.become_root = task.become_root.or(inherit.become_root);
+    if task.become_user.is_none() {
+        task.become_user = inherit.become_user.clone();
+    }
+    if task.environment.is_none() {
+        task.environment = inherit.environment.clone();
+    }
+    if task.delegate_to.is_none() {
+        task.delegate_to = inherit.delegate_to.clone();
+    }
+    if !task.ignore_errors {
+        task.ignore_errors = inherit.ignore_errors.unwrap_or(false);
+    }
+    if !task.no_log {
+        task.no_log = inherit.no_log.unwrap_or(false);
+    }
+    task.check_mode = task.check_mode.or(inherit.check_mode);
+    task.blocks = inherit.blocks.clone();
+}
+
+fn vars_of(file: &str, node: &Node) -> Result<Vec<(String, serde_json::Value)>, RoleError> {
+    match &node.kind {
+        Kind::Map(entries) => Ok(entries
+            .iter()
+            .map(|(k, v)| (k.key_text(), v.to_json()))
+            .collect()),
+        Kind::Null => Ok(Vec::new()),
+        _ => Err(RoleError::at(
+            file,
+            node.mark.line,
+            format!("vars: expected a mapping, not {}", node.type_name()),
+        )),
+    }
+}
 
 pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
     let Kind::Map(entries) = &node.kind else {
@@ -68,10 +464,24 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
         check_mode: None,
         ignore_errors: false,
         no_log: false,
+        vars: Vec::new(),
+        become_root: None,
+        become_user: None,
+        environment: None,
+        delegate_to: None,
+        until: None,
+        retries: None,
+        delay: None,
+        loop_var: "item".into(),
+        loop_label: None,
+        blocks: Vec::new(),
+        control: None,
         file: file.clone(),
         line: node.mark.line,
     };
     let mut module: Option<(&'static modules::Spec, &Node)> = None;
+    let mut extra_args: Option<&Node> = None;
+    let mut shared = Inherit::default();
     for (key, value) in entries {
         let line = value.mark.line;
         let at = |message: String| RoleError::at(file, line, message);
@@ -120,7 +530,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                 task.no_log =
                     boolean(value).ok_or_else(|| at("no_log: expected true or false".into()))?
             }
-            "loop" | "with_items" => match &value.kind {
+            "loop" | "with_items" | "with_list" => match &value.kind {
                 Kind::Seq(_) | Kind::Str(_) => task.loop_over = Some(value.to_json()),
                 _ => {
                     return Err(at(format!(
@@ -128,7 +538,99 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                     )))
                 }
             },
+            // Ansible's dict2items: [{key, value}, ...].
+            "with_dict" => match &value.kind {
+                Kind::Map(_) | Kind::Str(_) => {
+                    let expr = match value.to_json() {
+                        serde_json::Value::String(s) => strip_braces(&s),
+                        other => other.to_string(),
+                    };
+                    task.loop_over = Some(serde_json::Value::String(format!(
+                        "{{{{ ({expr}) | dict2items }}}}"
+                    )))
+                }
+                _ => return Err(at("with_dict: expected a mapping or an expression giving one".into())),
+            },
+            "loop_control" => {
+                let Kind::Map(opts) = &value.kind else {
+                    return Err(at("loop_control: expected a mapping (loop_var, label)".into()));
+                };
+                for (k, v) in opts {
+                    match k.key_text().as_str() {
+                        "loop_var" => {
+                            task.loop_var = scalar_text(v)
+                                .filter(|n| is_identifier(n))
+                                .ok_or_else(|| at("loop_control.loop_var: expected a variable name".into()))?
+                        }
+                        "label" => {
+                            task.loop_label = Some(
+                                scalar_text(v).ok_or_else(|| at("loop_control.label: expected a string".into()))?,
+                            )
+                        }
+                        other => {
+                            return Err(RoleError::at(
+                                file,
+                                k.mark.line,
+                                format!("loop_control: unsupported `{other}` (loop_var, label)"),
+                            ))
+                        }
+                    }
+                }
+            }
+            "until" => task.until = Some(condition(file, value)?),
+            "retries" | "delay" => {
+                let v = match &value.kind {
+                    Kind::Int(n) if *n >= 0 => value.to_json(),
+                    Kind::Str(s) if crate::template::is_template(s) => value.to_json(),
+                    _ => return Err(at(format!("{key_name}: expected a number"))),
+                };
+                if key_name == "retries" {
+                    task.retries = Some(v)
+                } else {
+                    task.delay = Some(v)
+                }
+            }
+            "args" => match &value.kind {
+                Kind::Map(_) => extra_args = Some(value),
+                _ => return Err(at("args: expected a mapping of the module's arguments".into())),
+            },
+            "meta" => {
+                let what = scalar_text(value).unwrap_or_default();
+                if what != "flush_handlers" {
+                    return Err(at(format!(
+                        "meta: `{what}` is not supported (flush_handlers)"
+                    )));
+                }
+                task.control = Some(Control::FlushHandlers);
+                if task.name.is_empty() {
+                    task.name = "flush handlers".into();
+                }
+            }
+            k @ ("vars" | "become" | "become_user" | "environment" | "delegate_to") => {
+                shared_keyword(file, k, value, &mut shared)?;
+            }
             other => {
+                let other = short(other);
+                let (other, control) = match other {
+                    "set_fact" => ("debug", Some(Control::SetFact)),
+                    "assert" => ("debug", Some(Control::Assert)),
+                    o => (o, None),
+                };
+                if let Some(c) = control {
+                    let Kind::Map(_) = &value.kind else {
+                        return Err(at(format!("{}: expected a mapping", short(&key_name))));
+                    };
+                    if module.is_some() || task.control.is_some() {
+                        return Err(RoleError::at(file, key.mark.line, "a task calls one module"));
+                    }
+                    task.control = Some(c);
+                    task.args = value.to_json();
+                    task.args_line = value.mark.line;
+                    if task.name.is_empty() {
+                        task.name = short(&key_name).to_string();
+                    }
+                    continue;
+                }
                 let Some(spec) = modules::spec(other) else {
                     return Err(RoleError::at(
                         file,
@@ -153,6 +655,23 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             }
         }
     }
+    task.vars = shared.vars;
+    task.become_root = shared.become_root;
+    task.become_user = shared.become_user;
+    task.environment = shared.environment;
+    task.delegate_to = shared.delegate_to;
+    if let Some(c) = &task.control {
+        if module.is_some() {
+            return Err(RoleError::at(file, node.mark.line, "a task calls one module"));
+        }
+        if *c == Control::Assert {
+            let has_that = matches!(&task.args, serde_json::Value::Object(m) if m.contains_key("that"));
+            if !has_that {
+                return Err(RoleError::at(file, task.args_line, "assert: missing argument `that`"));
+            }
+        }
+        return Ok(task);
+    }
     let Some((spec, args)) = module else {
         return Err(RoleError::at(
             file,
@@ -171,6 +690,43 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                     .join(", ")
             ),
         ));
+    };
+    let merged;
+    let args = match extra_args {
+        None => args,
+        Some(extra) => {
+            // `args:` adds to the module's arguments; a command line stays the command.
+            let Kind::Map(more) = &extra.kind else {
+                unreachable!("checked above")
+            };
+            let mut all: Vec<(Node, Node)> = match &args.kind {
+                Kind::Map(m) => m.clone(),
+                Kind::Str(_) if spec.free_form => {
+                    vec![(key_node("cmd", args.mark.clone()), args.clone())]
+                }
+                Kind::Null => Vec::new(),
+                _ => return check_args(file, spec, args).map(|_| task),
+            };
+            all.extend(more.iter().cloned());
+            merged = Node {
+                kind: Kind::Map(all),
+                mark: args.mark.clone(),
+            };
+            &merged
+        }
+    };
+    let apt_default;
+    let args = if spec.name == "package" && !matches!(&args.kind, Kind::Map(m) if m.iter().any(|(k, _)| k.key_text() == "name")) {
+        // apt with only update_cache: no package named.
+        let mut all = match &args.kind {
+            Kind::Map(m) => m.clone(),
+            _ => Vec::new(),
+        };
+        all.push((key_node("name", args.mark.clone()), Node { kind: Kind::Seq(Vec::new()), mark: args.mark.clone() }));
+        apt_default = Node { kind: Kind::Map(all), mark: args.mark.clone() };
+        &apt_default
+    } else {
+        args
     };
     check_args(file, spec, args)?;
     task.module = spec;
@@ -276,4 +832,19 @@ fn is_identifier(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn key_node(name: &str, mark: crate::yaml::Mark) -> Node {
+    Node {
+        mark,
+        kind: Kind::Str(name.into()),
+    }
+}
+
+/// A condition written in a module's arguments (`assert`'s `that`), as `when` reads one.
+pub fn task_expr(text: &str, line: usize) -> Expr {
+    Expr {
+        text: strip_braces(text),
+        line,
+    }
 }

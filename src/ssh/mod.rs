@@ -41,6 +41,13 @@ pub struct Target {
     pub become_password: Option<String>,
 }
 
+/// A task's own `become` and `become_user` (None: the connection's `ansible_become`, root).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Become {
+    pub root: Option<bool>,
+    pub user: Option<String>,
+}
+
 /// What to do with a host key that the known_hosts file does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostKeyPolicy {
@@ -274,12 +281,33 @@ impl Session {
     /// Runs a command through `sh -c` (with sudo when the host needs become), feeding `stdin`,
     /// and reads until the channel ends.
     pub async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
-        if !self.target.become_root {
+        self.exec_as(command, stdin, &Become::default()).await
+    }
+
+    /// Whether `how` runs commands through sudo here, and as whom ("" for root).
+    fn sudo_for<'a>(&'a self, how: &'a Become) -> Option<&'a str> {
+        let on = how.root.unwrap_or(self.target.become_root);
+        on.then(|| how.user.as_deref().filter(|u| *u != "root").unwrap_or(""))
+    }
+
+    /// [`Session::exec`] with a task's own `become` / `become_user`.
+    pub async fn exec_as(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        how: &Become,
+    ) -> Result<Output, SshError> {
+        let Some(user) = self.sudo_for(how) else {
             return self.exec_raw(command, stdin, None).await;
-        }
+        };
+        let as_user = if user.is_empty() {
+            String::new()
+        } else {
+            format!("-u {} ", shell_quote(user))
+        };
         match &self.become_password {
             None => {
-                let wrapped = format!("sudo -n -H -- sh -c {}", shell_quote(command));
+                let wrapped = format!("sudo -n -H {as_user}-- sh -c {}", shell_quote(command));
                 self.exec_raw(&wrapped, stdin, None).await
             }
             Some(password) => {
@@ -290,7 +318,7 @@ impl Session {
                     password,
                     patience: SUDO_PATIENCE,
                 };
-                let wrapped = self.sudo_markers.wrap(command);
+                let wrapped = self.sudo_markers.wrap_as(command, user);
                 self.exec_raw(&wrapped, stdin, Some(sudo)).await
             }
         }
@@ -350,6 +378,20 @@ impl Session {
         mode: u32,
         owner: Option<&str>,
     ) -> Result<(), SshError> {
+        self.upload_as(path, contents, mode, owner, &Become::default())
+            .await
+    }
+
+    /// [`Session::upload`] with a task's own `become` / `become_user`: the file is written by
+    /// that user (and owned by them unless `owner` says otherwise).
+    pub async fn upload_as(
+        &self,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+        owner: Option<&str>,
+        how: &Become,
+    ) -> Result<(), SshError> {
         let upload_error = |reason: String| SshError::Upload {
             host: self.target.name.clone(),
             path: path.to_string(),
@@ -377,13 +419,13 @@ impl Session {
             t = shell_quote(&temp),
             p = shell_quote(path)
         );
-        if self.target.become_root {
+        if self.sudo_for(how).is_some() || *how != Become::default() {
             // SFTP runs as the login user: stream through sudo into the target directory instead.
             let script = format!("umask 077 && cat > {} && {finish}", shell_quote(&temp));
-            let out = self.exec(&script, contents).await?;
+            let out = self.exec_as(&script, contents, how).await?;
             if !out.success() {
                 let _ = self
-                    .exec(&format!("rm -f {}", shell_quote(&temp)), b"")
+                    .exec_as(&format!("rm -f {}", shell_quote(&temp)), b"", how)
                     .await;
                 return Err(upload_error(out.stderr_text().trim().to_string()));
             }
@@ -545,6 +587,55 @@ pub fn target(
         become_root: connection.become_root,
         become_password: connection.become_password,
     })
+}
+
+/// The connection variables given with `-e`, over the inventory's (as in Ansible, where extra
+/// vars win over everything): ansible_host, ansible_port, ansible_user,
+/// ansible_ssh_private_key_file, ansible_become, ansible_become_password (or _pass).
+pub fn override_target(
+    target: &mut Target,
+    extra: &indexmap::IndexMap<String, serde_json::Value>,
+) -> Result<(), String> {
+    use serde_json::Value as J;
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match extra.get(key) {
+            None => Ok(None),
+            Some(J::String(s)) => Ok(Some(s.clone())),
+            Some(J::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => Err(format!("-e {key}: expected a string, not {other}")),
+        }
+    };
+    if let Some(a) = text("ansible_host")? {
+        target.address = a;
+    }
+    if let Some(p) = text("ansible_port")? {
+        target.port = p
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or(format!("-e ansible_port: {p} is not a port number (1-65535)"))?;
+    }
+    if let Some(u) = text("ansible_user")? {
+        target.user = u;
+    }
+    if let Some(k) = text("ansible_ssh_private_key_file")? {
+        target.private_key_file = Some(expand_home(Path::new(&k)));
+    }
+    if let Some(b) = extra.get("ansible_become") {
+        target.become_root = match b {
+            J::Bool(b) => *b,
+            J::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => true,
+                "false" | "no" | "off" | "0" => false,
+                _ => return Err(format!("-e ansible_become: expected true or false, not {s}")),
+            },
+            other => return Err(format!("-e ansible_become: expected true or false, not {other}")),
+        };
+    }
+    if let Some(p) = text("ansible_become_password")?.or(text("ansible_become_pass")?) {
+        target.become_password = Some(p);
+    }
+    Ok(())
 }
 
 /// `~/x` → `$HOME/x`, as ssh reads such paths.

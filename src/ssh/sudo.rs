@@ -31,12 +31,22 @@ impl Markers {
 
     /// `command` run as root by `sh -c` under `sudo -S`, announcing itself first.
     pub(crate) fn wrap(&self, command: &str) -> String {
+        self.wrap_as(command, "")
+    }
+
+    /// The same, as `user` (`-u USER`; root when empty).
+    pub(crate) fn wrap_as(&self, command: &str, user: &str) -> String {
         let prompt = String::from_utf8_lossy(&self.prompt);
         let running = String::from_utf8_lossy(&self.running);
         // A newline, not `;`, after the announcement: the command may start with anything.
         let script = format!("printf '%s' {} >&2\n{command}", shell_quote(&running));
+        let as_user = if user.is_empty() {
+            String::new()
+        } else {
+            format!("-u {} ", shell_quote(user))
+        };
         format!(
-            "sudo -S -p {} -H -- sh -c {}",
+            "sudo -S -p {} -H {as_user}-- sh -c {}",
             shell_quote(&prompt),
             shell_quote(&script)
         )

@@ -164,7 +164,7 @@ impl Stack {
         let defaults = crate::roles::stack_defaults().map_err(|e| StackError(e.to_string()))?;
         let secrets = Arc::new(crate::secrets::SecretStore::of(inventory));
         let env = template::environment(Some(secrets));
-        let world = world(inventory, &[&defaults], extra_vars, &env, |_| {
+        let world = world(inventory, &[&defaults], &[], extra_vars, &env, |_| {
             IndexMap::new()
         });
         let any = inventory.hosts.keys().next().cloned().unwrap_or_default();
@@ -365,11 +365,12 @@ impl Reader<'_> {
     }
 }
 
-/// Every host's variables: `defaults` (later ones win) < inventory < `extra_vars`, with the
-/// magic variables and what `fixed` adds per host.
+/// Every host's variables: `defaults` (later ones win) < inventory < `above` (a play's and its
+/// roles' vars) < `extra_vars`, with the magic variables and what `fixed` adds per host.
 pub(crate) fn world(
     inventory: &Inventory,
     defaults: &[&Defaults],
+    above: &[&Defaults],
     extra_vars: &IndexMap<String, serde_json::Value>,
     env: &Arc<minijinja::Environment<'static>>,
     fixed: impl Fn(&str) -> IndexMap<String, serde_json::Value>,
@@ -397,6 +398,11 @@ pub(crate) fn world(
         for (k, var) in inventory.host_vars(host) {
             let file: Arc<str> = Arc::from(var.origin.path.display().to_string());
             d.vars.insert(k, (var.value, file, var.origin.mark.line));
+        }
+        for layer in above {
+            for (k, v) in layer.iter() {
+                d.vars.insert(k.clone(), v.clone());
+            }
         }
         for (k, v) in extra_vars {
             d.vars.insert(k.clone(), (v.clone(), cli.clone(), 1));
