@@ -16,6 +16,7 @@
 //! `engine::prepare` reads or renders it into the arguments.
 
 mod args;
+pub mod blockinfile;
 pub mod certificate;
 pub mod command;
 pub mod copy;
@@ -25,6 +26,7 @@ pub(crate) mod fake;
 pub mod file;
 pub mod group;
 pub mod http;
+pub mod lineinfile;
 pub mod package;
 mod paths;
 pub mod patroni_config;
@@ -77,6 +79,7 @@ macro_rules! registry {
 }
 
 registry! {
+    BlockInFile => blockinfile::BlockInFile,
     Certificate => certificate::Certificate,
     Command => command::Command,
     Shell => command::Shell,
@@ -85,6 +88,7 @@ registry! {
     Fail => debug::Fail,
     File => file::File,
     Group => group::Group,
+    LineInFile => lineinfile::LineInFile,
     Package => package::Package,
     PatroniConfig => patroni_config::PatroniConfig,
     PatroniRestart => patroni_restart::PatroniRestart,
