@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use crate::yaml::{self, Kind, Node};
 
 pub use source::Source;
-pub use task::{control_task, task_expr, Condition, Control, InBlock, Inherit, Part, Task};
+pub use task::{control_task, task_expr, Condition, Control, Inherit, Part, Task};
 
 /// The site file used when `--site` is not given: the built-in one.
 pub const BUILTIN_SITE: &str = "roles/site.yml";
@@ -488,4 +488,124 @@ pub fn relative(path: &Path) -> PathBuf {
         .ok()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_playbook_directory_with_roles_in_ansibles_layout_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                (
+                    "site.yml",
+                    "- hosts: all\n  become: true\n  vars: {a: 1}\n  pre_tasks:\n    - debug: {msg: pre}\n  roles: [r]\n  tasks:\n    - debug: {msg: t}\n  post_tasks:\n    - debug: {msg: post}\n",
+                ),
+                ("roles/r/defaults/main.yml", "d: 1\n"),
+                ("roles/r/vars/main.yml", "v: 2\n"),
+                ("roles/r/handlers/main.yml", "- name: h\n  debug: {msg: h}\n"),
+                (
+                    "roles/r/tasks/main.yml",
+                    "- import_tasks: more.yml\n  when: d == 1\n  tags: [x]\n- name: c\n  command: echo\n  args: {chdir: /tmp}\n",
+                ),
+                ("roles/r/tasks/more.yml", "- name: inner\n  apt: {update_cache: true}\n"),
+            ],
+        );
+        let site = load_site(Some(&dir.path().join("site.yml"))).unwrap();
+        let play = &site.plays[0];
+        assert_eq!(play.become_root, Some(true));
+        assert!(play.vars.contains_key("a"));
+        let role = &play.roles[0];
+        assert!(role.defaults.contains_key("d") && role.vars.contains_key("v"));
+        assert_eq!(role.handlers.len(), 1);
+        let names: Vec<&str> = role.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["inner", "c"]);
+        let inner = &role.tasks[0];
+        assert_eq!(inner.module.name, "package");
+        assert_eq!(inner.when[0].text, "d == 1");
+        assert_eq!(inner.tags, ["x"]);
+        assert!(inner.file.ends_with("roles/r/tasks/more.yml"), "{}", inner.file);
+        assert_eq!(
+            role.tasks[1].args,
+            serde_json::json!({"cmd": "echo", "chdir": "/tmp"})
+        );
+        let own = play.own.as_ref().unwrap();
+        assert_eq!((play.pre_tasks, play.post_tasks, own.tasks.len()), (1, 1, 3));
+    }
+
+    #[test]
+    fn a_block_flattens_into_its_parts_and_an_end() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("site.yml", "- hosts: all\n  roles: [r]\n"),
+                (
+                    "r/tasks.yml",
+                    "- block:\n    - {name: a, command: 'true'}\n    - block:\n        - {name: b, command: 'true'}\n      always:\n        - {name: c, command: 'true'}\n  rescue:\n    - {name: d, command: 'true'}\n  when: x\n  become_user: u\n",
+                ),
+            ],
+        );
+        let site = load_site(Some(&dir.path().join("site.yml"))).unwrap();
+        let tasks = &site.plays[0].roles[0].tasks;
+        let shape: Vec<(String, Vec<(Part, bool)>, bool)> = tasks
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.blocks.iter().map(|b| (b.part, b.has_rescue)).collect(),
+                    matches!(t.control, Some(Control::EndBlock { .. })),
+                )
+            })
+            .collect();
+        use Part::*;
+        assert_eq!(
+            shape,
+            vec![
+                ("a".into(), vec![(Block, true)], false),
+                ("b".into(), vec![(Block, true), (Block, false)], false),
+                ("c".into(), vec![(Block, true), (Always, false)], false),
+                ("end of block".into(), vec![(Block, true)], true),
+                ("d".into(), vec![(Rescue, true)], false),
+                ("end of block".into(), vec![], true),
+            ]
+        );
+        assert!(tasks
+            .iter()
+            .filter(|t| t.control.is_none())
+            .all(|t| t.when.len() == 1 && t.become_user.as_deref() == Some("u")));
+    }
+
+    #[test]
+    fn unsupported_keywords_name_the_line_and_the_supported_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("site.yml", "- hosts: all\n  roles: [r]\n"),
+                ("r/tasks.yml", "- name: a\n  command: 'true'\n  async: 10\n"),
+            ],
+        );
+        let err = load_site(Some(&dir.path().join("site.yml"))).unwrap_err();
+        assert!(err.location.ends_with("r/tasks.yml:3"), "{err}");
+        assert!(err.message.contains("unknown module or keyword `async`"), "{err}");
+        assert!(err.message.contains("become_user") && err.message.contains("block"), "{err}");
+        write(dir.path(), &[("r/tasks.yml", "- include_tasks: \"{{ os }}.yml\"\n")]);
+        let err = load_site(Some(&dir.path().join("site.yml"))).unwrap_err();
+        assert!(err.message.contains("cannot be an expression"), "{err}");
+        write(dir.path(), &[("r/tasks.yml", "- meta: end_play\n")]);
+        let err = load_site(Some(&dir.path().join("site.yml"))).unwrap_err();
+        assert!(err.message.contains("flush_handlers"), "{err}");
+    }
 }

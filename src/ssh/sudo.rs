@@ -30,6 +30,7 @@ impl Markers {
     }
 
     /// `command` run as root by `sh -c` under `sudo -S`, announcing itself first.
+    #[cfg(test)]
     pub(crate) fn wrap(&self, command: &str) -> String {
         self.wrap_as(command, "")
     }

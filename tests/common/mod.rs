@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod ansible;
 pub mod events;
 pub mod fixture;
 pub mod http;
