@@ -29,7 +29,11 @@ fn clean(lab: &Lab) {
 /// What the run left: every path with its type, mode and owner, each file's checksum, the user,
 /// the unit and its state, the package.
 fn snapshot(lab: &Lab) -> String {
-    lab.run(
+    // What delegate_to: localhost wrote on this machine.
+    let local = format!("/tmp/hactl-idioms-delegated-{HOST}");
+    let note = std::fs::read_to_string(&local).unwrap_or_else(|e| format!("{local}: {e}"));
+    let _ = std::fs::remove_file(&local);
+    note + &lab.run(
         HOST,
         "cd /srv/hactl-idioms && find . -printf '%p %y %m %u %g\\n' | sort; \
          find . -type f -print0 | sort -z | xargs -0 sha256sum; \

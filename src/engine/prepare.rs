@@ -60,7 +60,15 @@ pub fn with_task_vars(
     overlay: &IndexMap<String, Value>,
 ) -> Result<IndexMap<String, Value>, TaskError> {
     let mut overlay = overlay.clone();
+    let given = world.hosts.get(host);
     for (name, raw) in &task.vars {
+        // `-e` wins over task vars, as in Ansible.
+        let from_cli = given
+            .and_then(|d| d.vars.get(name))
+            .is_some_and(|(_, file, _)| &**file == crate::stack::EXTRA_VARS);
+        if from_cli {
+            continue;
+        }
         let scope = world.scope(host, overlay.clone());
         let source = template::Source {
             file: &task.file,
