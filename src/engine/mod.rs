@@ -485,7 +485,8 @@ fn plan<'a>(
 /// Every host's variables for one play: the stack's and the play's role defaults < inventory <
 /// `-e`; facts, magic variables and the results registered in earlier plays fixed (as in
 /// Ansible, `hostvars[h].name` reads what `h` registered). With `placeholders` (checking before
-/// the run), facts are made up and `placeholders` holds the names registered so far.
+/// the run), facts are made up and `placeholders` holds stand-ins for the results registered so
+/// far.
 fn world_for(
     inventory: &Inventory,
     site: &Site,
@@ -493,7 +494,7 @@ fn world_for(
     hosts: &IndexMap<String, HostRun>,
     opts: &Options,
     env: &Arc<minijinja::Environment<'static>>,
-    placeholders: Option<&[String]>,
+    placeholders: Option<&IndexMap<String, serde_json::Value>>,
 ) -> Arc<World> {
     let mut defaults = vec![&site.stack];
     defaults.extend(plan.play.roles.iter().map(|r| &r.defaults));
@@ -504,9 +505,9 @@ fn world_for(
     let gather = plan.play.gather_facts;
     crate::stack::world(inventory, &defaults, &above, &opts.extra_vars, env, |host| {
         let mut fixed = IndexMap::new();
-        let facts = if let Some(names) = placeholders {
-            for name in names {
-                fixed.insert(name.clone(), placeholder_result());
+        let facts = if let Some(stand_ins) = placeholders {
+            for (name, stand_in) in stand_ins {
+                fixed.insert(name.clone(), stand_in.clone());
             }
             Some(facts::placeholder(host))
         } else {
@@ -591,6 +592,7 @@ fn validate(
     };
     let no_hosts = IndexMap::new();
     let mut registered: IndexMap<String, Value> = IndexMap::new();
+    let mut stand_ins: IndexMap<String, serde_json::Value> = IndexMap::new();
     for plan in plans {
         for role in &plan.play.roles {
             for asset in role.templates.values() {
@@ -628,8 +630,15 @@ fn validate(
                 }
             }
         }
-        let earlier: Vec<String> = registered.keys().cloned().collect();
-        let world = world_for(inventory, site, plan, &no_hosts, opts, env, Some(&earlier));
+        let world = world_for(
+            inventory,
+            site,
+            plan,
+            &no_hosts,
+            opts,
+            env,
+            Some(&stand_ins),
+        );
         let selected = plan
             .tasks
             .iter()
@@ -696,10 +705,9 @@ fn validate(
                 }
             }
             if let Some(name) = &task.register {
-                registered.insert(
-                    name.clone(),
-                    crate::template::value_of(placeholder_result()),
-                );
+                let stand_in = placeholder_result(task.module);
+                registered.insert(name.clone(), crate::template::value_of(stand_in.clone()));
+                stand_ins.insert(name.clone(), stand_in);
             }
         }
     }
@@ -710,11 +718,18 @@ fn validate(
     }
 }
 
-fn placeholder_result() -> serde_json::Value {
-    serde_json::json!({
+/// What a task calling `module` registers, made up: with the fields the module adds.
+fn placeholder_result(module: &modules::Spec) -> serde_json::Value {
+    let mut result = serde_json::json!({
         "changed": false, "failed": false, "skipped": false, "msg": "", "rc": 0,
         "stdout": "", "stderr": "", "stdout_lines": [], "stderr_lines": [], "results": [],
-    })
+    });
+    if let serde_json::Value::Object(fields) = &module.registers {
+        for (k, v) in fields {
+            result[k] = v.clone();
+        }
+    }
+    result
 }
 
 /// Connects to every host and gathers its facts, in parallel; a host that cannot be reached is
@@ -1317,6 +1332,13 @@ impl CallResult {
         let mut data = serde_json::json!({
             "changed": o.changed, "failed": false, "skipped": o.skipped, "msg": o.msg,
         });
+        if let Some(serde_json::Value::Object(fields)) = &o.data {
+            for (k, v) in fields {
+                if data.get(k).is_none() {
+                    data[k] = v.clone();
+                }
+            }
+        }
         if let Some(ran) = &o.ran {
             data["rc"] = ran.rc.into();
             data["stdout"] = ran.stdout.trim_end_matches('\n').into();
@@ -1528,6 +1550,31 @@ mod tests {
         let failed = CallResult::of(Err(ModuleError::Failed("unit x not found".into())), None);
         assert_eq!(failed.status, Status::Failed);
         assert_eq!(failed.failure(), "unit x not found");
+    }
+
+    #[test]
+    fn a_module_registers_its_own_fields_beside_the_engines() {
+        let outcome = Outcome::ok().with_data(serde_json::json!({
+            "stat": {"exists": true, "mode": "0644"}, "changed": true, "msg": "mine",
+        }));
+        let r = CallResult::of(Ok(outcome), Some(Value::from("a")));
+        assert_eq!(r.status, Status::Ok);
+        assert_eq!(
+            r.data,
+            serde_json::json!({
+                "changed": false, "failed": false, "skipped": false, "msg": "",
+                "stat": {"exists": true, "mode": "0644"}, "item": "a",
+            })
+        );
+    }
+
+    #[test]
+    fn tasks_are_checked_against_the_fields_a_module_registers() {
+        let stat = placeholder_result(modules::spec("stat").unwrap());
+        assert_eq!(stat["stat"]["exists"], true);
+        assert_eq!(stat["rc"], 0);
+        let command = placeholder_result(modules::spec("command").unwrap());
+        assert!(command.get("stat").is_none());
     }
 
     #[test]

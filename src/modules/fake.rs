@@ -106,17 +106,63 @@ impl Remote for FakeRemote {
     }
 }
 
+/// This machine as a host: scripts run under the local `sh`, uploads write local files — for
+/// the tests that check what real tools (`stat`, `tar`, `curl`) answer to a module's scripts.
+pub struct LocalRemote;
+
+#[async_trait]
+impl Remote for LocalRemote {
+    async fn exec(&self, script: &str, stdin: &[u8]) -> std::result::Result<Output, SshError> {
+        use tokio::io::AsyncWriteExt as _;
+        let lost = |e: std::io::Error| SshError::Lost {
+            host: "localhost".into(),
+            reason: e.to_string(),
+        };
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(lost)?;
+        if let Some(mut pipe) = child.stdin.take() {
+            let input = stdin.to_vec();
+            // A script that exits without reading all of its stdin is not an error.
+            tokio::spawn(async move { pipe.write_all(&input).await });
+        }
+        let out = child.wait_with_output().await.map_err(lost)?;
+        Ok(Output {
+            exit_status: out.status.code().map(|c| c as u32),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
+    async fn upload(&self, file: &Upload) -> std::result::Result<(), SshError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&file.path, &file.contents)
+            .and_then(|()| {
+                std::fs::set_permissions(&file.path, std::fs::Permissions::from_mode(file.mode))
+            })
+            .map_err(|e| SshError::Upload {
+                host: "localhost".into(),
+                path: file.path.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
 /// A fake host with what the run keeps for it: a module runs against it as the engine runs one.
-pub struct TestHost {
-    pub remote: FakeRemote,
+pub struct TestHost<R: Remote = FakeRemote> {
+    pub remote: R,
     pub releases: release::Cache,
     pub pki: crate::pki::Pki,
     pub units_changed: AtomicBool,
     pub diff: bool,
 }
 
-impl TestHost {
-    pub fn new(remote: FakeRemote) -> TestHost {
+impl<R: Remote> TestHost<R> {
+    pub fn new(remote: R) -> TestHost<R> {
         TestHost {
             remote,
             releases: release::Cache::new(None),

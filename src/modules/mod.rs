@@ -21,6 +21,7 @@ pub mod certificate;
 pub mod command;
 pub mod copy;
 pub mod debug;
+mod digest;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod file;
@@ -36,6 +37,7 @@ mod plan;
 pub mod release;
 mod remote;
 pub mod service;
+pub mod stat;
 pub mod user;
 pub mod wait_for;
 pub mod wheels;
@@ -95,6 +97,7 @@ registry! {
     PatroniUpgrade => patroni_upgrade::PatroniUpgrade,
     Release => release::Release,
     Service => service::Service,
+    Stat => stat::Stat,
     Template => copy::Template,
     User => user::User,
     WaitFor => wait_for::WaitFor,
@@ -127,6 +130,12 @@ pub(crate) trait Module {
     /// The file it writes, if any: the run notes unit files written, for `service`.
     fn writes(_args: &Self::Args) -> Option<&str> {
         None
+    }
+
+    /// The fields its outcomes register besides the engine's ([`Outcome::data`]), with made-up
+    /// values: tasks are checked before the run against them (`when: st.stat.exists`).
+    fn registers() -> serde_json::Value {
+        serde_json::Value::Null
     }
 
     /// Reads the host's state: one round trip.
@@ -183,6 +192,8 @@ pub struct Spec {
     pub required: Vec<&'static str>,
     /// Takes a command line instead of a mapping (`command: systemctl daemon-reload`).
     pub free_form: bool,
+    /// Stand-ins for the fields a call registers besides the engine's.
+    pub registers: serde_json::Value,
     parse: fn(serde_json::Value) -> std::result::Result<Action, ArgsError>,
 }
 
@@ -201,6 +212,7 @@ impl Spec {
             args: args::fields::<M::Args>(),
             required: args::required::<M::Args>(),
             free_form: M::free_form(String::new()).is_some(),
+            registers: M::registers(),
             parse,
         }
     }

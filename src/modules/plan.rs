@@ -49,6 +49,9 @@ pub struct Outcome {
     pub diffs: Vec<Diff>,
     /// The command a task ran (`command`, `shell`): its exit code says whether it failed.
     pub ran: Option<Ran>,
+    /// What else `register` stores, as a JSON object: `stat`'s `stat`, `uri`'s `status`. The
+    /// engine's own fields (`changed`, `failed`, `skipped`, `msg`) are not overridden.
+    pub data: Option<serde_json::Value>,
 }
 
 impl Outcome {
@@ -68,6 +71,14 @@ impl Outcome {
         Outcome {
             skipped: true,
             ..Outcome::default()
+        }
+    }
+
+    /// This outcome, registering `data`'s fields too.
+    pub fn with_data(self, data: serde_json::Value) -> Outcome {
+        Outcome {
+            data: Some(data),
+            ..self
         }
     }
 }
