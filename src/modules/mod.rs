@@ -37,6 +37,7 @@ mod plan;
 pub mod release;
 mod remote;
 pub mod service;
+pub mod slurp;
 pub mod stat;
 pub mod user;
 pub mod wait_for;
@@ -97,6 +98,7 @@ registry! {
     PatroniUpgrade => patroni_upgrade::PatroniUpgrade,
     Release => release::Release,
     Service => service::Service,
+    Slurp => slurp::Slurp,
     Stat => stat::Stat,
     Template => copy::Template,
     User => user::User,
