@@ -39,6 +39,7 @@ mod remote;
 pub mod service;
 pub mod slurp;
 pub mod stat;
+pub mod uri;
 pub mod user;
 pub mod wait_for;
 pub mod wheels;
@@ -60,14 +61,16 @@ pub use remote::{As, Local, Remote, Upload};
 /// dispatch from one to the module's code.
 macro_rules! registry {
     ($($variant:ident => $module:ty,)*) => {
-        /// A module call with its arguments rendered and typed.
+        /// A module call with its arguments rendered and typed (boxed: their sizes differ).
         #[derive(Debug)]
         pub(crate) enum Action {
-            $($variant(<$module as Module>::Args),)*
+            $($variant(Box<<$module as Module>::Args>),)*
         }
 
         static SPECS: LazyLock<Vec<Spec>> = LazyLock::new(|| {
-            vec![$(Spec::of::<$module>(|a| args::parse::<$module>(a).map(Action::$variant)),)*]
+            vec![$(Spec::of::<$module>(|a| {
+                args::parse::<$module>(a).map(|a| Action::$variant(Box::new(a)))
+            }),)*]
         });
 
         impl Action {
@@ -101,6 +104,7 @@ registry! {
     Slurp => slurp::Slurp,
     Stat => stat::Stat,
     Template => copy::Template,
+    Uri => uri::Uri,
     User => user::User,
     WaitFor => wait_for::WaitFor,
     Wheels => wheels::Wheels,
