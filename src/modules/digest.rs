@@ -1,7 +1,10 @@
 //! Checksum algorithms as Ansible names them (`stat`'s `checksum_algorithm`, `get_url`'s
-//! `checksum: sha256:...`), computed on the host with coreutils.
+//! `checksum: sha256:...`): computed on the host with coreutils, or here on downloaded bytes.
 
 use serde::Deserialize;
+use sha2::Digest as _;
+
+use crate::template::hex;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -50,6 +53,18 @@ impl Algorithm {
     pub fn command(self) -> String {
         format!("{}sum", self.name())
     }
+
+    /// The hex digest of `bytes`.
+    pub fn of(self, bytes: &[u8]) -> String {
+        match self {
+            Algorithm::Md5 => hex(&md5::Md5::digest(bytes)),
+            Algorithm::Sha1 => hex(&sha1::Sha1::digest(bytes)),
+            Algorithm::Sha224 => hex(&sha2::Sha224::digest(bytes)),
+            Algorithm::Sha256 => hex(&sha2::Sha256::digest(bytes)),
+            Algorithm::Sha384 => hex(&sha2::Sha384::digest(bytes)),
+            Algorithm::Sha512 => hex(&sha2::Sha512::digest(bytes)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -58,6 +73,14 @@ mod tests {
 
     #[test]
     fn algorithms_are_named_as_ansible_names_them() {
+        assert_eq!(
+            Algorithm::Sha1.of(b"hello\n"),
+            "f572d396fae9206628714fb2ce00f72e94f2258f"
+        );
+        assert_eq!(
+            Algorithm::Md5.of(b"hello\n"),
+            "b1946ac92492d2347c6235b4d2611184"
+        );
         assert_eq!(Algorithm::Sha256.command(), "sha256sum");
         let bad = serde_json::from_value::<Algorithm>(serde_json::json!("crc32")).unwrap_err();
         assert!(bad.to_string().contains("expected one of md5"), "{bad}");

@@ -25,6 +25,7 @@ mod digest;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod file;
+pub mod get_url;
 pub mod group;
 pub mod http;
 pub mod lineinfile;
@@ -93,6 +94,7 @@ registry! {
     Debug => debug::Debug,
     Fail => debug::Fail,
     File => file::File,
+    GetUrl => get_url::GetUrl,
     Group => group::Group,
     LineInFile => lineinfile::LineInFile,
     Package => package::Package,

@@ -93,7 +93,17 @@ pub(crate) fn file_name(url: &str) -> &str {
 }
 
 async fn download(url: &str) -> std::result::Result<Vec<u8>, String> {
-    let response = reqwest::get(url)
+    fetch_with(url, reqwest::Client::new().get(url)).await
+}
+
+/// The body of `request` (a GET of `url`, with its client's timeouts and its headers), which
+/// must answer a success.
+pub(crate) async fn fetch_with(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> std::result::Result<Vec<u8>, String> {
+    let response = request
+        .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("downloading {url}: {e}"))?;
@@ -133,6 +143,16 @@ pub(crate) async fn verified_download(
     url: &str,
     sum: &str,
 ) -> std::result::Result<Vec<u8>, String> {
+    verified_fetch(dir, url, sum, reqwest::Client::new().get(url)).await
+}
+
+/// [`verified_download`] with `request` (a GET of `url`) when the cache does not hold it.
+pub(crate) async fn verified_fetch(
+    dir: Option<&Path>,
+    url: &str,
+    sum: &str,
+    request: reqwest::RequestBuilder,
+) -> std::result::Result<Vec<u8>, String> {
     let cached = dir.map(|d| d.join(format!("{sum}-{}", file_name(url))));
     let from_cache = cached
         .as_ref()
@@ -141,7 +161,7 @@ pub(crate) async fn verified_download(
     if let Some(bytes) = from_cache {
         return Ok(bytes);
     }
-    let bytes = download(url).await?;
+    let bytes = fetch_with(url, request).await?;
     let got = hex(&sha2::Sha256::digest(&bytes));
     if got != sum {
         return Err(format!(

@@ -302,7 +302,7 @@ fn config(args: &Args, method: &str) -> std::result::Result<String, String> {
 }
 
 /// The last part of the URL's path, or `index.html`: the file a `dest` directory receives.
-fn url_file_name(url: &str) -> String {
+pub(crate) fn url_file_name(url: &str) -> String {
     let path = url
         .split(['?', '#'])
         .next()
