@@ -148,7 +148,7 @@ fn arg_error(task: &Task, spec: &Spec, message: &ArgsError) -> String {
     format!("{}:{}: {}: {message}", task.file, task.args_line, spec.name)
 }
 
-/// Renders a `template`'s source, or reads a `copy`'s, from the role.
+/// Renders a `template`'s source, or reads a `copy`'s or an `unarchive`'s, from the role.
 fn fill_in(
     action: &mut Action,
     task: &Task,
@@ -181,25 +181,11 @@ fn fill_in(
         Action::Copy(args) => {
             args.source = match &args.src {
                 None => None,
-                // An absolute path is a file on this (the control) machine, as in Ansible.
-                Some(src) if src.starts_with('/') => Some(std::fs::read(src).map_err(|e| {
-                    format!(
-                        "{}:{}: copy: {src} on this machine: {e}",
-                        task.file, task.args_line
-                    )
-                })?),
-                Some(src) => Some(role.files.get(src).map(|a| a.bytes.clone()).ok_or_else(
-                    || {
-                        format!(
-                            "{}:{}: copy: no `{src}` in role {}'s files/ ({})",
-                            task.file,
-                            task.args_line,
-                            role.name,
-                            list(role.files.keys())
-                        )
-                    },
-                )?),
+                Some(src) => Some(role_file(task, role, "copy", src)?),
             };
+        }
+        Action::Unarchive(args) if args.remote_src != Some(true) => {
+            args.source = Some(role_file(task, role, "unarchive", &args.src)?);
         }
         Action::Wheels(args) => {
             let asset = role.files.get(&args.lock).ok_or_else(|| {
@@ -218,6 +204,29 @@ fn fill_in(
         _ => {}
     }
     Ok(())
+}
+
+/// The bytes of `src`: a file in the role's `files/`, or with an absolute path a file on this
+/// (the control) machine, as in Ansible.
+fn role_file(task: &Task, role: &Role, module: &str, src: &str) -> Result<Vec<u8>, TaskError> {
+    if src.starts_with('/') {
+        return std::fs::read(src).map_err(|e| {
+            TaskError(format!(
+                "{}:{}: {module}: {src} on this machine: {e}",
+                task.file, task.args_line
+            ))
+        });
+    }
+    let asset = role.files.get(src).ok_or_else(|| {
+        format!(
+            "{}:{}: {module}: no `{src}` in role {}'s files/ ({})",
+            task.file,
+            task.args_line,
+            role.name,
+            list(role.files.keys())
+        )
+    })?;
+    Ok(asset.bytes.clone())
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {

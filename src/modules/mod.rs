@@ -40,6 +40,7 @@ mod remote;
 pub mod service;
 pub mod slurp;
 pub mod stat;
+pub mod unarchive;
 pub mod uri;
 pub mod user;
 pub mod wait_for;
@@ -106,6 +107,7 @@ registry! {
     Slurp => slurp::Slurp,
     Stat => stat::Stat,
     Template => copy::Template,
+    Unarchive => unarchive::Unarchive,
     Uri => uri::Uri,
     User => user::User,
     WaitFor => wait_for::WaitFor,
