@@ -8,12 +8,13 @@
 //!    unit struct, and `impl Module` for it: `observe` (one command with machine-readable
 //!    output), a pure `plan` (notes, diffs, the [`Step`]s to take), `apply` (usually
 //!    [`apply_steps`]); `validate` for rules between arguments, `rehearse` if check mode can ask
-//!    the host more, `writes` if it writes a file. Unit-test `plan` and check mode against
+//!    the host more, `writes` if it writes a file, `registers` if its outcomes carry fields for
+//!    `register` ([`Outcome::data`]: `stat`'s `stat`). Unit-test `plan` and check mode against
 //!    [`fake::FakeRemote`]: absent, present and equal, present and different.
 //! 2. `pub mod NAME;` and a line `Variant => NAME::Type,` in `registry!` below.
 //!
-//! Only a module that needs a file from its role (as `copy`, `template` and `wheels` do) touches more:
-//! `engine::prepare` reads or renders it into the arguments.
+//! Only a module that needs a file from its role (as `copy`, `template`, `unarchive` and `wheels`
+//! do) touches more: `engine::prepare` reads or renders it into the arguments.
 
 mod args;
 pub mod blockinfile;
