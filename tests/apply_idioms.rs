@@ -63,7 +63,10 @@ fn a_rescue_after_a_failure_in_the_middle_of_a_block_runs_and_the_host_goes_on()
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
-        lab.run(HOST, "cd /tmp/idiom-block && ls | tr '\\n' ' '; cat rescued"),
+        lab.run(
+            HOST,
+            "cd /tmp/idiom-block && ls | tr '\\n' ' '; cat rescued"
+        ),
         "after always first rescued 1"
     );
     assert_eq!(task(&ev, "fails")["status"], "failed");
@@ -152,7 +155,10 @@ fn until_gives_up_after_its_retries_and_stops_as_soon_as_it_holds() {
     assert_eq!(lab.run(HOST, "wc -l < /tmp/idiom-until-2"), "2");
     assert_eq!(lab.run(HOST, "cat /tmp/idiom-until-attempts"), "3 2");
     assert_eq!(recap(&ev)[HOST]["ignored"], 1);
-    lab.run(HOST, "rm -f /tmp/idiom-until /tmp/idiom-until-2 /tmp/idiom-until-attempts");
+    lab.run(
+        HOST,
+        "rm -f /tmp/idiom-until /tmp/idiom-until-2 /tmp/idiom-until-attempts",
+    );
 }
 
 #[test]
@@ -167,7 +173,11 @@ fn lineinfile_with_a_regexp_that_matches_nothing_adds_the_line_once() {
     assert_eq!(task(&ev, "line")["status"], "changed");
     let (out, ev) = apply(&lab, tasks, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(task(&ev, "line")["status"], "ok", "the line is there: nothing to do");
+    assert_eq!(
+        task(&ev, "line")["status"],
+        "ok",
+        "the line is there: nothing to do"
+    );
     assert_eq!(lab.run(HOST, "cat /tmp/idiom-lines"), "a=1\nb=2\nc=3");
     lab.run(HOST, "rm -f /tmp/idiom-lines");
 }
@@ -202,7 +212,10 @@ fn become_user_runs_a_task_as_an_unprivileged_user() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
-        lab.run(HOST, "stat -c %U /tmp/idiom-become/mine; cat /tmp/idiom-become/mine"),
+        lab.run(
+            HOST,
+            "stat -c %U /tmp/idiom-become/mine; cat /tmp/idiom-become/mine"
+        ),
         "idiom-user\nidiom-user"
     );
     lab.run(HOST, "rm -rf /tmp/idiom-become; userdel idiom-user");
@@ -230,24 +243,38 @@ fn extra_vars_switch_the_login_to_a_sudo_user() {
 - name: root-only file, through sudo
   copy: {dest: /root/idiom-marker, content: \"{{ login.stdout }}\\n\", mode: \"0600\"}
 ",
-        &["-e", "ansible_user=idiom-deploy", "-e", "ansible_become=true"],
+        &[
+            "-e",
+            "ansible_user=idiom-deploy",
+            "-e",
+            "ansible_become=true",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
-        lab.run(HOST, "stat -c %U:%a /root/idiom-marker; cat /root/idiom-marker"),
+        lab.run(
+            HOST,
+            "stat -c %U:%a /root/idiom-marker; cat /root/idiom-marker"
+        ),
         "root:600\nidiom-deploy"
     );
     let sshd = lab.run(
         HOST,
         &format!("journalctl --since '{since}' -u ssh -u sshd --no-pager -o cat | grep 'Accepted publickey for' || true"),
     );
-    assert!(sshd.contains("Accepted publickey for idiom-deploy"), "{sshd}");
+    assert!(
+        sshd.contains("Accepted publickey for idiom-deploy"),
+        "{sshd}"
+    );
     assert!(!sshd.contains("Accepted publickey for root"), "{sshd}");
     let sudo = lab.run(
         HOST,
         &format!("journalctl --since '{since}' _COMM=sudo --no-pager -o cat | grep 'idiom-deploy' || true"),
     );
-    assert!(sudo.contains("USER=root"), "the tasks ran through sudo: {sudo}");
+    assert!(
+        sudo.contains("USER=root"),
+        "the tasks ran through sudo: {sudo}"
+    );
     lab.run(
         HOST,
         "rm -f /root/idiom-marker /etc/sudoers.d/idiom-deploy; userdel -r idiom-deploy 2>/dev/null; true",

@@ -70,7 +70,10 @@ fn hactl_run(inventory: &str) -> u64 {
     assert_eq!(out.status.code(), Some(0), "hactl:\n{}", text(&out));
     let counts = &recap(&events(&out))[HOST];
     assert_eq!(counts["failed"], 0, "{counts}");
-    assert_eq!(counts["rescued"], 1, "the block's failure is rescued: {counts}");
+    assert_eq!(
+        counts["rescued"], 1,
+        "the block's failure is rescued: {counts}"
+    );
     counts["changed"].as_u64().unwrap_or(u64::MAX)
 }
 
@@ -109,7 +112,10 @@ fn ansible_run(inventory: &str) -> u64 {
         .lines()
         .find(|l| l.starts_with(HOST) && l.contains("changed="))
         .unwrap_or_else(|| panic!("no recap line for {HOST}:\n{stdout}"));
-    assert!(line.contains("failed=0") && line.contains("rescued=1"), "{line}");
+    assert!(
+        line.contains("failed=0") && line.contains("rescued=1"),
+        "{line}"
+    );
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("changed="))
         .and_then(|n| n.parse().ok())
@@ -139,7 +145,10 @@ fn hactl_and_ansible_playbook_make_the_same_host_with_the_same_changes() {
     let by_ansible = snapshot(&lab);
     clean(&lab);
 
-    assert_eq!(by_hactl, by_ansible, "what hactl made (left) and what Ansible made (right)");
+    assert_eq!(
+        by_hactl, by_ansible,
+        "what hactl made (left) and what Ansible made (right)"
+    );
     assert!(by_hactl.contains("active"), "{by_hactl}");
     assert_eq!(
         (hactl_first, hactl_second),

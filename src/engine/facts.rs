@@ -131,7 +131,13 @@ pub fn placeholder(host: &str) -> Value {
 /// os_family, hostname, fqdn, nodename, default_ipv4 (address, interface), all_ipv4_addresses,
 /// architecture, kernel, processor_vcpus, processor_nproc, memtotal_mb, service_mgr, user_id.
 pub fn ansible(facts: &Value) -> serde_json::Map<String, Value> {
-    let text = |k: &str| facts.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        facts
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let capital = |s: String| {
         let mut c = s.chars();
         c.next()

@@ -139,7 +139,12 @@ fn runs_here(task: &Task, run: &HostRun) -> bool {
 /// The `meta: flush_handlers` hactl puts between a play's pre_tasks, roles and tasks, and
 /// post_tasks, as Ansible runs handlers there.
 static FLUSH: std::sync::LazyLock<Task> = std::sync::LazyLock::new(|| {
-    let mut t = crate::roles::control_task(&Arc::from("(play)"), 0, "flush handlers", Control::FlushHandlers);
+    let mut t = crate::roles::control_task(
+        &Arc::from("(play)"),
+        0,
+        "flush handlers",
+        Control::FlushHandlers,
+    );
     t.tags = vec!["always".into()];
     t
 });
@@ -231,9 +236,10 @@ pub async fn apply(
                 }
                 // any_errors_fatal, max_fail_percentage: the play stops for every host.
                 let failed_now = failed_hosts(&hosts, batch) - hosts_failed_before;
-                let too_many = plan.play.max_fail_percentage.is_some_and(|pct| {
-                    failed_now as f64 * 100.0 / batch.len().max(1) as f64 > pct
-                });
+                let too_many = plan
+                    .play
+                    .max_fail_percentage
+                    .is_some_and(|pct| failed_now as f64 * 100.0 / batch.len().max(1) as f64 > pct);
                 if failed_now > 0 && (plan.play.any_errors_fatal || too_many) {
                     reporter.warn(&format!(
                         "play {}: {} — the play stops on every host",
@@ -503,42 +509,49 @@ fn world_for(
     // The running hactl, for roles that install it (the prober).
     let exe = std::env::current_exe().ok();
     let gather = plan.play.gather_facts;
-    crate::stack::world(inventory, &defaults, &above, &opts.extra_vars, env, |host| {
-        let mut fixed = IndexMap::new();
-        let facts = if let Some(stand_ins) = placeholders {
-            for (name, stand_in) in stand_ins {
-                fixed.insert(name.clone(), stand_in.clone());
-            }
-            Some(facts::placeholder(host))
-        } else {
-            hosts
-                .get(host)
-                .map(|r| r.facts.clone())
-                .filter(|f| !f.is_null())
-        };
-        if let Some(f) = facts {
-            if gather {
-                // Ansible's names: ansible_facts[...] and ansible_* (ansible_distribution, ...).
-                let ansible = facts::ansible(&f);
-                for (k, v) in &ansible {
-                    fixed.insert(format!("ansible_{k}"), v.clone());
+    crate::stack::world(
+        inventory,
+        &defaults,
+        &above,
+        &opts.extra_vars,
+        env,
+        |host| {
+            let mut fixed = IndexMap::new();
+            let facts = if let Some(stand_ins) = placeholders {
+                for (name, stand_in) in stand_ins {
+                    fixed.insert(name.clone(), stand_in.clone());
                 }
-                fixed.insert("ansible_facts".into(), serde_json::Value::Object(ansible));
+                Some(facts::placeholder(host))
+            } else {
+                hosts
+                    .get(host)
+                    .map(|r| r.facts.clone())
+                    .filter(|f| !f.is_null())
+            };
+            if let Some(f) = facts {
+                if gather {
+                    // Ansible's names: ansible_facts[...] and ansible_* (ansible_distribution, ...).
+                    let ansible = facts::ansible(&f);
+                    for (k, v) in &ansible {
+                        fixed.insert(format!("ansible_{k}"), v.clone());
+                    }
+                    fixed.insert("ansible_facts".into(), serde_json::Value::Object(ansible));
+                }
+                fixed.insert("facts".into(), f);
             }
-            fixed.insert("facts".into(), f);
-        }
-        if let Some(run) = hosts.get(host) {
-            for (name, value) in &run.registered {
-                fixed.insert(name.clone(), value.clone());
+            if let Some(run) = hosts.get(host) {
+                for (name, value) in &run.registered {
+                    fixed.insert(name.clone(), value.clone());
+                }
             }
-        }
-        fixed.insert("ansible_check_mode".into(), opts.check.into());
-        if let Some(exe) = &exe {
-            fixed.insert("hactl_executable".into(), exe.display().to_string().into());
-        }
-        fixed.insert("play_hosts".into(), plan.hosts.clone().into());
-        fixed
-    })
+            fixed.insert("ansible_check_mode".into(), opts.check.into());
+            if let Some(exe) = &exe {
+                fixed.insert("hactl_executable".into(), exe.display().to_string().into());
+            }
+            fixed.insert("play_hosts".into(), plan.hosts.clone().into());
+            fixed
+        },
+    )
 }
 
 /// hactl's own client certificate (failover-test, status, the tests): made with the CA on the
@@ -667,7 +680,10 @@ fn validate(
                             None => Vec::new(),
                         };
                         for expr in that {
-                            let text = expr.as_str().map(str::to_string).unwrap_or(expr.to_string());
+                            let text = expr
+                                .as_str()
+                                .map(str::to_string)
+                                .unwrap_or(expr.to_string());
                             let e = crate::roles::task_expr(&text, task.args_line);
                             if let Err(err) = env.compile_expression(&e.text) {
                                 push(format!("{}:{}: assert: {err}", task.file, task.args_line));
@@ -1011,7 +1027,10 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
     };
     let env = match &task.environment {
         None => String::new(),
-        Some(raw) => match scope.render_json(raw, &source).map(|v| template::to_json(&v)) {
+        Some(raw) => match scope
+            .render_json(raw, &source)
+            .map(|v| template::to_json(&v))
+        {
             Ok(serde_json::Value::Object(vars)) => vars
                 .iter()
                 .map(|(k, v)| {
@@ -1164,17 +1183,21 @@ fn until_attempts<'t>(
     let Some(until) = &task.until else {
         return Ok(None);
     };
-    let number = |raw: &Option<serde_json::Value>, default: u64, what: &str| -> Result<u64, String> {
-        let Some(raw) = raw else { return Ok(default) };
-        let source = template::Source {
-            file: &task.file,
-            line: task.line,
+    let number =
+        |raw: &Option<serde_json::Value>, default: u64, what: &str| -> Result<u64, String> {
+            let Some(raw) = raw else { return Ok(default) };
+            let source = template::Source {
+                file: &task.file,
+                line: task.line,
+            };
+            let v = template::to_json(&scope.render_json(raw, &source).map_err(|e| e.to_string())?);
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or(format!(
+                    "{}:{}: {what}: expected a number, got {v}",
+                    task.file, task.line
+                ))
         };
-        let v = template::to_json(&scope.render_json(raw, &source).map_err(|e| e.to_string())?);
-        v.as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            .ok_or(format!("{}:{}: {what}: expected a number, got {v}", task.file, task.line))
-    };
     let retries = number(&task.retries, 3, "retries")?;
     let delay = number(&task.delay, 5, "delay")?;
     Ok(Some((
@@ -1242,7 +1265,11 @@ fn assert(
         let that: Vec<String> = match args.get("that") {
             Some(serde_json::Value::Array(items)) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
                 .collect(),
             Some(serde_json::Value::String(s)) => vec![s.clone()],
             Some(other) => vec![other.to_string()],
@@ -1273,7 +1300,9 @@ fn assert(
                 return Ok(Some(Err(msg)));
             }
         }
-        Ok(Some(Ok(text("success_msg")?.unwrap_or_else(|| "All assertions passed".into()))))
+        Ok(Some(Ok(
+            text("success_msg")?.unwrap_or_else(|| "All assertions passed".into())
+        )))
     })();
     match outcome {
         Ok(None) => TaskResult::skipped(),

@@ -106,7 +106,11 @@ impl Remote for Local {
         let name = path
             .file_name()
             .ok_or_else(|| fail("the path names no file".into()))?;
-        let temp = dir.join(format!(".{}.hactl-{}", name.to_string_lossy(), std::process::id()));
+        let temp = dir.join(format!(
+            ".{}.hactl-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         std::fs::write(&temp, &f.contents).map_err(|e| fail(e.to_string()))?;
         use std::os::unix::fs::PermissionsExt;
         let done = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(f.mode))

@@ -324,7 +324,10 @@ fn parse_play(
             vars: IndexMap::new(),
             tasks: Vec::new(),
             handlers: Vec::new(),
-            templates: src.as_ref().map(|s| s.assets("templates")).unwrap_or_default(),
+            templates: src
+                .as_ref()
+                .map(|s| s.assets("templates"))
+                .unwrap_or_default(),
             files: src.as_ref().map(|s| s.assets("files")).unwrap_or_default(),
         };
         let inherit = Inherit::default();
@@ -387,7 +390,10 @@ fn variables(file: &Arc<str>, text: &str, what: &str) -> Result<Defaults, RoleEr
             return Err(RoleError::at(
                 file,
                 root.mark.line,
-                format!("{what} are a mapping of variables, not {}", root.type_name()),
+                format!(
+                    "{what} are a mapping of variables, not {}",
+                    root.type_name()
+                ),
             ))
         }
     }
@@ -406,9 +412,10 @@ pub fn load_role(name: &str, src: &Source) -> Result<Role, RoleError> {
         templates: src.assets("templates"),
         files: src.assets("files"),
     };
-    if let Some((file, text)) =
-        first_text(src, &["defaults.yml", "defaults/main.yml", "defaults/main.yaml"])
-    {
+    if let Some((file, text)) = first_text(
+        src,
+        &["defaults.yml", "defaults/main.yml", "defaults/main.yaml"],
+    ) {
         role.defaults = variables(&file, &text, "defaults")?;
     }
     if let Some((file, text)) = first_text(src, &["vars.yml", "vars/main.yml", "vars/main.yaml"]) {
@@ -429,7 +436,10 @@ pub fn load_role(name: &str, src: &Source) -> Result<Role, RoleError> {
         if let Some((file, text)) = first_text(src, &names) {
             // Included task files are found beside the file that includes them, as in Ansible
             // (tasks/other.yml for tasks/main.yml).
-            let base = if names.iter().any(|n| n.contains('/') && src.text(n).is_some()) {
+            let base = if names
+                .iter()
+                .any(|n| n.contains('/') && src.text(n).is_some())
+            {
                 format!("{which}/")
             } else {
                 String::new()
@@ -451,7 +461,11 @@ pub fn load_role(name: &str, src: &Source) -> Result<Role, RoleError> {
             }
         }
     }
-    if role.tasks.is_empty() && role.handlers.is_empty() && role.defaults.is_empty() && role.vars.is_empty() {
+    if role.tasks.is_empty()
+        && role.handlers.is_empty()
+        && role.defaults.is_empty()
+        && role.vars.is_empty()
+    {
         return Err(RoleError::at(
             &src.display("tasks.yml"),
             1,
@@ -535,13 +549,20 @@ mod tests {
         assert_eq!(inner.module.name, "package");
         assert_eq!(inner.when[0].text, "d == 1");
         assert_eq!(inner.tags, ["x"]);
-        assert!(inner.file.ends_with("roles/r/tasks/more.yml"), "{}", inner.file);
+        assert!(
+            inner.file.ends_with("roles/r/tasks/more.yml"),
+            "{}",
+            inner.file
+        );
         assert_eq!(
             role.tasks[1].args,
             serde_json::json!({"cmd": "echo", "chdir": "/tmp"})
         );
         let own = play.own.as_ref().unwrap();
-        assert_eq!((play.pre_tasks, play.post_tasks, own.tasks.len()), (1, 1, 3));
+        assert_eq!(
+            (play.pre_tasks, play.post_tasks, own.tasks.len()),
+            (1, 1, 3)
+        );
     }
 
     #[test]
@@ -559,7 +580,8 @@ mod tests {
         );
         let site = load_site(Some(&dir.path().join("site.yml"))).unwrap();
         let tasks = &site.plays[0].roles[0].tasks;
-        let shape: Vec<(String, Vec<(Part, bool)>, bool)> = tasks
+        type Shape = (String, Vec<(Part, bool)>, bool);
+        let shape: Vec<Shape> = tasks
             .iter()
             .map(|t| {
                 (
@@ -599,9 +621,18 @@ mod tests {
         );
         let err = load_site(Some(&dir.path().join("site.yml"))).unwrap_err();
         assert!(err.location.ends_with("r/tasks.yml:3"), "{err}");
-        assert!(err.message.contains("unknown module or keyword `async`"), "{err}");
-        assert!(err.message.contains("become_user") && err.message.contains("block"), "{err}");
-        write(dir.path(), &[("r/tasks.yml", "- include_tasks: \"{{ os }}.yml\"\n")]);
+        assert!(
+            err.message.contains("unknown module or keyword `async`"),
+            "{err}"
+        );
+        assert!(
+            err.message.contains("become_user") && err.message.contains("block"),
+            "{err}"
+        );
+        write(
+            dir.path(),
+            &[("r/tasks.yml", "- include_tasks: \"{{ os }}.yml\"\n")],
+        );
         let err = load_site(Some(&dir.path().join("site.yml"))).unwrap_err();
         assert!(err.message.contains("cannot be an expression"), "{err}");
         write(dir.path(), &[("r/tasks.yml", "- meta: end_play\n")]);

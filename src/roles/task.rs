@@ -186,7 +186,8 @@ fn shared_keyword(
     match key {
         "when" => inherit.when.extend(condition(file, value)?),
         "tags" => inherit.tags.extend(
-            string_list(value).ok_or_else(|| at("tags: expected a tag or a list of tags".into()))?,
+            string_list(value)
+                .ok_or_else(|| at("tags: expected a tag or a list of tags".into()))?,
         ),
         "vars" => inherit.vars.extend(vars_of(file, value)?),
         "become" => {
@@ -205,9 +206,8 @@ fn shared_keyword(
             })
         }
         "delegate_to" => {
-            inherit.delegate_to = Some(
-                scalar_text(value).ok_or_else(|| at("delegate_to: expected a host".into()))?,
-            )
+            inherit.delegate_to =
+                Some(scalar_text(value).ok_or_else(|| at("delegate_to: expected a host".into()))?)
         }
         "ignore_errors" => {
             inherit.ignore_errors = Some(
@@ -219,8 +219,9 @@ fn shared_keyword(
                 Some(boolean(value).ok_or_else(|| at("no_log: expected true or false".into()))?)
         }
         "check_mode" => {
-            inherit.check_mode =
-                Some(boolean(value).ok_or_else(|| at("check_mode: expected true or false".into()))?)
+            inherit.check_mode = Some(
+                boolean(value).ok_or_else(|| at("check_mode: expected true or false".into()))?,
+            )
         }
         _ => return Ok(false),
     }
@@ -281,7 +282,12 @@ fn parse_block(
         });
         parse_list(file, &items.unwrap_or_default(), &inner, read, out)?;
     }
-    let mut end = control_task(file, node.mark.line, "end of block", Control::EndBlock { id, has_rescue });
+    let mut end = control_task(
+        file,
+        node.mark.line,
+        "end of block",
+        Control::EndBlock { id, has_rescue },
+    );
     end.blocks = outer.blocks.clone();
     end.tags = vec!["always".into()];
     out.push(end);
@@ -302,7 +308,11 @@ fn parse_include(
         let name = key.key_text();
         match short(&name) {
             k @ ("include_tasks" | "import_tasks") => {
-                let k: &'static str = if k == "include_tasks" { "include_tasks" } else { "import_tasks" };
+                let k: &'static str = if k == "include_tasks" {
+                    "include_tasks"
+                } else {
+                    "import_tasks"
+                };
                 let path = match &value.kind {
                     Kind::Str(s) => Some(s.clone()),
                     Kind::Map(m) => m
@@ -336,16 +346,29 @@ fn parse_include(
         }
     }
     let Some((keyword, path, line)) = target else {
-        return Err(RoleError::at(file, node.mark.line, "expected include_tasks or import_tasks"));
+        return Err(RoleError::at(
+            file,
+            node.mark.line,
+            "expected include_tasks or import_tasks",
+        ));
     };
     let Some((included, text)) = read(&path) else {
-        return Err(RoleError::at(file, line, format!("{keyword}: no task file `{path}`")));
+        return Err(RoleError::at(
+            file,
+            line,
+            format!("{keyword}: no task file `{path}`"),
+        ));
     };
     if inherit.including.iter().any(|f| *f == *included) || inherit.including.len() > 20 {
-        return Err(RoleError::at(file, line, format!("{keyword}: `{path}` includes itself")));
+        return Err(RoleError::at(
+            file,
+            line,
+            format!("{keyword}: `{path}` includes itself"),
+        ));
     }
     inherit.including.push(included.to_string());
-    let root = crate::yaml::parse(&text).map_err(|e| RoleError::at(&included, e.mark.line, e.message))?;
+    let root =
+        crate::yaml::parse(&text).map_err(|e| RoleError::at(&included, e.mark.line, e.message))?;
     match &root.kind {
         Kind::Null => Ok(()),
         Kind::Seq(items) => parse_list(&included, items, &inherit, read, out),
@@ -549,23 +572,30 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                         "{{{{ ({expr}) | dict2items }}}}"
                     )))
                 }
-                _ => return Err(at("with_dict: expected a mapping or an expression giving one".into())),
+                _ => {
+                    return Err(at(
+                        "with_dict: expected a mapping or an expression giving one".into(),
+                    ))
+                }
             },
             "loop_control" => {
                 let Kind::Map(opts) = &value.kind else {
-                    return Err(at("loop_control: expected a mapping (loop_var, label)".into()));
+                    return Err(at(
+                        "loop_control: expected a mapping (loop_var, label)".into()
+                    ));
                 };
                 for (k, v) in opts {
                     match k.key_text().as_str() {
                         "loop_var" => {
-                            task.loop_var = scalar_text(v)
-                                .filter(|n| is_identifier(n))
-                                .ok_or_else(|| at("loop_control.loop_var: expected a variable name".into()))?
+                            task.loop_var =
+                                scalar_text(v).filter(|n| is_identifier(n)).ok_or_else(|| {
+                                    at("loop_control.loop_var: expected a variable name".into())
+                                })?
                         }
                         "label" => {
-                            task.loop_label = Some(
-                                scalar_text(v).ok_or_else(|| at("loop_control.label: expected a string".into()))?,
-                            )
+                            task.loop_label = Some(scalar_text(v).ok_or_else(|| {
+                                at("loop_control.label: expected a string".into())
+                            })?)
                         }
                         other => {
                             return Err(RoleError::at(
@@ -592,7 +622,11 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             }
             "args" => match &value.kind {
                 Kind::Map(_) => extra_args = Some(value),
-                _ => return Err(at("args: expected a mapping of the module's arguments".into())),
+                _ => {
+                    return Err(at(
+                        "args: expected a mapping of the module's arguments".into()
+                    ))
+                }
             },
             "meta" => {
                 let what = scalar_text(value).unwrap_or_default();
@@ -621,7 +655,11 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                         return Err(at(format!("{}: expected a mapping", short(&key_name))));
                     };
                     if module.is_some() || task.control.is_some() {
-                        return Err(RoleError::at(file, key.mark.line, "a task calls one module"));
+                        return Err(RoleError::at(
+                            file,
+                            key.mark.line,
+                            "a task calls one module",
+                        ));
                     }
                     task.control = Some(c);
                     task.args = value.to_json();
@@ -662,12 +700,21 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
     task.delegate_to = shared.delegate_to;
     if let Some(c) = &task.control {
         if module.is_some() {
-            return Err(RoleError::at(file, node.mark.line, "a task calls one module"));
+            return Err(RoleError::at(
+                file,
+                node.mark.line,
+                "a task calls one module",
+            ));
         }
         if *c == Control::Assert {
-            let has_that = matches!(&task.args, serde_json::Value::Object(m) if m.contains_key("that"));
+            let has_that =
+                matches!(&task.args, serde_json::Value::Object(m) if m.contains_key("that"));
             if !has_that {
-                return Err(RoleError::at(file, task.args_line, "assert: missing argument `that`"));
+                return Err(RoleError::at(
+                    file,
+                    task.args_line,
+                    "assert: missing argument `that`",
+                ));
             }
         }
         return Ok(task);
@@ -702,7 +749,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             let mut all: Vec<(Node, Node)> = match &args.kind {
                 Kind::Map(m) => m.clone(),
                 Kind::Str(_) if spec.free_form => {
-                    vec![(key_node("cmd", args.mark.clone()), args.clone())]
+                    vec![(key_node("cmd", args.mark), args.clone())]
                 }
                 Kind::Null => Vec::new(),
                 _ => return check_args(file, spec, args).map(|_| task),
@@ -710,20 +757,31 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             all.extend(more.iter().cloned());
             merged = Node {
                 kind: Kind::Map(all),
-                mark: args.mark.clone(),
+                mark: args.mark,
             };
             &merged
         }
     };
     let apt_default;
-    let args = if spec.name == "package" && !matches!(&args.kind, Kind::Map(m) if m.iter().any(|(k, _)| k.key_text() == "name")) {
+    let args = if spec.name == "package"
+        && !matches!(&args.kind, Kind::Map(m) if m.iter().any(|(k, _)| k.key_text() == "name"))
+    {
         // apt with only update_cache: no package named.
         let mut all = match &args.kind {
             Kind::Map(m) => m.clone(),
             _ => Vec::new(),
         };
-        all.push((key_node("name", args.mark.clone()), Node { kind: Kind::Seq(Vec::new()), mark: args.mark.clone() }));
-        apt_default = Node { kind: Kind::Map(all), mark: args.mark.clone() };
+        all.push((
+            key_node("name", args.mark),
+            Node {
+                kind: Kind::Seq(Vec::new()),
+                mark: args.mark,
+            },
+        ));
+        apt_default = Node {
+            kind: Kind::Map(all),
+            mark: args.mark,
+        };
         &apt_default
     } else {
         args

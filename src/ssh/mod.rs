@@ -609,11 +609,9 @@ pub fn override_target(
         target.address = a;
     }
     if let Some(p) = text("ansible_port")? {
-        target.port = p
-            .parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or(format!("-e ansible_port: {p} is not a port number (1-65535)"))?;
+        target.port = p.parse().ok().filter(|p| *p > 0).ok_or(format!(
+            "-e ansible_port: {p} is not a port number (1-65535)"
+        ))?;
     }
     if let Some(u) = text("ansible_user")? {
         target.user = u;
@@ -627,9 +625,17 @@ pub fn override_target(
             J::String(s) => match s.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "on" | "1" => true,
                 "false" | "no" | "off" | "0" => false,
-                _ => return Err(format!("-e ansible_become: expected true or false, not {s}")),
+                _ => {
+                    return Err(format!(
+                        "-e ansible_become: expected true or false, not {s}"
+                    ))
+                }
             },
-            other => return Err(format!("-e ansible_become: expected true or false, not {other}")),
+            other => {
+                return Err(format!(
+                    "-e ansible_become: expected true or false, not {other}"
+                ))
+            }
         };
     }
     if let Some(p) = text("ansible_become_password")?.or(text("ansible_become_pass")?) {

@@ -71,4 +71,3 @@ fn run_or_explain(command: &mut Command, why: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
-
