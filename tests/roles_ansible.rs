@@ -156,4 +156,7 @@ fn hactl_and_ansible_playbook_make_the_same_host_with_the_same_changes() {
         "changed tasks on the first and the second run: hactl (left), Ansible (right)"
     );
     assert!(hactl_first > 10, "{hactl_first}");
+    eprintln!(
+        "changed: first run {hactl_first} (hactl) / {ansible_first} (Ansible), second run {hactl_second} / {ansible_second}"
+    );
 }

@@ -605,6 +605,11 @@ fn validate(
     };
     let no_hosts = IndexMap::new();
     let mut registered: IndexMap<String, Value> = IndexMap::new();
+    // What a rescue reads of the failure it takes over.
+    registered.insert(
+        "ansible_failed_result".into(),
+        crate::template::value_of(placeholder_result(&modules::specs()[0])),
+    );
     let mut stand_ins: IndexMap<String, serde_json::Value> = IndexMap::new();
     for plan in plans {
         for role in &plan.play.roles {
@@ -721,7 +726,10 @@ fn validate(
                 }
             }
             if let Some(name) = &task.register {
-                let stand_in = placeholder_result(task.module);
+                let mut stand_in = placeholder_result(task.module);
+                if task.until.is_some() {
+                    stand_in["attempts"] = 1.into();
+                }
                 registered.insert(name.clone(), crate::template::value_of(stand_in.clone()));
                 stand_ins.insert(name.clone(), stand_in);
             }
@@ -1050,12 +1058,16 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
             Err(e) => return TaskResult::failed(e.to_string()),
         },
     };
+    let become_user = match task.become_user.as_ref().or(play.play.become_user.as_ref()) {
+        None => None,
+        Some(raw) => match scope.render_json(&serde_json::Value::String(raw.clone()), &source) {
+            Ok(v) => Some(v.to_string()),
+            Err(e) => return TaskResult::failed(e.to_string()),
+        },
+    };
     let how = crate::ssh::Become {
         root: task.become_root.or(play.play.become_root),
-        user: task
-            .become_user
-            .clone()
-            .or_else(|| play.play.become_user.clone()),
+        user: become_user,
     };
     let delegate = match &task.delegate_to {
         None => None,

@@ -628,7 +628,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                     ))
                 }
             },
-            "meta" => {
+            "meta" | "ansible.builtin.meta" | "ansible.legacy.meta" => {
                 let what = scalar_text(value).unwrap_or_default();
                 if what != "flush_handlers" {
                     return Err(at(format!(

@@ -116,8 +116,10 @@ pub fn check_syntax(
         .map_err(|e| error_at(&e, text, source))
 }
 
+/// A string that is one `{{ expression }}` and nothing else: text around it (a newline, a
+/// space) makes the result a string, as in Ansible.
 fn single_expression(text: &str) -> Option<&str> {
-    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
     (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then_some(inner)
 }
 
