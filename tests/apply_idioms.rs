@@ -1,7 +1,8 @@
 //! Ansible's keywords and modules on the lab, one edge case each: a rescue after a failure in
 //! the middle of a block (and a block without one), `until` giving up, `lineinfile` with a
-//! regexp that matches nothing (once, then again), `become_user` to an unprivileged user, and
-//! `-e ansible_user=...` switching the login to a sudo user.
+//! regexp that matches nothing (once, then again), `become_user` to an unprivileged user,
+//! `-e ansible_user=...` switching the login to a sudo user, `get_url` (fetched here, pushed) and
+//! `uri` (asked from the host).
 
 mod common;
 
@@ -280,4 +281,258 @@ fn extra_vars_switch_the_login_to_a_sudo_user() {
         HOST,
         "rm -f /root/idiom-marker /etc/sudoers.d/idiom-deploy; userdel -r idiom-deploy 2>/dev/null; true",
     );
+}
+
+#[test]
+fn get_url_pushes_what_this_machine_fetched_and_uri_asks_from_the_host() {
+    let lab = lab();
+    lab.run(HOST, "rm -rf /tmp/idiom-get && mkdir /tmp/idiom-get");
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = requests.clone();
+    // The lab machine's bridge address: the hosts reach it, and so does this machine.
+    let port = common::http::serve_on("10.213.0.1", move |path| {
+        seen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.to_string());
+        match path {
+            "/file.txt" => ("200 OK", b"fetched once\n".to_vec()),
+            "/api" => ("200 OK", b"{\"greeting\": \"hi\"}".to_vec()),
+            _ => ("404 Not Found", Vec::new()),
+        }
+    });
+    let tasks = format!(
+        "- name: fetch
+  get_url: {{url: \"http://10.213.0.1:{port}/file.txt\", dest: /tmp/idiom-get/file.txt, mode: \"0640\"}}
+- name: ask
+  uri: {{url: \"http://10.213.0.1:{port}/api\", return_content: true}}
+  register: answer
+- name: answer
+  copy: {{dest: /tmp/idiom-get/answer, content: \"{{{{ answer.status }}}} {{{{ answer.content }}}}\\n\"}}
+- name: missing
+  uri: {{url: \"http://10.213.0.1:{port}/missing\"}}
+  register: missing
+  ignore_errors: true
+"
+    );
+    let (out, ev) = apply(&lab, &tasks, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(task(&ev, "fetch")["status"], "changed");
+    assert_eq!(task(&ev, "ask")["status"], "ok", "a GET changes nothing");
+    let missing = task(&ev, "missing");
+    assert_eq!(missing["status"], "failed");
+    assert!(
+        missing["msg"].as_str().is_some_and(|m| m.contains("404")),
+        "{missing}"
+    );
+    assert_eq!(
+        lab.run(
+            HOST,
+            "stat -c %a /tmp/idiom-get/file.txt; cat /tmp/idiom-get/file.txt /tmp/idiom-get/answer"
+        ),
+        "640\nfetched once\n200 {\"greeting\": \"hi\"}"
+    );
+    // Each asked once...
+    let asked = |path: &str| {
+        requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    };
+    assert_eq!(asked("/file.txt"), 1);
+    assert_eq!(asked("/api"), 1);
+    // ... and a second run leaves it: nothing fetched, nothing changed.
+    let (out, ev) = apply(&lab, &tasks, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(task(&ev, "fetch")["status"], "ok");
+    assert_eq!(task(&ev, "answer")["status"], "ok");
+    assert_eq!(
+        asked("/file.txt"),
+        1,
+        "dest exists and no checksum: not fetched again"
+    );
+    lab.run(HOST, "rm -rf /tmp/idiom-get");
+}
+
+/// `hactl apply` of the site file `site` (a whole play) on ptrn-1 and ptrn-2.
+fn apply_play(lab: &Lab, site: &str, files: &[(&str, &str)]) -> (Output, Vec<Value>) {
+    let dir = Fixture::new();
+    dir.file("site.yml", site);
+    for (path, text) in files {
+        dir.file(path, text);
+    }
+    let inventory = lab.inventory();
+    let site = dir.path("site.yml");
+    let out = common::hactl(&[
+        "apply",
+        &inventory,
+        "--site",
+        site.to_str().expect("utf-8"),
+        "-l",
+        "ptrn-1,ptrn-2",
+        "--output",
+        "json",
+    ]);
+    let ev = events(&out);
+    (out, ev)
+}
+
+#[test]
+fn any_errors_fatal_and_max_fail_percentage_stop_the_play_on_every_host() {
+    let lab = lab();
+    let clean = "rm -f /tmp/idiom-fatal";
+    let play = |keyword: &str| {
+        format!(
+            "- hosts: postgres_cluster
+  {keyword}
+  tasks:
+    - name: fails on ptrn-1 only
+      command: /bin/false
+      when: inventory_hostname == 'ptrn-1'
+    - name: after
+      copy: {{dest: /tmp/idiom-fatal, content: \"x\\n\"}}
+"
+        )
+    };
+    for host in ["ptrn-1", "ptrn-2"] {
+        lab.run(host, clean);
+    }
+    // Without either, ptrn-2 goes on.
+    let (out, _) = apply_play(&lab, &play("gather_facts: true"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(lab.run("ptrn-2", "cat /tmp/idiom-fatal"), "x");
+    for (keyword, why) in [
+        ("any_errors_fatal: true", "any_errors_fatal"),
+        ("max_fail_percentage: 40", "max_fail_percentage"),
+    ] {
+        lab.run("ptrn-2", clean);
+        let (out, _) = apply_play(&lab, &play(keyword), &[]);
+        assert_eq!(out.status.code(), Some(2), "{keyword}: {}", text(&out));
+        assert!(text(&out).contains(why), "{keyword}: {}", text(&out));
+        assert_eq!(
+            lab.run(
+                "ptrn-2",
+                "test -e /tmp/idiom-fatal && echo there || echo absent"
+            ),
+            "absent",
+            "{keyword}"
+        );
+    }
+    // Half of two hosts is not over 60 %: ptrn-2 goes on.
+    lab.run("ptrn-2", clean);
+    let (out, _) = apply_play(&lab, &play("max_fail_percentage: 60"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(lab.run("ptrn-2", "cat /tmp/idiom-fatal"), "x");
+    lab.run("ptrn-2", clean);
+}
+
+#[test]
+fn delegate_to_runs_on_the_other_host_with_this_hosts_variables() {
+    let lab = lab();
+    lab.run("ptrn-2", "rm -f /tmp/idiom-delegated-*");
+    let (out, _) = apply_play(
+        &lab,
+        "- hosts: ptrn-1
+  tasks:
+    - name: on ptrn-2, for ptrn-1
+      copy: {dest: \"/tmp/idiom-delegated-{{ inventory_hostname }}\", content: \"{{ ansible_hostname }}\\n\"}
+      delegate_to: ptrn-2
+",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        lab.run("ptrn-2", "cat /tmp/idiom-delegated-ptrn-1"),
+        "ptrn-1"
+    );
+    lab.run("ptrn-2", "rm -f /tmp/idiom-delegated-*");
+    let (out, _) = apply_play(
+        &lab,
+        "- hosts: ptrn-1\n  tasks:\n    - {name: x, command: 'true', delegate_to: nowhere-9}\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("delegate_to: no host `nowhere-9`"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn flush_handlers_runs_them_before_the_next_task_and_include_tasks_follows_its_when() {
+    let lab = lab();
+    lab.run(HOST, "rm -rf /tmp/idiom-flush && mkdir /tmp/idiom-flush");
+    let (out, _) = apply_play(
+        &lab,
+        "- hosts: ptrn-1
+  vars: {with_extra: false}
+  tasks:
+    - name: notify
+      copy: {dest: /tmp/idiom-flush/config, content: \"c\\n\"}
+      notify: mark
+    - meta: flush_handlers
+    - name: after the flush
+      command: cat /tmp/idiom-flush/handled
+      register: handled
+    - name: what it saw
+      copy: {dest: /tmp/idiom-flush/seen, content: \"{{ handled.stdout }}\\n\"}
+    - include_tasks: extra.yml
+      when: with_extra
+    - import_tasks: extra.yml
+      vars: {with_extra: true}
+      when: with_extra
+  handlers:
+    - name: mark
+      copy: {dest: /tmp/idiom-flush/handled, content: \"handled\\n\"}
+",
+        &[(
+            "extra.yml",
+            "- name: extra\n  copy: {dest: /tmp/idiom-flush/extra, content: \"{{ with_extra }}\\n\"}\n",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        lab.run(
+            HOST,
+            "cd /tmp/idiom-flush && ls | tr '\\n' ' '; cat seen extra"
+        ),
+        "config extra handled seen handled\ntrue"
+    );
+    lab.run(HOST, "rm -rf /tmp/idiom-flush");
+}
+
+#[test]
+fn set_fact_feeds_later_tasks_and_a_failed_assert_says_its_fail_msg() {
+    let lab = lab();
+    let (out, ev) = apply(
+        &lab,
+        "- name: facts
+  set_fact:
+    answer: \"{{ 6 * 7 }}\"
+    where: \"{{ ansible_facts['distribution'] }} {{ ansible_distribution_release }}\"
+- name: holds
+  assert:
+    that: [answer | int == 42, \"ansible_default_ipv4.address == '10.213.0.11'\", ansible_memtotal_mb > 0]
+- name: does not hold
+  assert:
+    that: answer | int == 41
+    fail_msg: \"the answer is {{ answer }}\"
+- name: never
+  command: 'true'
+",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        task(&ev, "holds")["status"],
+        "ok",
+        "{:#?}",
+        task(&ev, "holds")
+    );
+    let failed = task(&ev, "does not hold");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["msg"], "the answer is 42");
+    assert!(!ev.iter().any(|e| e["task"] == "never"));
 }

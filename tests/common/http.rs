@@ -35,7 +35,15 @@ fn request_path(reader: &mut impl BufRead) -> Option<String> {
 /// Serves every request on a loopback port, in a thread, with what `respond` gives for its
 /// path: a status line's tail ("200 OK") and a body. Returns the port.
 pub fn serve(respond: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    serve_on("127.0.0.1", respond)
+}
+
+/// As [`serve`], on `ip` (the lab bridge's address, for the lab hosts to reach).
+pub fn serve_on(
+    ip: &str,
+    respond: impl Fn(&str) -> (&'static str, Vec<u8>) + Send + 'static,
+) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
     let port = listener.local_addr().expect("local addr").port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
