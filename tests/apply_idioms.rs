@@ -498,7 +498,7 @@ fn flush_handlers_runs_them_before_the_next_task_and_include_tasks_follows_its_w
             HOST,
             "cd /tmp/idiom-flush && ls | tr '\\n' ' '; cat seen extra"
         ),
-        "config extra handled seen handled\ntrue"
+        "config extra handled seen handled\nTrue"
     );
     lab.run(HOST, "rm -rf /tmp/idiom-flush");
 }

@@ -187,11 +187,37 @@ pub async fn apply(
     reporter.add_secrets("", secrets.values());
     let forks = Arc::new(Semaphore::new(opts.forks.unwrap_or(involved.len()).max(1)));
     let mut hosts = connect_all(inventory, &involved, opts, &reporter, &forks).await?;
-    // For delegate_to: every host's connection.
-    let sessions: HashMap<String, Arc<Session>> = hosts
+    // For delegate_to: every host's connection, and one to each host tasks delegate to that
+    // takes no part in the plays (every inventory host when a delegate_to is an expression).
+    let mut sessions: HashMap<String, Arc<Session>> = hosts
         .iter()
         .filter_map(|(h, r)| r.session.clone().map(|s| (h.clone(), s)))
         .collect();
+    let delegates: Vec<String> = {
+        let named: Vec<&String> = plans
+            .iter()
+            .flat_map(|p| p.tasks.iter().chain(p.handlers.iter()))
+            .filter_map(|(_, t)| t.delegate_to.as_ref())
+            .collect();
+        let any_expression = named.iter().any(|d| template::is_template(d));
+        inventory
+            .hosts
+            .keys()
+            .filter(|h| !involved.contains(h) && (any_expression || named.contains(h)))
+            .cloned()
+            .collect()
+    };
+    if !delegates.is_empty() {
+        for host in &delegates {
+            reporter.add_secrets(host, secrets_of(inventory, host, opts));
+        }
+        let others = connect_all(inventory, &delegates, opts, &reporter, &forks).await?;
+        for (h, r) in others {
+            if let Some(s) = r.session {
+                sessions.insert(h, s);
+            }
+        }
+    }
     let releases = release::Cache::new(opts.release_cache.clone());
 
     for plan in &plans {
@@ -273,6 +299,15 @@ pub async fn apply(
         }
     }
 
+    // The delegates' connections, closed; the others' are the hosts' own, closed below.
+    for (name, session) in sessions {
+        if hosts.get(&name).is_some_and(|r| r.session.is_some()) {
+            continue;
+        }
+        if let Ok(session) = Arc::try_unwrap(session) {
+            session.close().await;
+        }
+    }
     for run in hosts.values_mut() {
         if let Some(session) = run.session.take() {
             run.stats.round_trips = session.round_trips();

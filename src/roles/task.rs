@@ -380,9 +380,10 @@ fn parse_include(
     }
 }
 
-pub fn control_task(file: &Arc<str>, line: usize, name: &str, control: Control) -> Task {
+/// A task that calls nothing yet: every keyword at its default.
+fn blank(file: &Arc<str>, line: usize) -> Task {
     Task {
-        name: name.into(),
+        name: String::new(),
         module: modules::spec("debug").unwrap_or(&modules::specs()[0]),
         args: serde_json::Value::Null,
         args_line: line,
@@ -409,9 +410,18 @@ pub fn control_task(file: &Arc<str>, line: usize, name: &str, control: Control) 
         loop_var: "item".into(),
         loop_label: None,
         blocks: Vec::new(),
-        control: Some(control),
+        control: None,
         file: file.clone(),
         line,
+    }
+}
+
+/// A task the engine carries out itself (`control`), named `name`.
+pub fn control_task(file: &Arc<str>, line: usize, name: &str, control: Control) -> Task {
+    Task {
+        name: name.into(),
+        control: Some(control),
+        ..blank(file, line)
     }
 }
 
@@ -470,38 +480,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             format!("a task is a mapping, not {}", node.type_name()),
         ));
     };
-    let mut task = Task {
-        name: String::new(),
-        module: &modules::specs()[0],
-        args: serde_json::Value::Null,
-        args_line: node.mark.line,
-        when: Vec::new(),
-        notify: Vec::new(),
-        register: None,
-        changed_when: None,
-        failed_when: None,
-        tags: Vec::new(),
-        run_once: false,
-        throttle: None,
-        loop_over: None,
-        check_mode: None,
-        ignore_errors: false,
-        no_log: false,
-        vars: Vec::new(),
-        become_root: None,
-        become_user: None,
-        environment: None,
-        delegate_to: None,
-        until: None,
-        retries: None,
-        delay: None,
-        loop_var: "item".into(),
-        loop_label: None,
-        blocks: Vec::new(),
-        control: None,
-        file: file.clone(),
-        line: node.mark.line,
-    };
+    let mut task = blank(file, node.mark.line);
     let mut module: Option<(&'static modules::Spec, &Node)> = None;
     let mut extra_args: Option<&Node> = None;
     let mut shared = Inherit::default();
