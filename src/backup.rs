@@ -239,7 +239,9 @@ pub(crate) fn condense(text: &str) -> String {
     let mut keep = false;
     for line in text.lines() {
         let l = line.trim();
-        if l.starts_with("ERROR:") || l.starts_with("HINT:") {
+        // A HINT before any ERROR is a warning's ("a timeline switch has occurred ... HINT: this
+        // is normal after promoting a standby"), not the error's.
+        if l.starts_with("ERROR:") || (l.starts_with("HINT:") && !out.is_empty()) {
             keep = true;
             out.push(l.to_string());
         } else if keep && !l.is_empty() && !l.starts_with("WARN:") && !l.starts_with("INFO:") {
@@ -417,6 +419,12 @@ mod tests {
             "ERROR: [056]: unable to find primary cluster - cannot proceed HINT: are all available clusters in recovery?"
         );
         assert_eq!(condense("could not\n  do it\n"), "could not do it");
+        // As seen during a switchover: the warning's hint comes first.
+        let text = "WARN: a timeline switch has occurred since the 20261207-151802F_20261207-152041I backup, enabling delta checksum\n      HINT: this is normal after restoring from backup or promoting a standby.\nERROR: [101]: raised from remote-0 tls protocol on '10.213.0.11': NULL result required to complete request\n";
+        assert_eq!(
+            condense(text),
+            "ERROR: [101]: raised from remote-0 tls protocol on '10.213.0.11': NULL result required to complete request"
+        );
     }
 
     #[test]
