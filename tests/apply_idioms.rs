@@ -301,7 +301,9 @@ fn get_url_pushes_what_this_machine_fetched_and_uri_asks_from_the_host() {
         }
     });
     let tasks = format!(
-        "- name: fetch
+        "- name: uri runs curl on the host
+  apt: {{name: curl}}
+- name: fetch
   get_url: {{url: \"http://10.213.0.1:{port}/file.txt\", dest: /tmp/idiom-get/file.txt, mode: \"0640\"}}
 - name: ask
   uri: {{url: \"http://10.213.0.1:{port}/api\", return_content: true}}
