@@ -210,6 +210,10 @@ fn backups_across_a_switchover_complete_or_fail_clearly_and_the_next_one_succeed
     let mut lab = lab();
     lab.stack();
     let inventory = lab.inventory();
+    // One incremental backup first: run first after the stack's own full backup, an
+    // incremental one took longer than the whole switchover twice (1 backup during it).
+    let warm = common::hactl(&["backup", "-i", &inventory, "--type", "incr"]);
+    common::assert_success("the backup before the switchover", &warm);
     // Backups back to back for as long as a switchover test runs, so that some overlap it.
     let done = std::sync::atomic::AtomicBool::new(false);
     let (report, outcomes) = std::thread::scope(|s| {
