@@ -1,5 +1,6 @@
-//! `package`: Debian/Ubuntu packages through apt — a list in one transaction, `apt-get update`
-//! only when the package lists are older than `cache_valid_time`.
+//! `package` (and Ansible's `apt`, with its argument names): Debian/Ubuntu packages through apt —
+//! a list in one transaction, `apt-get update` only when the package lists are older than
+//! `cache_valid_time` (default a day, where Ansible's `apt` refreshes them every time).
 
 use serde::Deserialize;
 
@@ -23,15 +24,46 @@ pub enum State {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// None with `update_cache` or `autoremove` alone, as Ansible's `apt` allows.
+    #[serde(default, alias = "pkg", alias = "package")]
     pub name: Names,
     #[serde(default)]
     pub state: State,
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, alias = "update-cache", deserialize_with = "de_bool")]
     pub update_cache: Option<bool>,
     #[serde(default, deserialize_with = "de_u64")]
     pub cache_valid_time: Option<u64>,
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, alias = "install-recommends", deserialize_with = "de_bool")]
     pub install_recommends: Option<bool>,
+    /// Removal takes the configuration files too, and a package removed earlier whose
+    /// configuration files remain counts as still there.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub purge: Option<bool>,
+    /// Packages installed as dependencies and needed no more go too (`--auto-remove`); alone,
+    /// `apt-get autoremove`.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub autoremove: Option<bool>,
+    /// The release installs come from (`apt-get -t`).
+    #[serde(default, alias = "default-release")]
+    pub default_release: Option<String>,
+    #[serde(
+        default,
+        alias = "allow-downgrade",
+        alias = "allow_downgrades",
+        alias = "allow-downgrades",
+        deserialize_with = "de_bool"
+    )]
+    pub allow_downgrade: Option<bool>,
+    /// Seconds to wait for another apt or dpkg to let go of its lock (default 300).
+    #[serde(default, deserialize_with = "de_u64")]
+    pub lock_timeout: Option<u64>,
+    /// dpkg's options, comma-separated (default `force-confdef,force-confold`, as Ansible).
+    #[serde(default)]
+    pub dpkg_options: Option<String>,
+    /// Accepted for Ansible's sake: hactl always uses apt-get.
+    #[allow(dead_code)]
+    #[serde(default, deserialize_with = "de_bool")]
+    pub force_apt_get: Option<bool>,
     /// Exit code of a policy-rc.d in place during the transaction: 101 = start no service.
     #[serde(default, deserialize_with = "de_u64")]
     pub policy_rc_d: Option<u64>,
@@ -39,33 +71,60 @@ pub struct Args {
 
 pub struct Package;
 
-const APT: &str = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \
-                   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+/// `apt-get` with the lock timeout and dpkg options `args` give.
+fn apt_get(args: &Args) -> String {
+    let options = args
+        .dpkg_options
+        .as_deref()
+        .unwrap_or("force-confdef,force-confold");
+    let mut s = format!(
+        "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout={}",
+        args.lock_timeout.unwrap_or(300)
+    );
+    for o in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        s.push_str(&format!(
+            " -o Dpkg::Options::={}",
+            shell_quote(&format!("--{o}"))
+        ));
+    }
+    s
+}
 
 /// Installed packages and versions, from one `dpkg-query` (plus `apt-cache policy` for latest).
 #[derive(Debug, Default)]
 pub struct Installed {
     versions: std::collections::HashMap<String, String>,
+    /// Removed, but their configuration files remain (dpkg's `rc`).
+    configs: std::collections::HashSet<String>,
     candidates: std::collections::HashMap<String, String>,
     lists_age: u64,
+    /// What `apt-get autoremove` would remove (asked only for `autoremove` without names).
+    autoremovable: Vec<String>,
 }
 
-fn query_script(names: &[String], latest: bool) -> String {
+fn query_script(names: &[String], latest: bool, autoremove: bool) -> String {
     let list = names
         .iter()
         .map(|n| shell_quote(n))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut s = format!(
-        "dpkg-query -W -f='${{Package}}\\t${{db:Status-Abbrev}}\\t${{Version}}\\n' -- {list} 2>/dev/null; \
-         if ls /var/lib/apt/lists/*Packages* >/dev/null 2>&1; \
+    let mut s = if names.is_empty() {
+        String::new()
+    } else {
+        format!("dpkg-query -W -f='${{Package}}\\t${{db:Status-Abbrev}}\\t${{Version}}\\n' -- {list} 2>/dev/null; ")
+    };
+    s.push_str(
+        "if ls /var/lib/apt/lists/*Packages* >/dev/null 2>&1; \
          then echo \"age $(( $(date +%s) - $(stat -c %Y /var/lib/apt/lists/partial) ))\"; \
-         else echo 'age 999999999'; fi; "
+         else echo 'age 999999999'; fi; ",
     );
     if latest {
         s.push_str(&format!(
             "LC_ALL=C apt-cache policy -- {list} 2>/dev/null; "
         ));
+    }
+    if autoremove {
+        s.push_str("LC_ALL=C apt-get -q --simulate autoremove 2>/dev/null | sed -n 's/^Remv \\([^ ]*\\).*/autoremove \\1/p'; ");
     }
     s.push_str("true");
     s
@@ -73,9 +132,8 @@ fn query_script(names: &[String], latest: bool) -> String {
 
 fn parse_query(text: &str) -> Installed {
     let mut installed = Installed {
-        versions: Default::default(),
-        candidates: Default::default(),
         lists_age: u64::MAX,
+        ..Default::default()
     };
     let mut policy_of: Option<String> = None;
     for line in text.lines() {
@@ -85,10 +143,14 @@ fn parse_query(text: &str) -> Installed {
                 installed
                     .versions
                     .insert(fields[0].to_string(), fields[2].to_string());
+            } else if fields[1].starts_with("rc") {
+                installed.configs.insert(fields[0].to_string());
             }
             continue;
         }
-        if let Some(age) = line.strip_prefix("age ") {
+        if let Some(package) = line.strip_prefix("autoremove ") {
+            installed.autoremovable.push(package.trim().to_string());
+        } else if let Some(age) = line.strip_prefix("age ") {
             installed.lists_age = age.trim().parse().unwrap_or(u64::MAX);
         } else if !line.starts_with(' ') && line.ends_with(':') {
             policy_of = Some(line.trim_end_matches(':').to_string());
@@ -116,41 +178,62 @@ pub struct Apt {
     pub update: bool,
     /// What to install or remove (as given, pins included).
     pub packages: Vec<String>,
+    /// `apt-get autoremove` (`autoremove` without names, something to remove).
+    pub autoremove: bool,
 }
 
 impl Apt {
-    fn verb(args: &Args) -> &'static str {
-        match args.state {
-            State::Absent => "remove",
-            _ => "install",
+    fn verb(&self, args: &Args) -> &'static str {
+        match (
+            self.packages.is_empty(),
+            args.state,
+            args.purge == Some(true),
+        ) {
+            (true, _, _) => "autoremove",
+            (false, State::Absent, false) => "remove",
+            (false, State::Absent, true) => "purge",
+            (false, _, _) => "install",
         }
     }
 
-    /// `apt-get install|remove -- PACKAGES`, with `--simulate` to only ask whether it would go.
+    /// `apt-get install|remove|purge|autoremove -- PACKAGES`, with `--simulate` to only ask
+    /// whether it would go.
     fn command(&self, args: &Args, simulate: bool) -> String {
-        let list = self
-            .packages
-            .iter()
-            .map(|n| shell_quote(n))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let recommends = match args.install_recommends {
-            Some(false) => " --no-install-recommends",
-            _ => "",
-        };
-        let simulate = if simulate { " --simulate" } else { "" };
-        format!(
-            "{APT}{simulate} {}{recommends} -- {list} >/dev/null",
-            Apt::verb(args)
-        )
+        let mut words = vec![apt_get(args)];
+        if simulate {
+            words.push("--simulate".into());
+        }
+        let verb = self.verb(args);
+        words.push(verb.into());
+        if verb == "install" {
+            if args.install_recommends == Some(false) {
+                words.push("--no-install-recommends".into());
+            }
+            if let Some(release) = &args.default_release {
+                words.push(format!("-t {}", shell_quote(release)));
+            }
+            if args.allow_downgrade == Some(true) {
+                words.push("--allow-downgrades".into());
+            }
+        }
+        if verb == "autoremove" && args.purge == Some(true) {
+            words.push("--purge".into());
+        }
+        if verb != "autoremove" && args.autoremove == Some(true) {
+            words.push("--auto-remove".into());
+        }
+        words.push("--".into());
+        words.extend(self.packages.iter().map(|n| shell_quote(n)));
+        words.push(">/dev/null".into());
+        words.join(" ")
     }
 
     fn script(&self, args: &Args) -> String {
         let mut steps = Vec::new();
         if self.update {
-            steps.push(format!("{APT} update >/dev/null"));
+            steps.push(format!("{} update >/dev/null", apt_get(args)));
         }
-        if !self.packages.is_empty() {
+        if !self.packages.is_empty() || self.autoremove {
             let apt = self.command(args, false);
             steps.push(match args.policy_rc_d {
                 None => apt,
@@ -181,28 +264,28 @@ impl Module for Package {
 
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Installed> {
         let names = names(args);
-        if names.is_empty() {
+        let autoremove = names.is_empty() && args.autoremove == Some(true);
+        if names.is_empty() && !autoremove && args.update_cache != Some(true) {
             return Ok(Installed::default());
         }
         let out = run(
             ctx,
             "reading installed packages",
-            &query_script(&names, args.state == State::Latest),
+            &query_script(&names, args.state == State::Latest, autoremove),
         )
         .await?;
         Ok(parse_query(&out.stdout_text()))
     }
 
     fn plan(args: &Args, state: Installed) -> Result<Plan<Apt>> {
-        if args.name.0.is_empty() {
-            return Ok(Plan::nothing());
-        }
         let mut packages: Vec<String> = Vec::new();
         for spec in &args.name.0 {
             let (name, pin) = split_pin(spec);
             let current = state.versions.get(name);
             let wanted = match args.state {
-                State::Absent => current.is_some(),
+                State::Absent => {
+                    current.is_some() || (args.purge == Some(true) && state.configs.contains(name))
+                }
                 State::Present => match (current, pin) {
                     (None, _) => true,
                     (Some(v), Some(p)) => v != p,
@@ -221,28 +304,52 @@ impl Module for Package {
         let valid = args.cache_valid_time.unwrap_or(DEFAULT_CACHE_VALID);
         let update = args.update_cache == Some(true) && state.lists_age > valid
             || (!packages.is_empty() && args.state != State::Absent && state.lists_age > valid);
+        let autoremove = args.name.0.is_empty() && !state.autoremovable.is_empty();
+        if autoremove {
+            let note = format!("autoremoved {}", state.autoremovable.join(" "));
+            return Ok(Plan::change(
+                note,
+                Apt {
+                    update,
+                    packages,
+                    autoremove,
+                },
+            ));
+        }
         if packages.is_empty() {
             // Refreshing the package lists alone changes nothing a user would see.
             return Ok(Plan {
                 outcome: Outcome::ok(),
-                todo: update.then_some(Apt { update, packages }),
+                todo: update.then_some(Apt {
+                    update,
+                    packages,
+                    autoremove,
+                }),
             });
         }
-        let done = match args.state {
-            State::Absent => "removed",
+        let done = match (args.state, args.purge == Some(true)) {
+            (State::Absent, false) => "removed",
+            (State::Absent, true) => "purged",
             _ => "installed",
         };
         let note = format!("{done} {}", packages.join(" "));
-        Ok(Plan::change(note, Apt { update, packages }))
+        Ok(Plan::change(
+            note,
+            Apt {
+                update,
+                packages,
+                autoremove,
+            },
+        ))
     }
 
     /// apt can tell, read-only, whether the transaction would go through — unless the package
     /// lists are to be refreshed first.
     async fn rehearse(args: &Args, apt: Apt, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
-        if !apt.packages.is_empty() && !apt.update {
+        if (!apt.packages.is_empty() || apt.autoremove) && !apt.update {
             run(
                 ctx,
-                &format!("apt-get --simulate {}", Apt::verb(args)),
+                &format!("apt-get --simulate {}", apt.verb(args)),
                 &apt.command(args, true),
             )
             .await?;
@@ -253,7 +360,7 @@ impl Module for Package {
     async fn apply(args: &Args, apt: Apt, planned: Outcome, ctx: &Ctx<'_>) -> Result<Outcome> {
         run(
             ctx,
-            &format!("apt-get {}", Apt::verb(args)),
+            &format!("apt-get {}", apt.verb(args)),
             &apt.script(args),
         )
         .await?;
@@ -298,7 +405,8 @@ mod tests {
             apt,
             Apt {
                 update: false,
-                packages: vec!["curl".into(), "vim=2:9.0".into()]
+                packages: vec!["curl".into(), "vim=2:9.0".into()],
+                autoremove: false,
             }
         );
         let args = typed::<Package>(json!({"name": "curl", "install_recommends": false}));
@@ -328,9 +436,84 @@ mod tests {
             p.todo,
             Some(Apt {
                 update: true,
-                packages: vec![]
+                packages: vec![],
+                autoremove: false,
             })
         );
+        // Ansible's `apt: update_cache=yes` alone: the lists are read, not the packages.
+        let alone = typed::<Package>(json!({"update_cache": "yes", "cache_valid_time": 3600}));
+        let commands = query_script(&names(&alone), false, false);
+        assert!(!commands.contains("dpkg-query"), "{commands}");
+        let p = plan(
+            json!({"update_cache": true, "cache_valid_time": 3600}),
+            "age 7200\n",
+        );
+        assert_eq!(p.outcome, Outcome::ok());
+        assert!(p.todo.unwrap().update);
+        assert!(plan(
+            json!({"update_cache": true, "cache_valid_time": 3600}),
+            "age 60\n"
+        )
+        .todo
+        .is_none());
+    }
+
+    #[test]
+    fn apts_own_argument_names_shape_the_transaction() {
+        let p = plan(
+            json!({"pkg": ["curl=7.0"], "default_release": "bookworm-backports",
+                   "allow_downgrade": true, "install_recommends": "no", "lock_timeout": 60,
+                   "dpkg_options": "force-confnew", "force_apt_get": true}),
+            "curl\tii \t7.88\nage 60\n",
+        );
+        assert_eq!(p.outcome.msg, "installed curl=7.0");
+        let args = typed::<Package>(
+            json!({"package": "curl", "default_release": "bookworm-backports",
+                   "allow_downgrade": true, "install_recommends": "no", "lock_timeout": 60,
+                   "dpkg_options": "force-confnew"}),
+        );
+        let script = p.todo.unwrap().script(&args);
+        assert_eq!(
+            script,
+            "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=60 \
+             -o Dpkg::Options::=--force-confnew install --no-install-recommends \
+             -t bookworm-backports --allow-downgrades -- curl=7.0 >/dev/null"
+        );
+    }
+
+    #[test]
+    fn purge_takes_configuration_files_left_by_an_earlier_removal() {
+        let left = "tree\trc \t\nage 60\n";
+        assert!(plan(json!({"name": "tree", "state": "absent"}), left)
+            .todo
+            .is_none());
+        let p = plan(
+            json!({"name": "tree", "state": "absent", "purge": true, "autoremove": true}),
+            left,
+        );
+        assert_eq!(p.outcome, Outcome::changed("purged tree"));
+        let args = typed::<Package>(json!({"name": "tree", "state": "absent", "purge": true,
+                                           "autoremove": true}));
+        assert!(p
+            .todo
+            .unwrap()
+            .script(&args)
+            .ends_with(" purge --auto-remove -- tree >/dev/null"));
+    }
+
+    #[test]
+    fn autoremove_alone_removes_what_apt_would() {
+        let simulated = "age 60\nautoremove libfoo1\nautoremove libbar2\n";
+        assert_eq!(parse_query(simulated).autoremovable, ["libfoo1", "libbar2"]);
+        let p = plan(json!({"autoremove": true, "purge": true}), simulated);
+        assert_eq!(p.outcome, Outcome::changed("autoremoved libfoo1 libbar2"));
+        let args = typed::<Package>(json!({"autoremove": true, "purge": true}));
+        assert!(p
+            .todo
+            .unwrap()
+            .script(&args)
+            .ends_with(" autoremove --purge -- >/dev/null"));
+        assert!(plan(json!({"autoremove": true}), "age 60\n").todo.is_none());
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! `service`: a systemd unit started, stopped, restarted or reloaded, enabled or not; a
-//! daemon-reload first when systemd says a unit file changed.
+//! `service` (and Ansible's `systemd` / `systemd_service`, with their argument names): a systemd
+//! unit started, stopped, restarted or reloaded, enabled or not, masked or not; a daemon-reload
+//! first when systemd says a unit file changed, or alone (`daemon_reload` without `name`).
 
 use serde::Deserialize;
 
-use super::{de_bool, fail, run, Ctx, Module, Outcome, Plan, Result};
+use super::{de_bool, fail, run, ArgsError, Ctx, Module, Outcome, Plan, Result};
 use crate::ssh::shell_quote;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -18,12 +19,40 @@ pub enum State {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
-    pub name: String,
+    /// None only with `daemon_reload` or `daemon_reexec` alone.
+    #[serde(default, alias = "service", alias = "unit")]
+    pub name: Option<String>,
     pub state: Option<State>,
     #[serde(default, deserialize_with = "de_bool")]
     pub enabled: Option<bool>,
+    /// Masked (linked to /dev/null: nothing can start it) or unmasked.
     #[serde(default, deserialize_with = "de_bool")]
+    pub masked: Option<bool>,
+    #[serde(default, alias = "daemon-reload", deserialize_with = "de_bool")]
     pub daemon_reload: Option<bool>,
+    #[serde(default, alias = "daemon-reexec", deserialize_with = "de_bool")]
+    pub daemon_reexec: Option<bool>,
+    /// Start, stop, restart or reload without waiting for the job to finish.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub no_block: Option<bool>,
+    /// Only `system`: hactl manages system units.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl Args {
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
+    /// systemd re-executes or re-reads its units before anything else.
+    fn reexec(&self) -> &'static str {
+        if self.daemon_reexec == Some(true) {
+            "systemctl daemon-reexec && "
+        } else {
+            ""
+        }
+    }
 }
 
 pub struct Service;
@@ -80,9 +109,25 @@ fn show_script(name: &str) -> String {
 
 /// The `systemctl` commands that bring `unit` where `args` want it, and what they would change.
 fn changes(args: &Args, unit: &Unit) -> (Vec<String>, Outcome) {
-    let n = shell_quote(&args.name);
+    let n = shell_quote(args.name());
     let mut cmds = Vec::new();
     let mut notes = Vec::new();
+    match args.masked {
+        Some(true) if unit.file != "masked" => {
+            cmds.push(format!("systemctl mask -q -- {n}"));
+            notes.push("masked");
+        }
+        Some(false) if unit.file == "masked" => {
+            cmds.push(format!("systemctl unmask -q -- {n}"));
+            notes.push("unmasked");
+        }
+        _ => {}
+    }
+    let block = if args.no_block == Some(true) {
+        " --no-block"
+    } else {
+        ""
+    };
     match args.enabled {
         Some(true)
             if !matches!(
@@ -101,23 +146,23 @@ fn changes(args: &Args, unit: &Unit) -> (Vec<String>, Outcome) {
     }
     match args.state {
         Some(State::Started) if !running(&unit.active) => {
-            cmds.push(format!("systemctl start -- {n}"));
+            cmds.push(format!("systemctl start{block} -- {n}"));
             notes.push("started");
         }
         Some(State::Stopped) if running(&unit.active) => {
-            cmds.push(format!("systemctl stop -- {n}"));
+            cmds.push(format!("systemctl stop{block} -- {n}"));
             notes.push("stopped");
         }
         Some(State::Restarted) => {
-            cmds.push(format!("systemctl restart -- {n}"));
+            cmds.push(format!("systemctl restart{block} -- {n}"));
             notes.push("restarted");
         }
         Some(State::Reloaded) if running(&unit.active) => {
-            cmds.push(format!("systemctl reload -- {n}"));
+            cmds.push(format!("systemctl reload{block} -- {n}"));
             notes.push("reloaded");
         }
         Some(State::Reloaded) => {
-            cmds.push(format!("systemctl start -- {n}"));
+            cmds.push(format!("systemctl start{block} -- {n}"));
             notes.push("started");
         }
         _ => {}
@@ -127,7 +172,7 @@ fn changes(args: &Args, unit: &Unit) -> (Vec<String>, Outcome) {
     }
     (
         cmds,
-        Outcome::changed(format!("{} {}", notes.join(", "), args.name)),
+        Outcome::changed(format!("{} {}", notes.join(", "), args.name())),
     )
 }
 
@@ -170,23 +215,55 @@ impl Module for Service {
     type Observed = Observed;
     type Todo = Todo;
 
+    fn validate(args: &Args) -> std::result::Result<(), ArgsError> {
+        if args.name.as_deref().is_none_or(str::is_empty)
+            && args.daemon_reload != Some(true)
+            && args.daemon_reexec != Some(true)
+        {
+            return Err(ArgsError::Invalid(
+                "give `name` (or `daemon_reload: true` alone)".into(),
+            ));
+        }
+        match args.scope.as_deref() {
+            None | Some("system") => Ok(()),
+            Some(other) => Err(ArgsError::Invalid(format!(
+                "scope `{other}`: hactl manages system units only"
+            ))),
+        }
+    }
+
     async fn observe(args: &Args, ctx: &Ctx<'_>) -> Result<Observed> {
-        let show = show_script(&args.name);
-        let out = run(ctx, &format!("reading unit {}", args.name), &show).await?;
+        let written = ctx.units_changed.load(std::sync::atomic::Ordering::SeqCst);
+        let Some(name) = &args.name else {
+            return Ok(Observed {
+                unit: Unit::default(),
+                written,
+            });
+        };
+        let out = run(ctx, &format!("reading unit {name}"), &show_script(name)).await?;
         Ok(Observed {
             unit: parse_show(&out.stdout_text()),
-            written: ctx.units_changed.load(std::sync::atomic::Ordering::SeqCst),
+            written,
         })
     }
 
     fn plan(args: &Args, Observed { unit, written }: Observed) -> Result<Plan<Todo>> {
+        if args.name.is_none() {
+            // `daemon_reload` alone: systemd re-reads its units, which changes nothing a user
+            // would see (as Ansible reports it).
+            return Ok(Plan {
+                outcome: Outcome::ok(),
+                todo: Some(Todo::Reload),
+            });
+        }
         // A unit file new in /etc/systemd/system shadows the package's without systemd noticing
         // (NeedDaemonReload stays "no"): hence the Shadow check and the run's record of unit
         // files written (a drop-in, say).
         let reload = unit.need_reload
             || written
             || unit.load == "not-found"
-            || args.daemon_reload == Some(true);
+            || args.daemon_reload == Some(true)
+            || args.daemon_reexec == Some(true);
         let (cmds, outcome) = changes(args, &unit);
         let todo = if reload {
             Some(Todo::Reload)
@@ -200,18 +277,27 @@ impl Module for Service {
         let (cmds, outcome) = match todo {
             Todo::Run(cmds) => (cmds, planned),
             Todo::Reload => {
-                let show = show_script(&args.name);
+                let show = match &args.name {
+                    Some(name) => format!(" && {}", show_script(name)),
+                    None => String::new(),
+                };
                 let out = run(
                     ctx,
                     "systemctl daemon-reload",
-                    &format!("systemctl daemon-reload && {show}"),
+                    &format!("{}systemctl daemon-reload{show}", args.reexec()),
                 )
                 .await?;
                 ctx.units_changed
                     .store(false, std::sync::atomic::Ordering::SeqCst);
+                if args.name.is_none() {
+                    return Ok(planned);
+                }
                 let unit = parse_show(&out.stdout_text());
-                if unit.load == "not-found" {
-                    return fail(format!("unit {} not found", args.name));
+                // Masking needs no unit file: a unit can be masked before it is installed.
+                let mask_only =
+                    args.masked == Some(true) && args.state.is_none() && args.enabled.is_none();
+                if unit.load == "not-found" && !mask_only {
+                    return fail(format!("unit {} not found", args.name()));
                 }
                 let (cmds, outcome) = changes(args, &unit);
                 if cmds.is_empty() {
@@ -220,7 +306,7 @@ impl Module for Service {
                 (cmds, outcome)
             }
         };
-        let n = shell_quote(&args.name);
+        let n = shell_quote(args.name());
         run(
             ctx,
             &outcome.msg,
@@ -338,6 +424,47 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "unit etcd not found");
+    }
+
+    #[test]
+    fn systemds_own_argument_names_mask_and_do_not_wait() {
+        let args = typed::<Service>(json!({"unit": "x", "masked": true, "no_block": true,
+                                           "state": "stopped", "scope": "system"}));
+        let (cmds, outcome) = changes(&args, &parse_show(ACTIVE));
+        assert_eq!(
+            cmds,
+            ["systemctl mask -q -- x", "systemctl stop --no-block -- x"]
+        );
+        assert_eq!(outcome, Outcome::changed("masked, stopped x"));
+        let masked = "LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n";
+        assert!(changes(&args, &parse_show(masked)).0.is_empty());
+        let unmask = typed::<Service>(json!({"name": "x", "masked": false, "enabled": true}));
+        assert_eq!(
+            changes(&unmask, &parse_show(masked)).0,
+            ["systemctl unmask -q -- x", "systemctl enable -q -- x"]
+        );
+    }
+
+    #[tokio::test]
+    async fn daemon_reload_alone_reloads_and_changes_nothing() {
+        let host = TestHost::new(FakeRemote::new().answer("daemon-reload", ""));
+        let done = host
+            .apply::<Service>(json!({"daemon-reload": true, "daemon_reexec": true}))
+            .await
+            .unwrap();
+        assert_eq!(done, Outcome::ok());
+        assert_eq!(
+            host.remote.commands(),
+            ["systemctl daemon-reexec && systemctl daemon-reload"]
+        );
+        for (args, why) in [
+            (json!({"state": "started"}), "give `name`"),
+            (json!({"name": "x", "scope": "user"}), "system units only"),
+        ] {
+            let args: Args = serde_json::from_value(args).unwrap();
+            let err = Service::validate(&args).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
     }
 
     #[tokio::test]
