@@ -538,3 +538,434 @@ fn set_fact_feeds_later_tasks_and_a_failed_assert_says_its_fail_msg() {
     assert_eq!(failed["msg"], "the answer is 42");
     assert!(!ev.iter().any(|e| e["task"] == "never"));
 }
+
+/// The status of each task named in `names`, in that order.
+fn statuses(events: &[Value], names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| {
+            task(events, n)["status"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn stat_tells_a_missing_path_a_file_a_link_and_a_directory_apart_and_slurp_reads_bytes() {
+    let lab = lab();
+    lab.run(
+        HOST,
+        "rm -rf /tmp/idiom-stat && mkdir /tmp/idiom-stat && cd /tmp/idiom-stat && \
+         printf abc > file && chmod 0640 file && ln -s file link && printf '\\000\\001\\377' > binary",
+    );
+    let (out, ev) = apply(
+        &lab,
+        "- {name: missing, stat: {path: /tmp/idiom-stat/missing}, register: missing}
+- {name: file, stat: {path: /tmp/idiom-stat/file}, register: file}
+- {name: link, stat: {path: /tmp/idiom-stat/link}, register: link}
+- {name: followed, stat: {path: /tmp/idiom-stat/link, follow: true}, register: followed}
+- {name: dir, stat: {path: /tmp/idiom-stat, get_checksum: false}, register: dir}
+- {name: binary, slurp: {src: /tmp/idiom-stat/binary}, register: binary}
+- name: report
+  copy:
+    dest: /tmp/idiom-stat/report
+    content: |
+      missing {{ missing.stat.exists }}
+      file {{ file.stat.exists }} {{ file.stat.isreg }} {{ file.stat.mode }} {{ file.stat.size }} {{ file.stat.pw_name }} {{ file.stat.checksum }}
+      link {{ link.stat.islnk }} {{ link.stat.lnk_target }} {{ link.stat.lnk_source }}
+      followed {{ followed.stat.islnk }} {{ followed.stat.isreg }} {{ followed.stat.size }}
+      dir {{ dir.stat.isdir }} {{ dir.stat.checksum is defined }}
+      binary {{ binary.content }} {{ binary.encoding }}
+- {name: slurp a missing file, slurp: {src: /tmp/idiom-stat/missing}, ignore_errors: true}
+- {name: slurp a directory, slurp: {src: /tmp/idiom-stat}, ignore_errors: true}
+",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        statuses(
+            &ev,
+            &["missing", "file", "link", "followed", "dir", "binary"]
+        ),
+        ["ok"; 6],
+        "reading changes nothing"
+    );
+    assert_eq!(
+        lab.run(HOST, "cat /tmp/idiom-stat/report"),
+        "missing False
+file True True 0640 3 root a9993e364706816aba3e25717850c26c9cd0d89d
+link True file /tmp/idiom-stat/file
+followed False True 3
+dir True False
+binary AAH/ base64"
+    );
+    let missing = task(&ev, "slurp a missing file");
+    assert_eq!(missing["status"], "failed");
+    assert_eq!(missing["msg"], "file not found: /tmp/idiom-stat/missing");
+    assert_eq!(
+        task(&ev, "slurp a directory")["msg"],
+        "source is a directory and must be a file: /tmp/idiom-stat"
+    );
+    assert_eq!(recap(&ev)[HOST]["ignored"], 2, "{:#?}", recap(&ev));
+    lab.run(HOST, "rm -rf /tmp/idiom-stat");
+}
+
+#[test]
+fn blockinfile_replaces_its_block_in_place_keeps_other_text_and_removes_it_when_absent() {
+    let lab = lab();
+    lab.run(HOST, "printf 'a=1\\nb=2\\n' > /tmp/idiom-block.conf");
+    let block = |content: &str| {
+        format!(
+            "- name: block
+  blockinfile:
+    path: /tmp/idiom-block.conf
+    block: |
+{}
+- name: top
+  blockinfile:
+    path: /tmp/idiom-block.conf
+    marker: '# {{mark}} top'
+    insertbefore: BOF
+    block: top=0
+",
+            content
+                .lines()
+                .map(|l| format!("      {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    let (out, ev) = apply(&lab, &block("x=1\ny=2"), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(statuses(&ev, &["block", "top"]), ["changed", "changed"]);
+    let (out, ev) = apply(&lab, &block("x=1\ny=2"), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(statuses(&ev, &["block", "top"]), ["ok", "ok"], "idempotent");
+    // Someone appends a line; the block changes: it is replaced where it is.
+    lab.run(HOST, "echo c=3 >> /tmp/idiom-block.conf");
+    let (out, ev) = apply(&lab, &block("x=10"), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(statuses(&ev, &["block", "top"]), ["changed", "ok"]);
+    assert_eq!(
+        lab.run(HOST, "cat /tmp/idiom-block.conf"),
+        "# BEGIN top\ntop=0\n# END top\na=1\nb=2\n\
+         # BEGIN ANSIBLE MANAGED BLOCK\nx=10\n# END ANSIBLE MANAGED BLOCK\nc=3"
+    );
+    let absent = "- name: gone
+  blockinfile: {path: /tmp/idiom-block.conf, state: absent}
+- name: missing file
+  blockinfile: {path: /tmp/idiom-block-missing.conf, block: x=1}
+";
+    let (out, ev) = apply(&lab, absent, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        statuses(&ev, &["gone", "missing file"]),
+        ["changed", "failed"]
+    );
+    assert!(
+        task(&ev, "missing file")["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("/tmp/idiom-block-missing.conf does not exist")),
+        "{:#?}",
+        task(&ev, "missing file")
+    );
+    let (_, ev) = apply(&lab, absent, &[]);
+    assert_eq!(task(&ev, "gone")["status"], "ok", "nothing left to remove");
+    assert_eq!(
+        lab.run(HOST, "cat /tmp/idiom-block.conf"),
+        "# BEGIN top\ntop=0\n# END top\na=1\nb=2\nc=3"
+    );
+    lab.run(HOST, "rm -f /tmp/idiom-block.conf");
+}
+
+#[test]
+fn unarchive_unpacks_once_restores_what_was_changed_and_ignores_what_was_added() {
+    let lab = lab();
+    let here = Fixture::new();
+    here.file("payload/inside.txt", "inside\n");
+    here.file("payload/sub/secret.txt", "secret\n");
+    let secret = here.path("payload/sub/secret.txt");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let archive = here.path("payload.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(here.path(""))
+        .args(["-czf"])
+        .arg(&archive)
+        .arg("payload")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    lab.run(
+        HOST,
+        "rm -rf /tmp/idiom-unarchive && mkdir /tmp/idiom-unarchive",
+    );
+    let tasks = format!(
+        "- name: unpack
+  unarchive: {{src: {}, dest: /tmp/idiom-unarchive}}
+- name: nowhere to unpack
+  unarchive: {{src: {}, dest: /tmp/idiom-unarchive-missing}}
+  ignore_errors: true
+",
+        archive.display(),
+        archive.display()
+    );
+    let (out, ev) = apply(&lab, &tasks, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(task(&ev, "unpack")["status"], "changed");
+    assert_eq!(
+        lab.run(
+            HOST,
+            "cd /tmp/idiom-unarchive/payload && cat inside.txt sub/secret.txt && stat -c %a sub/secret.txt"
+        ),
+        "inside\nsecret\n600"
+    );
+    let nowhere = task(&ev, "nowhere to unpack");
+    assert_eq!(nowhere["status"], "failed");
+    assert!(
+        nowhere["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("/tmp/idiom-unarchive-missing")),
+        "{nowhere:#?}"
+    );
+    let (_, ev) = apply(&lab, &tasks, &[]);
+    assert_eq!(task(&ev, "unpack")["status"], "ok", "already unpacked");
+    // A file of the archive changed on the host comes back; a file the archive lacks stays.
+    lab.run(
+        HOST,
+        "cd /tmp/idiom-unarchive/payload && echo edited > inside.txt && echo mine > added.txt",
+    );
+    let (_, ev) = apply(&lab, &tasks, &[]);
+    assert_eq!(task(&ev, "unpack")["status"], "changed");
+    assert_eq!(
+        lab.run(
+            HOST,
+            "cd /tmp/idiom-unarchive/payload && cat inside.txt added.txt"
+        ),
+        "inside\nmine"
+    );
+    let (_, ev) = apply(&lab, &tasks, &[]);
+    assert_eq!(
+        task(&ev, "unpack")["status"],
+        "ok",
+        "an added file is ignored"
+    );
+    // The archive already on the host: remote_src.
+    lab.run(
+        HOST,
+        "rm -rf /tmp/idiom-unarchive/payload && cd /tmp && \
+         tar -czf /tmp/idiom-unarchive/remote.tar.gz -C /etc hostname",
+    );
+    let (out, ev) = apply(
+        &lab,
+        "- name: remote
+  unarchive: {src: /tmp/idiom-unarchive/remote.tar.gz, dest: /tmp/idiom-unarchive, remote_src: true}
+",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(task(&ev, "remote")["status"], "changed");
+    assert_eq!(lab.run(HOST, "cat /tmp/idiom-unarchive/hostname"), HOST);
+    lab.run(HOST, "rm -rf /tmp/idiom-unarchive");
+}
+
+#[test]
+fn environment_reaches_the_command_verbatim_args_chdir_and_creates_and_task_vars_stay_put() {
+    let lab = lab();
+    lab.run(HOST, "rm -rf /tmp/idiom-env && mkdir /tmp/idiom-env");
+    let tasks = "- name: environment
+  shell: printf '%s|%s|%s' \"$GREETING\" \"$EMPTY\" \"$(pwd)\" > out
+  args:
+    chdir: /tmp/idiom-env
+    creates: /tmp/idiom-env/out
+  environment:
+    GREETING: \"it's \\\"quoted\\\" $HOME ; `id` {{ who }}\"
+    EMPTY: ''
+  vars:
+    who: task
+- name: the task's vars are gone
+  copy: {dest: /tmp/idiom-env/who, content: \"{{ who | default('undefined') }}\\n\"}
+- name: the environment is the task's only
+  shell: echo \"${GREETING:-unset}\"
+  register: after
+- {name: report, copy: {dest: /tmp/idiom-env/after, content: \"{{ after.stdout }}\\n\"}}
+";
+    let (out, ev) = apply(&lab, tasks, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(task(&ev, "environment")["status"], "changed");
+    assert_eq!(
+        lab.run(
+            HOST,
+            "cat /tmp/idiom-env/out; echo; cat /tmp/idiom-env/who /tmp/idiom-env/after"
+        ),
+        "it's \"quoted\" $HOME ; `id` task||/tmp/idiom-env\nundefined\nunset"
+    );
+    let (_, ev) = apply(&lab, tasks, &[]);
+    assert_eq!(
+        task(&ev, "environment")["status"],
+        "ok",
+        "creates: the file is there, the command does not run"
+    );
+    lab.run(HOST, "rm -rf /tmp/idiom-env");
+}
+
+#[test]
+fn with_items_flattens_one_level_with_dict_gives_keys_and_loop_control_names_the_item() {
+    let lab = lab();
+    lab.run(HOST, "rm -rf /tmp/idiom-loop && mkdir /tmp/idiom-loop");
+    let (out, ev) = apply(
+        &lab,
+        "- name: items
+  copy: {dest: \"/tmp/idiom-loop/item-{{ item }}\", content: \"{{ item }}\\n\"}
+  with_items: [\"{{ base }}\", c, [d, [e]]]
+  vars: {base: [a, b]}
+  register: items
+- name: dict
+  copy: {dest: \"/tmp/idiom-loop/{{ item.key }}\", content: \"{{ item.value }}\\n\"}
+  with_dict: {x: 1, y: two}
+- name: own loop var
+  command: \"echo {{ user.name }}\"
+  loop: [{name: ann, uid: 1}, {name: bob, uid: 2}]
+  loop_control: {loop_var: user, label: \"{{ user.name }}\"}
+  register: users
+- name: nothing to loop over
+  command: /bin/false
+  loop: []
+- name: report
+  copy:
+    dest: /tmp/idiom-loop/report
+    content: |
+      {{ items.results | length }} {{ items.results | map(attribute='item') | list }}
+      {{ users.results | map(attribute='user') | map(attribute='uid') | list }} {{ users.results[0].ansible_loop_var }} {{ users.results | map(attribute='stdout') | join(',') }}
+",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        lab.run(HOST, "cd /tmp/idiom-loop && LC_ALL=C ls -m && cat x y"),
+        "item-['e'], item-a, item-b, item-c, item-d, report, x, y\n1\ntwo"
+    );
+    assert_eq!(
+        lab.run(HOST, "cat /tmp/idiom-loop/report"),
+        "5 ['a', 'b', 'c', 'd', ['e']]\n[1, 2] user ann,bob"
+    );
+    assert_eq!(task(&ev, "own loop var")["msg"], "(ann); (bob)", "labels");
+    assert_eq!(task(&ev, "nothing to loop over")["status"], "skipped");
+    lab.run(HOST, "rm -rf /tmp/idiom-loop");
+}
+
+#[test]
+fn pre_tasks_handlers_run_before_the_roles_and_role_vars_beat_play_vars_without_facts() {
+    let lab = lab();
+    lab.run(HOST, "rm -rf /tmp/idiom-play && mkdir /tmp/idiom-play");
+    let (out, _) = apply_play(
+        &lab,
+        "- hosts: ptrn-1
+  gather_facts: false
+  vars: {from_play: play, overridden: play}
+  pre_tasks:
+    - name: notify from pre_tasks
+      command: 'true'
+      changed_when: true
+      notify: log
+  roles: [mine]
+  tasks:
+    - {name: tasks, shell: echo tasks >> /tmp/idiom-play/order}
+  post_tasks:
+    - {name: post_tasks, shell: echo post_tasks >> /tmp/idiom-play/order}
+  handlers:
+    - {name: log, shell: echo handler >> /tmp/idiom-play/order}
+",
+        &[
+            ("roles/mine/defaults/main.yml", "from_play: default\nfrom_defaults: default\n"),
+            ("roles/mine/vars/main.yml", "overridden: role\n"),
+            (
+                "roles/mine/tasks/main.yml",
+                "- name: role
+  shell: echo role {{ from_play }} {{ overridden }} {{ from_defaults }} {{ ansible_hostname | default('no-facts') }} >> /tmp/idiom-play/order
+",
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        lab.run(HOST, "cat /tmp/idiom-play/order"),
+        "handler\nrole play role default no-facts\ntasks\npost_tasks"
+    );
+    lab.run(HOST, "rm -rf /tmp/idiom-play");
+}
+
+#[test]
+fn apt_and_systemd_take_their_own_argument_names() {
+    let lab = lab();
+    lab.run(
+        HOST,
+        "systemctl unmask -q idiom-sleep 2>/dev/null; systemctl stop idiom-sleep 2>/dev/null; \
+         rm -f /usr/local/lib/systemd/system/idiom-sleep.service; systemctl daemon-reload; \
+         mkdir -p /usr/local/lib/systemd/system; \
+         DEBIAN_FRONTEND=noninteractive apt-get -q -y purge tree >/dev/null 2>&1; true",
+    );
+    let install = "- name: apt
+  apt: {pkg: [tree], state: present, update_cache: true, cache_valid_time: 86400, install_recommends: false}
+- name: unit
+  copy:
+    dest: /usr/local/lib/systemd/system/idiom-sleep.service
+    content: \"[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n\"
+- name: systemd
+  systemd: {name: idiom-sleep, state: started, enabled: true, daemon_reload: true}
+- name: reload alone
+  ansible.builtin.systemd_service: {daemon_reload: true}
+";
+    let (out, ev) = apply(&lab, install, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        statuses(&ev, &["apt", "unit", "systemd", "reload alone"]),
+        ["changed", "changed", "changed", "ok"]
+    );
+    assert_eq!(
+        lab.run(
+            HOST,
+            "dpkg-query -W -f='${Status}' tree; echo; systemctl is-active idiom-sleep; systemctl is-enabled idiom-sleep"
+        ),
+        "install ok installed\nactive\nenabled"
+    );
+    let (_, ev) = apply(&lab, install, &[]);
+    assert_eq!(
+        statuses(&ev, &["apt", "unit", "systemd", "reload alone"]),
+        ["ok"; 4],
+        "idempotent"
+    );
+    let remove = "- name: masked
+  systemd: {unit: idiom-sleep, state: stopped, masked: true}
+- name: purged
+  apt: {name: tree, state: absent, purge: true, autoremove: true}
+";
+    let (out, ev) = apply(&lab, remove, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(statuses(&ev, &["masked", "purged"]), ["changed", "changed"]);
+    assert_eq!(
+        lab.run(
+            HOST,
+            "systemctl is-active idiom-sleep; systemctl is-enabled idiom-sleep; \
+             dpkg-query -W -f='${Status}' tree 2>/dev/null || echo gone"
+        ),
+        "inactive\nmasked\ngone"
+    );
+    let (_, ev) = apply(&lab, remove, &[]);
+    assert_eq!(statuses(&ev, &["masked", "purged"]), ["ok", "ok"]);
+    let (out, ev) = apply(
+        &lab,
+        "- {name: unmasked, systemd: {name: idiom-sleep, masked: false}}\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(task(&ev, "unmasked")["status"], "changed");
+    lab.run(
+        HOST,
+        "systemctl disable --now idiom-sleep; rm -f /usr/local/lib/systemd/system/idiom-sleep.service; \
+         systemctl daemon-reload",
+    );
+}

@@ -243,3 +243,37 @@ fn a_closed_port_is_unreachable_not_bad_input() {
         "{stdout}"
     );
 }
+
+/// What a registered result holds is known only when the task has run: reading into it the way
+/// Ansible users do passes the check (the run then fails to connect: exit 3, not 4), while an
+/// undefined variable beside it is still refused.
+#[test]
+fn registered_results_of_unknown_shape_pass_the_check_but_a_typo_beside_them_does_not() {
+    let reads = "- {name: api, uri: {url: 'http://localhost/'}, register: api}
+- {name: list, command: 'echo []', register: listed}
+- {name: each, command: 'echo {{ item }}', loop: [a, b], register: each}
+- name: reads
+  copy:
+    dest: /tmp/reads
+    content: \"{{ api.json.items[0].name }} {{ listed.stdout | from_json | length }} {{ each.results[1].stdout }}\"
+  when: api.json.ready
+";
+    let fx = Fixture::new();
+    fx.file("inventory.yml", INVENTORY);
+    fx.file(
+        "site/site.yml",
+        "- name: test\n  hosts: etcd_cluster\n  roles: [r]\n",
+    );
+    fx.file("site/r/tasks.yml", reads);
+    let out = common::hactl_in(
+        &fx.path(""),
+        &["apply", "inventory.yml", "--site", "site/site.yml"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+
+    let typo = format!("{reads}- {{name: typo, copy: {{dest: /tmp/t, content: \"{{{{ listed.stdout }}}}{{{{ nope }}}}\"}}}}\n");
+    assert_refused(
+        apply(&typo, &[], &[]),
+        &["site/r/tasks.yml:9: undefined variable", "nope"],
+    );
+}

@@ -704,7 +704,9 @@ fn validate(
                     for host in &plan.hosts {
                         let r = set_fact(&world, task, host, &registered);
                         if r.status == Status::Failed {
-                            push(r.msg);
+                            if !shape_unknown(task, &r.msg, &stand_ins) {
+                                push(r.msg);
+                            }
                         } else if let Some(facts) = r.data["ansible_facts"].as_object() {
                             for (k, v) in facts {
                                 registered.insert(k.clone(), crate::template::value_of(v));
@@ -734,7 +736,9 @@ fn validate(
                 None => {
                     for host in &plan.hosts {
                         if let Err(e) = prepare(task, role, &world, host, &registered) {
-                            push(e.to_string());
+                            if !shape_unknown(task, &e.0, &stand_ins) {
+                                push(e.to_string());
+                            }
                         }
                     }
                 }
@@ -774,6 +778,50 @@ fn validate(
         Ok(())
     } else {
         Err(ApplyError::Invalid(errors))
+    }
+}
+
+/// Whether `error`, met rendering `task` before the run, may come only from the stand-ins for
+/// registered results, whose shape the check cannot know (`r.json.items`, `r.results[0]`,
+/// `r.stdout | from_json`): the task reads a registered result, and the error is neither a
+/// syntax error nor an undefined variable other than one. Such a task is checked when it runs, as Ansible does.
+fn shape_unknown(
+    task: &Task,
+    error: &str,
+    registered: &IndexMap<String, serde_json::Value>,
+) -> bool {
+    let mut text = task.args.to_string();
+    for part in [&task.loop_over, &task.environment].into_iter().flatten() {
+        text.push_str(&part.to_string());
+    }
+    for expr in task.when.iter() {
+        text.push(' ');
+        text.push_str(&expr.text);
+    }
+    for (_, value) in &task.vars {
+        text.push_str(&value.to_string());
+    }
+    let word = |name: &str| {
+        text.match_indices(name).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + name.len()..].chars().next();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !ident(before) && !ident(after)
+        })
+    };
+    if error.contains("syntax error") || !registered.keys().any(|name| word(name)) {
+        return false;
+    }
+    // "undefined variable: `NAME...` is undefined": tolerated only under a registered name.
+    match error.split_once("undefined variable: `") {
+        Some((_, rest)) => {
+            let root: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            registered.contains_key(&root)
+        }
+        None => true,
     }
 }
 
@@ -1172,7 +1220,11 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
                 Err(ModuleError::Ssh(e @ (SshError::Lost { .. } | SshError::Connect { .. }))) => {
                     return TaskResult::unreachable(&e)
                 }
-                outcome => CallResult::of(outcome, call.item.clone()),
+                outcome => {
+                    let mut r = CallResult::of(outcome, call.item.clone(), &task.loop_var);
+                    r.label = call.label.clone();
+                    r
+                }
             };
             let mut result = match judge.apply(result) {
                 Ok(r) => r,
@@ -1372,10 +1424,14 @@ struct CallResult {
     ran: Option<Ran>,
     data: serde_json::Value,
     item: Option<Value>,
+    /// The item's `loop_control.label`: its message and failure are prefixed with it.
+    label: Option<String>,
 }
 
 impl CallResult {
-    fn of(outcome: modules::Result<Outcome>, item: Option<Value>) -> CallResult {
+    /// The result of one call; in a loop, the item under the loop's variable (`item`, or
+    /// `loop_control.loop_var`) and that name as `ansible_loop_var`, as Ansible registers them.
+    fn of(outcome: modules::Result<Outcome>, item: Option<Value>, loop_var: &str) -> CallResult {
         let mut result = match outcome {
             Ok(o) => CallResult::digest(o),
             Err(e) => {
@@ -1387,11 +1443,13 @@ impl CallResult {
                     diffs: Vec::new(),
                     ran: None,
                     item: None,
+                    label: None,
                 }
             }
         };
         if let Some(item) = &item {
-            result.data["item"] = template::to_json(item);
+            result.data[loop_var] = template::to_json(item);
+            result.data["ansible_loop_var"] = loop_var.into();
         }
         result.item = item;
         result
@@ -1429,6 +1487,7 @@ impl CallResult {
             ran: o.ran,
             data,
             item: None,
+            label: None,
         }
     }
 
@@ -1540,15 +1599,21 @@ impl Tally {
     }
 
     fn add(&mut self, r: CallResult) {
+        let labelled = |text: String| match &r.label {
+            Some(label) => format!("({label}) {text}"),
+            None => text,
+        };
         if r.status == Status::Failed {
             if self.failure.is_none() {
-                self.failure = Some(r.failure());
+                self.failure = Some(labelled(r.failure()));
             }
-        } else if !r.msg.is_empty() && matches!(r.status, Status::Changed | Status::Ok) {
+        } else if matches!(r.status, Status::Changed | Status::Ok)
+            && !(r.msg.is_empty() && r.label.is_none())
+        {
             if !self.msg.is_empty() {
                 self.msg.push_str("; ");
             }
-            self.msg.push_str(&r.msg);
+            self.msg.push_str(labelled(r.msg.clone()).trim_end());
         }
         self.diffs.extend(r.diffs);
         self.any_changed |= r.status == Status::Changed;
@@ -1601,7 +1666,7 @@ mod tests {
 
     #[test]
     fn a_command_exiting_non_zero_fails_with_its_last_words() {
-        let r = CallResult::of(Ok(command(2, "out\n", "a\nb\n")), None);
+        let r = CallResult::of(Ok(command(2, "out\n", "a\nb\n")), None, "item");
         assert_eq!(r.status, Status::Failed);
         assert_eq!(r.failure(), "exit 2: a | b");
         assert_eq!(
@@ -1611,19 +1676,23 @@ mod tests {
                 "stdout": "out", "stderr": "a\nb", "stdout_lines": ["out"], "stderr_lines": ["a", "b"],
             })
         );
-        let quiet = CallResult::of(Ok(command(1, "only stdout\n", "")), None);
+        let quiet = CallResult::of(Ok(command(1, "only stdout\n", "")), None, "item");
         assert_eq!(quiet.failure(), "exit 1: only stdout");
     }
 
     #[test]
     fn a_module_result_registers_no_exit_code() {
-        let r = CallResult::of(Ok(Outcome::changed("started etcd")), None);
+        let r = CallResult::of(Ok(Outcome::changed("started etcd")), None, "item");
         assert_eq!(r.status, Status::Changed);
         assert_eq!(
             r.data,
             serde_json::json!({"changed": true, "failed": false, "skipped": false, "msg": "started etcd"})
         );
-        let failed = CallResult::of(Err(ModuleError::Failed("unit x not found".into())), None);
+        let failed = CallResult::of(
+            Err(ModuleError::Failed("unit x not found".into())),
+            None,
+            "item",
+        );
         assert_eq!(failed.status, Status::Failed);
         assert_eq!(failed.failure(), "unit x not found");
     }
@@ -1633,7 +1702,7 @@ mod tests {
         let outcome = Outcome::ok().with_data(serde_json::json!({
             "stat": {"exists": true, "mode": "0644"}, "changed": true, "msg": "mine",
         }));
-        let r = CallResult::of(Ok(outcome), Some(Value::from("a")));
+        let r = CallResult::of(Ok(outcome), Some(Value::from("a")), "item");
         assert_eq!(r.status, Status::Ok);
         assert_eq!(
             r.data,
@@ -1657,10 +1726,14 @@ mod tests {
     fn a_loop_sums_its_items_and_names_the_first_that_failed() {
         let item = |n: i64| Some(Value::from(n));
         let mut tally = Tally::new();
-        tally.add(CallResult::of(Ok(Outcome::changed("created /a")), item(1)));
-        tally.add(CallResult::of(Ok(Outcome::ok()), item(2)));
-        tally.add(CallResult::of(Ok(command(3, "", "no")), item(3)));
-        tally.add(CallResult::of(Ok(command(4, "", "again")), item(4)));
+        tally.add(CallResult::of(
+            Ok(Outcome::changed("created /a")),
+            item(1),
+            "item",
+        ));
+        tally.add(CallResult::of(Ok(Outcome::ok()), item(2), "item"));
+        tally.add(CallResult::of(Ok(command(3, "", "no")), item(3), "item"));
+        tally.add(CallResult::of(Ok(command(4, "", "again")), item(4), "item"));
         let result = tally.finish(true);
         assert_eq!(result.status, Status::Failed);
         assert_eq!(result.msg, "item 3: exit 3: no");
@@ -1668,8 +1741,16 @@ mod tests {
         assert_eq!(result.data["results"][0]["item"], 1);
 
         let mut tally = Tally::new();
-        tally.add(CallResult::of(Ok(Outcome::changed("created /a")), item(1)));
-        tally.add(CallResult::of(Ok(Outcome::changed("created /b")), item(2)));
+        tally.add(CallResult::of(
+            Ok(Outcome::changed("created /a")),
+            item(1),
+            "item",
+        ));
+        tally.add(CallResult::of(
+            Ok(Outcome::changed("created /b")),
+            item(2),
+            "item",
+        ));
         let result = tally.finish(true);
         assert_eq!(result.status, Status::Changed);
         assert_eq!(result.msg, "created /a; created /b");
@@ -1678,7 +1759,7 @@ mod tests {
     #[test]
     fn a_task_whose_calls_were_all_skipped_is_skipped() {
         let mut tally = Tally::new();
-        tally.add(CallResult::of(Ok(Outcome::skipped()), None));
+        tally.add(CallResult::of(Ok(Outcome::skipped()), None, "item"));
         let result = tally.finish(false);
         assert_eq!(result.status, Status::Skipped);
         assert_eq!(result.data["skipped"], true);

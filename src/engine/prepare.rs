@@ -14,6 +14,8 @@ use crate::template::{self, Scope, World};
 /// One module call, ready to run.
 pub struct Call {
     pub item: Option<Value>,
+    /// `loop_control.label`, rendered for this item: what the output names the item by.
+    pub label: Option<String>,
     pub action: Action,
 }
 
@@ -108,7 +110,17 @@ pub fn prepare(
                     value.kind()
                 )
             })?;
-            list.map(Some).collect()
+            if task.loop_flatten {
+                list.flat_map(|item| match item.kind() {
+                    minijinja::value::ValueKind::Seq => {
+                        item.try_iter().into_iter().flatten().map(Some).collect()
+                    }
+                    _ => vec![Some(item)],
+                })
+                .collect()
+            } else {
+                list.map(Some).collect()
+            }
         }
     };
     let mut calls = Vec::new();
@@ -135,7 +147,24 @@ pub fn prepare(
         let mut action =
             Action::parse(task.module, args).map_err(|e| arg_error(task, task.module, &e))?;
         fill_in(&mut action, task, role, &scope)?;
-        calls.push(Call { item, action });
+        let label = match (&task.loop_label, &item) {
+            (Some(label), Some(_)) => {
+                let source = template::Source {
+                    file: &task.file,
+                    line: task.line,
+                };
+                let text = scope
+                    .render_json(&serde_json::Value::String(label.clone()), &source)
+                    .map_err(|e| e.to_string())?;
+                Some(text.to_string())
+            }
+            _ => None,
+        };
+        calls.push(Call {
+            item,
+            label,
+            action,
+        });
     }
     Ok(if calls.is_empty() {
         Prepared::Skip

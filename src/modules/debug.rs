@@ -7,7 +7,16 @@ use super::{fail, Ctx, Module, Outcome, Plan, Result};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
+    /// Any value, as in Ansible: a list or a mapping is shown as JSON.
+    #[serde(deserialize_with = "message")]
     pub msg: String,
+}
+
+fn message<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    })
 }
 
 /// `debug` (`FAIL` false) or `fail`.

@@ -65,6 +65,9 @@ pub struct Task {
     /// At most this many hosts at a time (rolling restarts).
     pub throttle: Option<usize>,
     pub loop_over: Option<serde_json::Value>,
+    /// `with_items`: the rendered list's lists are flattened one level into it, as Ansible's
+    /// `items` lookup does (`with_items: ["{{ base }}", extra]`).
+    pub loop_flatten: bool,
     pub check_mode: Option<bool>,
     pub ignore_errors: bool,
     pub no_log: bool,
@@ -396,6 +399,7 @@ fn blank(file: &Arc<str>, line: usize) -> Task {
         run_once: false,
         throttle: None,
         loop_over: None,
+        loop_flatten: false,
         check_mode: None,
         ignore_errors: false,
         no_log: false,
@@ -533,7 +537,10 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                     boolean(value).ok_or_else(|| at("no_log: expected true or false".into()))?
             }
             "loop" | "with_items" | "with_list" => match &value.kind {
-                Kind::Seq(_) | Kind::Str(_) => task.loop_over = Some(value.to_json()),
+                Kind::Seq(_) | Kind::Str(_) => {
+                    task.loop_over = Some(value.to_json());
+                    task.loop_flatten = key_name == "with_items";
+                }
                 _ => {
                     return Err(at(format!(
                         "{key_name}: expected a list or a \"{{{{ expression }}}}\""
@@ -740,30 +747,6 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             };
             &merged
         }
-    };
-    let apt_default;
-    let args = if spec.name == "package"
-        && !matches!(&args.kind, Kind::Map(m) if m.iter().any(|(k, _)| k.key_text() == "name"))
-    {
-        // apt with only update_cache: no package named.
-        let mut all = match &args.kind {
-            Kind::Map(m) => m.clone(),
-            _ => Vec::new(),
-        };
-        all.push((
-            key_node("name", args.mark),
-            Node {
-                kind: Kind::Seq(Vec::new()),
-                mark: args.mark,
-            },
-        ));
-        apt_default = Node {
-            kind: Kind::Map(all),
-            mark: args.mark,
-        };
-        &apt_default
-    } else {
-        args
     };
     check_args(file, spec, args)?;
     task.module = spec;

@@ -313,20 +313,43 @@ fn items2dict(value: Value) -> Result<Value, Error> {
     Ok(crate::template::value_of(out))
 }
 
-fn flatten_into(value: &Value, out: &mut Vec<Value>) -> Result<(), Error> {
-    if value.kind() == ValueKind::Seq {
-        for item in value.try_iter()? {
-            flatten_into(&item, out)?;
+/// Flattens `value`'s lists into `out`, `levels` deep (None: all the way); nulls are left out
+/// unless `keep_nulls`.
+fn flatten_into(
+    value: &Value,
+    levels: Option<u64>,
+    keep_nulls: bool,
+    out: &mut Vec<Value>,
+) -> Result<(), Error> {
+    for item in value.try_iter()? {
+        if item.kind() == ValueKind::Seq && levels != Some(0) {
+            flatten_into(&item, levels.map(|l| l - 1), keep_nulls, out)?;
+        } else if keep_nulls || !(item.is_none() || item.is_undefined()) {
+            out.push(item);
         }
-    } else {
-        out.push(value.clone());
     }
     Ok(())
 }
 
-fn flatten(value: Value) -> Result<Value, Error> {
+/// Ansible's `flatten(levels=None, skip_nulls=True)`: `levels=1` is what `with_items` does.
+fn flatten(value: Value, levels: Option<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let levels = match kwargs.get::<Option<Value>>("levels")?.or(levels) {
+        Some(v) if !v.is_none() => Some(u64::try_from(v).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "flatten: levels must be a whole number",
+            )
+        })?),
+        _ => None,
+    };
+    let skip_nulls = kwargs.get::<Option<bool>>("skip_nulls")?.unwrap_or(true);
+    kwargs.assert_all_used()?;
     let mut out = Vec::new();
-    flatten_into(&value, &mut out)?;
+    if value.kind() == ValueKind::Seq {
+        flatten_into(&value, levels, !skip_nulls, &mut out)?;
+    } else {
+        out.push(value);
+    }
     Ok(Value::from(out))
 }
 
