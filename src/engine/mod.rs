@@ -1709,6 +1709,7 @@ mod tests {
             serde_json::json!({
                 "changed": false, "failed": false, "skipped": false, "msg": "",
                 "stat": {"exists": true, "mode": "0644"}, "item": "a",
+                "ansible_loop_var": "item",
             })
         );
     }
