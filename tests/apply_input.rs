@@ -17,8 +17,8 @@ const INVENTORY: &str = "all:
         db2: { ansible_host: 127.0.0.1 }
 ";
 
-/// A site with one role `r` whose tasks are `tasks`, plus extra files; returns (stderr, exit).
-fn apply(tasks: &str, files: &[(&str, &str)], extra_args: &[&str]) -> (String, Option<i32>) {
+/// The inventory and a site with one role `r` whose tasks are `tasks`, plus extra files.
+fn site(tasks: &str, files: &[(&str, &str)]) -> Fixture {
     let fx = Fixture::new();
     fx.file("inventory.yml", INVENTORY);
     fx.file(
@@ -29,6 +29,12 @@ fn apply(tasks: &str, files: &[(&str, &str)], extra_args: &[&str]) -> (String, O
     for (path, body) in files {
         fx.file(&format!("site/r/{path}"), body);
     }
+    fx
+}
+
+/// `hactl apply` of [`site`]; returns (stderr, exit).
+fn apply(tasks: &str, files: &[(&str, &str)], extra_args: &[&str]) -> (String, Option<i32>) {
+    let fx = site(tasks, files);
     let mut args = vec!["apply", "inventory.yml", "--site", "site/site.yml"];
     args.extend_from_slice(extra_args);
     let out = common::hactl_in(&fx.path(""), &args);
@@ -258,13 +264,7 @@ fn registered_results_of_unknown_shape_pass_the_check_but_a_typo_beside_them_doe
     content: \"{{ api.json.items[0].name }} {{ listed.stdout | from_json | length }} {{ each.results[1].stdout }}\"
   when: api.json.ready
 ";
-    let fx = Fixture::new();
-    fx.file("inventory.yml", INVENTORY);
-    fx.file(
-        "site/site.yml",
-        "- name: test\n  hosts: etcd_cluster\n  roles: [r]\n",
-    );
-    fx.file("site/r/tasks.yml", reads);
+    let fx = site(reads, &[]);
     let out = common::hactl_in(
         &fx.path(""),
         &["apply", "inventory.yml", "--site", "site/site.yml"],
