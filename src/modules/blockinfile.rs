@@ -235,41 +235,26 @@ fn split_lines(text: &[u8]) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::modules::fake::{typed, FakeRemote, TestHost};
-    use crate::modules::{parse_stat, Upload};
+    use crate::modules::Upload;
     use serde_json::{json, Value};
     use std::sync::Arc;
 
+    use crate::modules::lineinfile::support::{found_as, text_written};
+
     fn found(content: Option<&str>) -> Found {
-        Found {
-            real: "/etc/x".into(),
-            state: parse_stat(match content {
-                Some(_) => "regular file|644|root|root",
-                None => "absent",
-            }),
-            content: content.unwrap_or_default().into(),
-            diff: false,
-        }
+        found_as(content, "regular file|644|root|root", false)
     }
 
     fn planned(args: Value, content: Option<&str>) -> Result<Plan<Vec<Step>>> {
         BlockInFile::plan(&typed::<BlockInFile>(args), found(content))
     }
 
-    /// The text the plan writes, or None when it leaves the file as it is.
     fn written(args: Value, content: Option<&str>) -> Option<String> {
-        let plan = planned(args, content).unwrap();
-        match plan.todo.as_deref() {
-            None => None,
-            Some([Step::Upload(u)]) => Some(String::from_utf8(u.contents.to_vec()).unwrap()),
-            Some(other) => panic!("{other:?}"),
-        }
+        text_written(planned(args, content))
     }
 
-    /// Written once, and the second run with the same arguments changes nothing.
     fn twice(args: Value, content: &str) -> String {
-        let after = written(args.clone(), Some(content)).expect("a change");
-        assert_eq!(written(args, Some(&after)), None, "second run");
-        after
+        crate::modules::lineinfile::support::twice(written, args, content)
     }
 
     fn block(extra: Value) -> Value {

@@ -497,43 +497,64 @@ fn expand(template: &[u8], caps: &Captures, re: &Regex) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// What the tests of `lineinfile` and `blockinfile` share.
+#[cfg(test)]
+pub(super) mod support {
+    use super::*;
+
+    /// A file at /etc/x with `content` (None: absent) and `stat` (`type|mode|owner|group`).
+    pub fn found_as(content: Option<&str>, stat: &str, diff: bool) -> Found {
+        Found {
+            real: "/etc/x".into(),
+            state: parse_stat(if content.is_some() { stat } else { "absent" }),
+            content: content.unwrap_or_default().into(),
+            diff,
+        }
+    }
+
+    /// The text a plan writes, or None when it leaves the file as it is.
+    pub fn text_written(plan: Result<Plan<Vec<Step>>>) -> Option<String> {
+        match plan.expect("a plan").todo.as_deref() {
+            None => None,
+            Some([Step::Upload(u)]) => Some(String::from_utf8_lossy(&u.contents).into_owned()),
+            Some(other) => panic!("{other:?}"),
+        }
+    }
+
+    /// Written once, and the second run with the same arguments changes nothing.
+    pub fn twice(
+        written: impl Fn(serde_json::Value, Option<&str>) -> Option<String>,
+        args: serde_json::Value,
+        content: &str,
+    ) -> String {
+        let after = written(args.clone(), Some(content)).expect("a change");
+        assert_eq!(written(args, Some(&after)), None, "second run");
+        after
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::modules::fake::{typed, FakeRemote, TestHost};
     use serde_json::{json, Value};
 
+    use super::support::{found_as, text_written};
+
     fn found(content: Option<&str>) -> Found {
-        Found {
-            real: "/etc/x".into(),
-            state: parse_stat(match content {
-                Some(_) => "regular file|640|app|adm",
-                None => "absent",
-            }),
-            content: content.unwrap_or_default().into(),
-            diff: true,
-        }
+        found_as(content, "regular file|640|app|adm", true)
     }
 
     fn planned(args: Value, content: Option<&str>) -> Result<Plan<Vec<Step>>> {
         LineInFile::plan(&typed::<LineInFile>(args), found(content))
     }
 
-    /// The text the plan writes, or None when it leaves the file as it is.
     fn written(args: Value, content: Option<&str>) -> Option<String> {
-        let plan = planned(args, content).unwrap();
-        match plan.todo.as_deref() {
-            None => None,
-            Some([Step::Upload(u)]) => Some(String::from_utf8(u.contents.to_vec()).unwrap()),
-            Some(other) => panic!("{other:?}"),
-        }
+        text_written(planned(args, content))
     }
 
-    /// Written once, and the second run with the same arguments changes nothing.
     fn twice(args: Value, content: &str) -> String {
-        let after = written(args.clone(), Some(content)).expect("a change");
-        assert_eq!(written(args, Some(&after)), None, "second run");
-        after
+        super::support::twice(written, args, content)
     }
 
     const CONF: &str = "a=1\n#port=1\nb=2\nport=2\nc=3\n";
