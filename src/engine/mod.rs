@@ -735,7 +735,8 @@ fn validate(
                 }
                 None => {
                     for host in &plan.hosts {
-                        if let Err(e) = prepare(task, role, &world, host, &registered) {
+                        let play_user = plan.play.become_user.as_ref();
+                        if let Err(e) = prepare(task, role, &world, host, &registered, play_user) {
                             if !shape_unknown(task, &e.0, &stand_ins) {
                                 push(e.to_string());
                             }
@@ -793,6 +794,10 @@ fn shape_unknown(
     let mut text = task.args.to_string();
     for part in [&task.loop_over, &task.environment].into_iter().flatten() {
         text.push_str(&part.to_string());
+    }
+    for part in [&task.become_user, &task.delegate_to].into_iter().flatten() {
+        text.push(' ');
+        text.push_str(part);
     }
     for expr in task.when.iter() {
         text.push(' ');
@@ -1102,63 +1107,26 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         Some(Control::Assert) => return assert(play.world, task, &run.name, &overlay),
         _ => {}
     }
-    let calls = match prepare(task, role, play.world, &run.name, &overlay) {
+    let ready = match prepare(
+        task,
+        role,
+        play.world,
+        &run.name,
+        &overlay,
+        play.play.become_user.as_ref(),
+    ) {
         Ok(Prepared::Skip) => return TaskResult::skipped(),
-        Ok(Prepared::Calls(calls)) => calls,
+        Ok(Prepared::Calls(ready)) => ready,
         Err(e) => return TaskResult::failed(e.to_string()),
     };
-    let overlay = match prepare::with_task_vars(task, play.world, &run.name, &overlay) {
-        Ok(o) => o,
-        Err(e) => return TaskResult::failed(e.to_string()),
-    };
+    let overlay = ready.overlay;
     let scope = play.world.scope(&run.name, overlay.clone());
-    let source = template::Source {
-        file: &task.file,
-        line: task.line,
-    };
-    let env = match &task.environment {
-        None => String::new(),
-        Some(raw) => match scope
-            .render_json(raw, &source)
-            .map(|v| template::to_json(&v))
-        {
-            Ok(serde_json::Value::Object(vars)) => vars
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    format!("export {k}={}; ", crate::ssh::shell_quote(&v))
-                })
-                .collect(),
-            Ok(other) => {
-                return TaskResult::failed(format!(
-                    "{}:{}: environment: expected a mapping, got {other}",
-                    task.file, task.line
-                ))
-            }
-            Err(e) => return TaskResult::failed(e.to_string()),
-        },
-    };
-    let become_user = match task.become_user.as_ref().or(play.play.become_user.as_ref()) {
-        None => None,
-        Some(raw) => match scope.render_json(&serde_json::Value::String(raw.clone()), &source) {
-            Ok(v) => Some(v.to_string()),
-            Err(e) => return TaskResult::failed(e.to_string()),
-        },
-    };
+    let env = ready.env;
     let how = crate::ssh::Become {
         root: task.become_root.or(play.play.become_root),
-        user: become_user,
+        user: ready.become_user,
     };
-    let delegate = match &task.delegate_to {
-        None => None,
-        Some(raw) => match scope.render_json(&serde_json::Value::String(raw.clone()), &source) {
-            Ok(v) => Some(v.to_string()),
-            Err(e) => return TaskResult::failed(e.to_string()),
-        },
-    };
+    let delegate = ready.delegate;
     let local;
     let delegated;
     let remote: &dyn modules::Remote = match delegate.as_deref() {
@@ -1212,7 +1180,7 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         Err(e) => return TaskResult::failed(e),
     };
     let mut tally = Tally::new();
-    for call in calls {
+    for call in ready.calls {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
@@ -1307,6 +1275,21 @@ fn until_attempts<'t>(
 }
 
 /// `set_fact`: the arguments, rendered, become the host's variables for the rest of the run.
+/// What `set_fact` and `assert` see on `host`: its variables, `overlay` and the task's `vars`;
+/// None when the task's `when` does not hold.
+fn control_scope(
+    world: &Arc<World>,
+    task: &Task,
+    host: &str,
+    overlay: &IndexMap<String, Value>,
+) -> Result<Option<Arc<crate::template::Scope>>, String> {
+    let overlay = prepare::with_task_vars(task, world, host, overlay).map_err(|e| e.0)?;
+    let scope = world.scope(host, overlay);
+    Ok(prepare::holds(&task.when, &scope, &task.file)
+        .map_err(|e| e.0)?
+        .then_some(scope))
+}
+
 fn set_fact(
     world: &Arc<World>,
     task: &Task,
@@ -1314,11 +1297,9 @@ fn set_fact(
     overlay: &IndexMap<String, Value>,
 ) -> TaskResult {
     let facts = (|| -> Result<serde_json::Value, String> {
-        let overlay = prepare::with_task_vars(task, world, host, overlay).map_err(|e| e.0)?;
-        let scope = world.scope(host, overlay);
-        if !prepare::holds(&task.when, &scope, &task.file).map_err(|e| e.0)? {
+        let Some(scope) = control_scope(world, task, host, overlay)? else {
             return Ok(serde_json::Value::Null);
-        }
+        };
         let source = template::Source {
             file: &task.file,
             line: task.args_line,
@@ -1355,11 +1336,9 @@ fn assert(
     overlay: &IndexMap<String, Value>,
 ) -> TaskResult {
     let outcome = (|| -> Result<Option<Result<String, String>>, String> {
-        let overlay = prepare::with_task_vars(task, world, host, overlay).map_err(|e| e.0)?;
-        let scope = world.scope(host, overlay);
-        if !prepare::holds(&task.when, &scope, &task.file).map_err(|e| e.0)? {
+        let Some(scope) = control_scope(world, task, host, overlay)? else {
             return Ok(None);
-        }
+        };
         let args = task.args.as_object().cloned().unwrap_or_default();
         let that: Vec<String> = match args.get("that") {
             Some(serde_json::Value::Array(items)) => items

@@ -33,7 +33,20 @@ impl From<String> for TaskError {
 pub enum Prepared {
     /// `when` was false (for every item).
     Skip,
-    Calls(Vec<Call>),
+    Calls(Ready),
+}
+
+/// A task ready to run on a host: its calls, and where and how they run.
+pub struct Ready {
+    pub calls: Vec<Call>,
+    /// What the task sees besides the host's variables: registered results, its own `vars`.
+    pub overlay: IndexMap<String, Value>,
+    /// `environment:`, as shell `export`s.
+    pub env: String,
+    /// `become_user:` (the task's, else the play's), rendered.
+    pub become_user: Option<String>,
+    /// `delegate_to:`, rendered.
+    pub delegate: Option<String>,
 }
 
 /// Evaluates a condition (all expressions must hold) in `scope`.
@@ -84,13 +97,15 @@ pub fn with_task_vars(
     Ok(overlay)
 }
 
-/// Prepares `task` for `host` with `overlay` (registered results) on top of its variables.
+/// Prepares `task` for `host` with `overlay` (registered results) on top of its variables;
+/// `play_become_user` is the play's `become_user`, for a task that names none.
 pub fn prepare(
     task: &Task,
     role: &Role,
     world: &Arc<World>,
     host: &str,
     overlay: &IndexMap<String, Value>,
+    play_become_user: Option<&String>,
 ) -> Result<Prepared, TaskError> {
     let overlay = &with_task_vars(task, world, host, overlay)?;
     let scope = world.scope(host, overlay.clone());
@@ -166,11 +181,56 @@ pub fn prepare(
             action,
         });
     }
-    Ok(if calls.is_empty() {
-        Prepared::Skip
-    } else {
-        Prepared::Calls(calls)
-    })
+    if calls.is_empty() {
+        return Ok(Prepared::Skip);
+    }
+    let source = template::Source {
+        file: &task.file,
+        line: task.line,
+    };
+    let text = |raw: &String| -> Result<String, TaskError> {
+        Ok(scope
+            .render_json(&serde_json::Value::String(raw.clone()), &source)
+            .map_err(|e| e.to_string())?
+            .to_string())
+    };
+    let env = match &task.environment {
+        None => String::new(),
+        Some(raw) => match scope
+            .render_json(raw, &source)
+            .map(|v| template::to_json(&v))
+            .map_err(|e| e.to_string())?
+        {
+            serde_json::Value::Object(vars) => vars
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    format!("export {k}={}; ", crate::ssh::shell_quote(&v))
+                })
+                .collect(),
+            other => {
+                return Err(TaskError(format!(
+                    "{}:{}: environment: expected a mapping, got {other}",
+                    task.file, task.line
+                )))
+            }
+        },
+    };
+    Ok(Prepared::Calls(Ready {
+        calls,
+        env,
+        become_user: task
+            .become_user
+            .as_ref()
+            .or(play_become_user)
+            .map(text)
+            .transpose()?,
+        delegate: task.delegate_to.as_ref().map(text).transpose()?,
+        overlay: overlay.clone(),
+    }))
 }
 
 fn arg_error(task: &Task, spec: &Spec, message: &ArgsError) -> String {

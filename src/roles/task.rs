@@ -497,16 +497,11 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                 task.name =
                     scalar_text(value).ok_or_else(|| at("name: expected a string".into()))?
             }
-            "when" => task.when = condition(file, value)?,
             "changed_when" => task.changed_when = Some(condition(file, value)?),
             "failed_when" => task.failed_when = Some(condition(file, value)?),
             "notify" => {
                 task.notify = string_list(value)
                     .ok_or_else(|| at("notify: expected a handler name or a list of them".into()))?
-            }
-            "tags" => {
-                task.tags = string_list(value)
-                    .ok_or_else(|| at("tags: expected a tag or a list of tags".into()))?
             }
             "register" => {
                 let name = scalar_text(value)
@@ -522,20 +517,6 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                 Kind::Int(n) if n > 0 => task.throttle = Some(n as usize),
                 _ => return Err(at("throttle: expected a positive number of hosts".into())),
             },
-            "check_mode" => {
-                task.check_mode = Some(
-                    boolean(value)
-                        .ok_or_else(|| at("check_mode: expected true or false".into()))?,
-                )
-            }
-            "ignore_errors" => {
-                task.ignore_errors = boolean(value)
-                    .ok_or_else(|| at("ignore_errors: expected true or false".into()))?
-            }
-            "no_log" => {
-                task.no_log =
-                    boolean(value).ok_or_else(|| at("no_log: expected true or false".into()))?
-            }
             "loop" | "with_items" | "with_list" => match &value.kind {
                 Kind::Seq(_) | Kind::Str(_) => {
                     task.loop_over = Some(value.to_json());
@@ -626,9 +607,7 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                     task.name = "flush handlers".into();
                 }
             }
-            k @ ("vars" | "become" | "become_user" | "environment" | "delegate_to") => {
-                shared_keyword(file, k, value, &mut shared)?;
-            }
+            other if shared_keyword(file, other, value, &mut shared)? => {}
             other => {
                 let other = short(other);
                 let (other, control) = match other {
@@ -679,6 +658,11 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             }
         }
     }
+    task.when = shared.when;
+    task.tags = shared.tags;
+    task.check_mode = shared.check_mode;
+    task.ignore_errors = shared.ignore_errors.unwrap_or(false);
+    task.no_log = shared.no_log.unwrap_or(false);
     task.vars = shared.vars;
     task.become_root = shared.become_root;
     task.become_user = shared.become_user;
