@@ -969,3 +969,98 @@ fn apt_and_systemd_take_their_own_argument_names() {
          systemctl daemon-reload",
     );
 }
+
+#[test]
+fn key_value_arguments_listen_topics_role_parameters_and_vars_files_as_ansible_reads_them() {
+    let lab = lab();
+    lab.run(HOST, "rm -rf /tmp/idiom-kv && mkdir /tmp/idiom-kv");
+    let site = |more: &str| {
+        format!(
+            "- hosts: ptrn-1
+  vars: {{level: play}}
+  vars_files: [more.yml]
+  roles:
+    - role: mine
+      param: entry
+      level: entry
+    - {{role: other, when: false}}
+  tasks:
+    - name: a quoted value with spaces, an expression with spaces
+      lineinfile: path=/tmp/idiom-kv/conf line='a = {{{{ from_file | upper }}}}' create=yes mode=0640
+    - name: a command line keeps its words, gives up chdir and creates
+      shell: printf '%s %s' \"x  y\" $(pwd) > out chdir=/tmp/idiom-kv creates=/tmp/idiom-kv/out
+{more}"
+        )
+    };
+    let files = [
+        ("more.yml", "from_file: shared\nlevel: file\n"),
+        ("roles/mine/vars/main.yml", "level: role\n"),
+        (
+            "roles/other/tasks/main.yml",
+            "- {debug: var=param}\n- {command: touch /tmp/idiom-kv/never, notify: a topic}\n",
+        ),
+        (
+            "roles/other/handlers/main.yml",
+            "- {name: other, shell: echo other >> /tmp/idiom-kv/handlers, listen: a topic}\n",
+        ),
+        (
+            "roles/mine/tasks/main.yml",
+            "- name: role task
+  copy: {dest: \"/tmp/idiom-kv/role-{{ param }}\", content: \"{{ level }}\\n\"}
+  notify: a topic
+- debug: var=param
+",
+        ),
+        (
+            "roles/mine/handlers/main.yml",
+            "- {name: first, shell: echo first >> /tmp/idiom-kv/handlers, listen: a topic}
+- {name: second, shell: echo second >> /tmp/idiom-kv/handlers, listen: [other, a topic]}
+",
+        ),
+    ];
+    // Arguments that are not key=value are refused before any host is touched.
+    let (out, ev) = apply_play(
+        &lab,
+        &site("    - {name: not key=value, file: path=/tmp/idiom-kv/x oops}\n"),
+        &files,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "site.yml:14: file: expected a mapping of arguments or key=value pairs, and `oops` is not one"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(ev.is_empty(), "nothing ran: {ev:#?}");
+
+    let (out, ev) = apply_play(&lab, &site(""), &files);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["event"] == "task" && e["task"] == "debug" && e["status"] == "ok")
+        .map(|e| &e["msg"])
+        .collect();
+    assert_eq!(
+        shown,
+        ["param: entry"],
+        "role other's entry has `when: false`"
+    );
+    // Role parameters win over the role's vars/main.yml, which wins over vars_files and vars;
+    // both handlers listening to the topic run, in their order.
+    assert_eq!(
+        lab.run(
+            HOST,
+            "cd /tmp/idiom-kv && ls | tr '\\n' ' '; cat role-entry conf out; echo; \
+             cat handlers; stat -c %a conf"
+        ),
+        "conf handlers out role-entry entry\na = SHARED\nx  y /tmp/idiom-kv\nfirst\nsecond\n640"
+    );
+    let (_, ev) = apply_play(&lab, &site(""), &files);
+    assert!(
+        common::events::changed(&ev).is_empty(),
+        "a second run changes nothing: {:?}",
+        common::events::changed(&ev)
+    );
+    lab.run(HOST, "rm -rf /tmp/idiom-kv");
+}

@@ -15,8 +15,9 @@ use common::{lab, text, Lab, STATE_DIR};
 const HOST: &str = "ptrn-2";
 const ADDRESS: &str = "10.213.0.12";
 
-/// Undoes everything the role set does on the host.
+/// Undoes everything the role set does on the host, and the note it leaves on this machine.
 fn clean(lab: &Lab) {
+    let _ = std::fs::remove_file(format!("/tmp/hactl-idioms-delegated-{HOST}"));
     lab.run(
         HOST,
         "systemctl disable --now hactl-idioms >/dev/null 2>&1; \

@@ -352,19 +352,32 @@ pub fn parse_extra_vars(
 
 /// Runs the handlers notified on the hosts of `batch`, in the order they are defined, and
 /// clears the notifications.
+/// Whether `notified` names the handler or one of the topics it listens to.
+fn handler_notified(handler: &Task, notified: &HashSet<String>) -> bool {
+    notified.contains(&handler.name) || handler.listen.iter().any(|t| notified.contains(t))
+}
+
 async fn run_handlers(
     play: &PlayRun<'_>,
     plan: &PlayPlan<'_>,
     batch: &[String],
     hosts: &mut IndexMap<String, HostRun>,
 ) {
-    for (role, handler) in &plan.handlers {
+    for (i, (role, handler)) in plan.handlers.iter().enumerate() {
+        // Of handlers that share a name (a role listed twice), only the last runs, as in
+        // Ansible.
+        if plan.handlers[i + 1..]
+            .iter()
+            .any(|(_, later)| later.name == handler.name)
+        {
+            continue;
+        }
         let notified: Vec<String> = batch
             .iter()
             .filter(|h| {
                 hosts
                     .get(*h)
-                    .is_some_and(|r| !r.done && r.notified.contains(&handler.name))
+                    .is_some_and(|r| !r.done && handler_notified(handler, &r.notified))
             })
             .cloned()
             .collect();
@@ -661,7 +674,11 @@ fn validate(
         }
         for (_, task) in plan.tasks.iter().chain(plan.handlers.iter()) {
             for name in &task.notify {
-                if !plan.handlers.iter().any(|(_, h)| &h.name == name) {
+                if !plan
+                    .handlers
+                    .iter()
+                    .any(|(_, h)| &h.name == name || h.listen.contains(name))
+                {
                     push(format!(
                         "{}:{}: notify: no handler `{name}` in the roles of play {} ({})",
                         task.file,

@@ -10,6 +10,10 @@ pub struct Args {
     /// Any value, as in Ansible: a list or a mapping is shown as JSON.
     #[serde(deserialize_with = "message")]
     pub msg: String,
+    /// Ansible shows the message only from this `-v` level on; hactl has no levels, and shows
+    /// only messages of level 0.
+    #[serde(default, deserialize_with = "super::de_u64")]
+    pub verbosity: Option<u64>,
 }
 
 fn message<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
@@ -43,9 +47,14 @@ impl<const FAIL: bool> Module for Message<FAIL> {
         if FAIL {
             return fail(args.msg.clone());
         }
+        let shown = args.verbosity.unwrap_or(0) == 0;
         Ok(Plan {
             outcome: Outcome {
-                msg: args.msg.clone(),
+                msg: if shown {
+                    args.msg.clone()
+                } else {
+                    String::new()
+                },
                 ..Outcome::ok()
             },
             todo: None,

@@ -54,7 +54,7 @@ pub struct Asset {
 /// A variable with the place it was set.
 pub type Defaults = IndexMap<String, (serde_json::Value, Arc<str>, usize)>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Role {
     pub name: String,
     pub defaults: Defaults,
@@ -178,6 +178,8 @@ fn parse_play(
     let mut any_errors_fatal = false;
     let mut max_fail_percentage = None;
     let mut lists: IndexMap<&'static str, (Vec<Node>, usize)> = IndexMap::new();
+    // `vars_files`: above the play's `vars`, as in Ansible.
+    let mut files_vars: Defaults = IndexMap::new();
     for (key, value) in entries {
         let at = |message: String| RoleError::at(file, value.mark.line, message);
         match key.key_text().as_str() {
@@ -205,6 +207,20 @@ fn parse_play(
                 Kind::Null => {}
                 _ => return Err(at("vars: expected a mapping".into())),
             },
+            "vars_files" => {
+                let names = string_list(value)
+                    .ok_or_else(|| at("vars_files: expected a file name or a list of them".into()))?;
+                for name in names {
+                    if crate::template::is_template(&name) {
+                        return Err(at(format!("vars_files: `{name}`: hactl reads these files when it loads the site, so the name cannot be an expression")));
+                    }
+                    let path = dir.map(|d| d.join(&name)).unwrap_or_else(|| PathBuf::from(&name));
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| at(format!("vars_files: {}: {e}", path.display())))?;
+                    let shown: Arc<str> = Arc::from(relative(&path).display().to_string());
+                    files_vars.extend(variables(&shown, &text, "vars_files")?);
+                }
+            }
             "become" => match value.kind {
                 Kind::Bool(b) => become_root = Some(b),
                 _ => return Err(at("become: expected true or false".into())),
@@ -250,19 +266,34 @@ fn parse_play(
                     return Err(at("roles: expected a list of role names".into()));
                 };
                 for item in items {
+                    // A role entry's keywords (`when`, `tags`, `vars`, `become`, ...) and
+                    // parameters (any other key: a variable of the role's tasks).
+                    let mut entry = Inherit::default();
                     let role_name = match &item.kind {
                         Kind::Str(s) => s.clone(),
-                        Kind::Map(m) => m
-                            .iter()
-                            .find(|(k, _)| k.key_text() == "role")
-                            .and_then(|(_, v)| scalar_text(v))
-                            .ok_or_else(|| {
-                                RoleError::at(
-                                    file,
-                                    item.mark.line,
-                                    "a role entry needs `role: NAME`",
-                                )
-                            })?,
+                        Kind::Map(m) => {
+                            let mut params = Vec::new();
+                            for (k, v) in m {
+                                let key = k.key_text();
+                                if key != "role"
+                                    && key != "name"
+                                    && !task::shared_keyword(file, &key, v, &mut entry)?
+                                {
+                                    params.push((key, v.to_json()));
+                                }
+                            }
+                            entry.vars.extend(params);
+                            m.iter()
+                                .find(|(k, _)| matches!(k.key_text().as_str(), "role" | "name"))
+                                .and_then(|(_, v)| scalar_text(v))
+                                .ok_or_else(|| {
+                                    RoleError::at(
+                                        file,
+                                        item.mark.line,
+                                        "a role entry needs `role: NAME`",
+                                    )
+                                })?
+                        }
                         _ => {
                             return Err(RoleError::at(
                                 file,
@@ -288,14 +319,18 @@ fn parse_play(
                             role
                         }
                     };
-                    roles.push(role);
+                    roles.push(if entry.is_empty() {
+                        role
+                    } else {
+                        Arc::new(role.with_entry(&entry))
+                    });
                 }
             }
             other => {
                 return Err(RoleError::at(
                     file,
                     key.mark.line,
-                    format!("unknown play key `{other}` (name, hosts, roles, serial, vars, pre_tasks, tasks, post_tasks, handlers, become, become_user, gather_facts, any_errors_fatal, max_fail_percentage)"),
+                    format!("unknown play key `{other}` (name, hosts, roles, serial, vars, vars_files, pre_tasks, tasks, post_tasks, handlers, become, become_user, gather_facts, any_errors_fatal, max_fail_percentage)"),
                 ))
             }
         }
@@ -307,6 +342,7 @@ fn parse_play(
             "a play needs `hosts:` (inventory groups or hosts)",
         ));
     }
+    play_vars.extend(files_vars);
     let mut own = None;
     let (mut pre_tasks, mut post_tasks) = (0, 0);
     if !lists.is_empty() {
@@ -398,6 +434,27 @@ fn variables(file: &Arc<str>, text: &str, what: &str) -> Result<Defaults, RoleEr
         }
     }
     Ok(out)
+}
+
+impl Role {
+    /// This role as a play's entry gives it: the entry's `when`, `tags`, `vars`, parameters and
+    /// other keywords on every task and handler (as in Ansible, a handler of a role entry whose
+    /// `when` is false does not run, whoever notifies its topic).
+    fn with_entry(&self, entry: &Inherit) -> Role {
+        let mut role = self.clone();
+        for t in &mut role.tasks {
+            if !matches!(
+                t.control,
+                Some(Control::EndBlock { .. } | Control::FlushHandlers)
+            ) {
+                task::apply_inherit(t, entry);
+            }
+        }
+        for h in &mut role.handlers {
+            task::apply_inherit(h, entry);
+        }
+        role
+    }
 }
 
 /// Reads and checks one role, in hactl's layout (`tasks.yml`, `handlers.yml`, `defaults.yml`)

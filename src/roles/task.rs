@@ -57,6 +57,8 @@ pub struct Task {
     pub args_line: usize,
     pub when: Condition,
     pub notify: Vec<String>,
+    /// A handler's `listen`: the topics whose `notify` runs it besides its name.
+    pub listen: Vec<String>,
     pub register: Option<String>,
     pub changed_when: Option<Condition>,
     pub failed_when: Option<Condition>,
@@ -94,7 +96,7 @@ pub struct Task {
     pub line: usize,
 }
 
-const KEYWORDS: &str = "name, when, notify, register, changed_when, failed_when, tags, run_once, throttle, loop, with_items, with_dict, with_list, loop_control, check_mode, ignore_errors, no_log, args, vars, become, become_user, environment, delegate_to, until, retries, delay; and block (rescue, always), include_tasks, import_tasks, meta: flush_handlers, set_fact, assert";
+const KEYWORDS: &str = "name, when, notify, listen, register, changed_when, failed_when, tags, run_once, throttle, loop, with_items, with_dict, with_list, loop_control, check_mode, ignore_errors, no_log, args, vars, become, become_user, environment, delegate_to, until, retries, delay; and block (rescue, always), include_tasks, import_tasks, meta: flush_handlers, set_fact, assert";
 
 /// What tasks get from the blocks, includes and play around them.
 #[derive(Debug, Clone, Default)]
@@ -112,6 +114,23 @@ pub struct Inherit {
     pub blocks: Vec<InBlock>,
     /// Files being included, to refuse an include of itself.
     pub including: Vec<String>,
+}
+
+impl Inherit {
+    /// Nothing to give.
+    pub fn is_empty(&self) -> bool {
+        self.when.is_empty()
+            && self.tags.is_empty()
+            && self.vars.is_empty()
+            && self.become_root.is_none()
+            && self.become_user.is_none()
+            && self.environment.is_none()
+            && self.delegate_to.is_none()
+            && self.ignore_errors.is_none()
+            && self.no_log.is_none()
+            && self.check_mode.is_none()
+            && self.blocks.is_empty()
+    }
 }
 
 /// Reads a task file that an `include_tasks`/`import_tasks` names, relative to the role's
@@ -179,7 +198,7 @@ fn parse_entry(
 
 /// The keywords blocks, includes and tasks share, read into `inherit` (outer values kept when a
 /// keyword is not given).
-fn shared_keyword(
+pub(crate) fn shared_keyword(
     file: &str,
     key: &str,
     value: &Node,
@@ -392,6 +411,7 @@ fn blank(file: &Arc<str>, line: usize) -> Task {
         args_line: line,
         when: Vec::new(),
         notify: Vec::new(),
+        listen: Vec::new(),
         register: None,
         changed_when: None,
         failed_when: None,
@@ -431,7 +451,7 @@ pub fn control_task(file: &Arc<str>, line: usize, name: &str, control: Control) 
 
 /// What the blocks, includes and play around a task give it: their conditions before its own,
 /// their tags and vars with its own, their other keywords unless it sets them.
-fn apply_inherit(task: &mut Task, inherit: &Inherit) {
+pub(crate) fn apply_inherit(task: &mut Task, inherit: &Inherit) {
     let mut when = inherit.when.clone();
     when.append(&mut task.when);
     task.when = when;
@@ -458,7 +478,9 @@ fn apply_inherit(task: &mut Task, inherit: &Inherit) {
         task.no_log = inherit.no_log.unwrap_or(false);
     }
     task.check_mode = task.check_mode.or(inherit.check_mode);
-    task.blocks = inherit.blocks.clone();
+    let mut blocks = inherit.blocks.clone();
+    blocks.append(&mut task.blocks);
+    task.blocks = blocks;
 }
 
 fn vars_of(file: &str, node: &Node) -> Result<Vec<(String, serde_json::Value)>, RoleError> {
@@ -502,6 +524,10 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             "notify" => {
                 task.notify = string_list(value)
                     .ok_or_else(|| at("notify: expected a handler name or a list of them".into()))?
+            }
+            "listen" => {
+                task.listen = string_list(value)
+                    .ok_or_else(|| at("listen: expected a topic or a list of them".into()))?
             }
             "register" => {
                 let name = scalar_text(value)
@@ -708,6 +734,26 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             ),
         ));
     };
+    let from_kv;
+    let args = match &args.kind {
+        Kind::Str(text) => match key_values(spec, text, args.mark) {
+            Ok(Some(map)) => {
+                from_kv = map;
+                &from_kv
+            }
+            Ok(None) => args,
+            Err(message) => return Err(RoleError::at(file, args.mark.line, message)),
+        },
+        _ => args,
+    };
+    let with_msg;
+    let args = match debug_var(spec, args) {
+        Some(node) => {
+            with_msg = node;
+            &with_msg
+        }
+        None => args,
+    };
     let merged;
     let args = match extra_args {
         None => args,
@@ -740,6 +786,134 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
         task.name = spec.name.to_string();
     }
     Ok(task)
+}
+
+/// Ansible's `key=value` form of a module's arguments (`file: path=/etc/x state=touch`), as a
+/// mapping; for a module whose free form is a command line, only its own keys (`chdir=`,
+/// `creates=`, `removes=`, `stdin=`) are taken out of the line, and the rest is the command.
+/// None when the text stays as it is (a command line without such keys).
+fn key_values(
+    spec: &modules::Spec,
+    text: &str,
+    mark: crate::yaml::Mark,
+) -> Result<Option<Node>, String> {
+    const COMMAND_KEYS: [&str; 5] = ["chdir", "creates", "removes", "stdin", "executable"];
+    let words = split_args(text);
+    let pair = |word: &str| {
+        let (k, v) = word.split_once('=')?;
+        let plain = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        plain.then(|| (k.to_string(), unquote(v)))
+    };
+    let node = |text: String| Node {
+        mark,
+        kind: Kind::Str(text),
+    };
+    let mut entries = Vec::new();
+    if spec.free_form {
+        let mut command = Vec::new();
+        for word in &words {
+            match pair(word) {
+                Some((k, v)) if COMMAND_KEYS.contains(&k.as_str()) => {
+                    if k == "executable" {
+                        // Accepted for Ansible's sake: shell's commands run in /bin/sh.
+                        continue;
+                    }
+                    entries.push((key_node(&k, mark), node(v)));
+                }
+                _ => command.push(word.as_str()),
+            }
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        entries.insert(0, (key_node("cmd", mark), node(command.join(" "))));
+        return Ok(Some(Node {
+            mark,
+            kind: Kind::Map(entries),
+        }));
+    }
+    for word in &words {
+        let Some((k, v)) = pair(word) else {
+            return Err(format!(
+                "{}: expected a mapping of arguments or key=value pairs, and `{word}` is not one",
+                spec.name
+            ));
+        };
+        entries.push((key_node(&k, mark), node(v)));
+    }
+    Ok(Some(Node {
+        mark,
+        kind: Kind::Map(entries),
+    }))
+}
+
+/// Splits Ansible's `key=value` text on whitespace outside quotes and outside `{{ }}`, `{% %}`
+/// and `{# #}`, keeping the quotes (as Ansible's `split_args`).
+fn split_args(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut depth = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q && !word.ends_with('\\') => quote = None,
+            (None, '"' | '\'') if depth == 0 => quote = Some(c),
+            (None, '{') if matches!(chars.peek(), Some('{' | '%' | '#')) => depth += 1,
+            (None, '}' | '%' | '#') if depth > 0 && chars.peek() == Some(&'}') => depth -= 1,
+            (None, c) if c.is_whitespace() && depth == 0 => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        word.push(c);
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// A value without its outer quotes, if it has matching ones.
+fn unquote(value: &str) -> String {
+    let b = value.as_bytes();
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
+        value[1..value.len() - 1].to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// `debug: var=NAME` as the message `NAME: VALUE` (or that it is not defined).
+fn debug_var(spec: &modules::Spec, args: &Node) -> Option<Node> {
+    let Kind::Map(entries) = &args.kind else {
+        return None;
+    };
+    if spec.name != "debug" {
+        return None;
+    }
+    let (_, var) = entries.iter().find(|(k, _)| k.key_text() == "var")?;
+    let name = strip_braces(&scalar_text(var)?);
+    let msg = format!("{name}: {{{{ ({name}) | default('VARIABLE IS NOT DEFINED!') }}}}");
+    let mut rest: Vec<(Node, Node)> = entries
+        .iter()
+        .filter(|(k, _)| k.key_text() != "var")
+        .cloned()
+        .collect();
+    rest.push((
+        key_node("msg", var.mark),
+        Node {
+            mark: var.mark,
+            kind: Kind::Str(msg),
+        },
+    ));
+    Some(Node {
+        mark: args.mark,
+        kind: Kind::Map(rest),
+    })
 }
 
 /// Unknown and missing argument names, found before anything is rendered. (Rules between
@@ -850,5 +1024,75 @@ pub fn task_expr(text: &str, line: usize) -> Expr {
     Expr {
         text: strip_braces(text),
         line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one task of `yaml`.
+    fn task(yaml: &str) -> Result<Task, RoleError> {
+        let root = crate::yaml::parse(yaml).expect("YAML");
+        let Kind::Seq(items) = &root.kind else {
+            panic!("a list")
+        };
+        parse(&Arc::from("tasks.yml"), &items[0])
+    }
+
+    #[test]
+    fn key_value_arguments_split_outside_quotes_and_expressions() {
+        assert_eq!(
+            split_args("path=/etc/{{ a | default('x y') }} mode=0644 line='a b' x=\"c d\"  e={# a b #}{% if 1 %}1{% endif %}"),
+            [
+                "path=/etc/{{ a | default('x y') }}",
+                "mode=0644",
+                "line='a b'",
+                "x=\"c d\"",
+                "e={# a b #}{% if 1 %}1{% endif %}"
+            ]
+        );
+        let t = task("- file: path=/tmp/{{ x }} state=touch mode='0644'\n").unwrap();
+        assert_eq!(
+            t.args,
+            serde_json::json!({"path": "/tmp/{{ x }}", "state": "touch", "mode": "0644"})
+        );
+        let err = task("- file: path=/tmp/x touch\n").unwrap_err().to_string();
+        assert!(
+            err.contains("tasks.yml:1") && err.contains("`touch` is not one"),
+            "{err}"
+        );
+        let err = task("- file: path=/tmp/x stat=touch\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown argument `stat`"), "{err}");
+    }
+
+    #[test]
+    fn a_command_line_keeps_its_words_and_gives_up_its_own_keys() {
+        let t = task("- shell: echo 'a  b' > out chdir=/tmp creates=/tmp/out\n").unwrap();
+        assert_eq!(
+            t.args,
+            serde_json::json!({"cmd": "echo 'a  b' > out", "chdir": "/tmp", "creates": "/tmp/out"})
+        );
+        let t = task("- command: grep -c x=1 /etc/hosts\n").unwrap();
+        assert_eq!(t.args, serde_json::json!("grep -c x=1 /etc/hosts"));
+    }
+
+    #[test]
+    fn debug_var_shows_the_name_and_the_value() {
+        let t = task("- debug: var=result.stdout_lines\n").unwrap();
+        assert_eq!(
+            t.args,
+            serde_json::json!({"msg": "result.stdout_lines: {{ (result.stdout_lines) | default('VARIABLE IS NOT DEFINED!') }}"})
+        );
+        let t = task("- debug: {var: x, verbosity: 1}\n").unwrap();
+        assert_eq!(t.args["verbosity"], 1);
+    }
+
+    #[test]
+    fn a_handler_listens_to_topics() {
+        let t = task("- name: h\n  command: 'true'\n  listen: [restart web, reload]\n").unwrap();
+        assert_eq!(t.listen, ["restart web", "reload"]);
     }
 }
