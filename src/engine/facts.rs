@@ -21,6 +21,10 @@ echo "cpus=$(nproc 2>/dev/null || echo 1)"
 echo "memory_mb=$(( $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) / 1024 ))"
 echo "service_manager=$(cat /proc/1/comm 2>/dev/null)"
 echo "user=$(id -un)"
+echo "home=${HOME:-}"
+echo "path=${PATH:-}"
+echo "shell=${SHELL:-}"
+echo "date_time=$(date '+%Y %m %d %H %M %S %Z %z %s %A %B %j %V' 2>/dev/null)"
 "#;
 
 /// The host answered, but would not tell its facts: its own complaint (sudo asking for a
@@ -122,6 +126,8 @@ pub fn placeholder(host: &str) -> Value {
         "hostname": host, "fqdn": host, "default_ipv4": "192.0.2.1", "all_ipv4": ["192.0.2.1"],
         "ipv4_addresses": {"192.0.2.1": {"prefix": 24, "interface": "eth0"}},
         "cpus": 2, "memory_mb": 2048, "service_manager": "systemd", "user": "root",
+        "home": "/root", "path": "/usr/sbin:/usr/bin:/sbin:/bin", "shell": "/bin/bash",
+        "date_time": "2026 01 02 03 04 05 UTC +0000 1767323045 Friday January 002 01",
         "control_address": "192.0.2.2",
     })
 }
@@ -183,7 +189,53 @@ pub fn ansible(facts: &Value) -> serde_json::Map<String, Value> {
     );
     m.insert("service_mgr".into(), json!(text("service_manager")));
     m.insert("user_id".into(), json!(text("user")));
+    m.insert(
+        "lsb".into(),
+        json!({
+            "id": capital(text("os_id")), "codename": text("os_codename"),
+            "release": version, "major_release": version.split('.').next().unwrap_or_default(),
+            "description": text("os_name"),
+        }),
+    );
+    let mut interfaces: Vec<String> = vec!["lo".into()];
+    if let Some(Value::Object(addresses)) = facts.get("ipv4_addresses") {
+        for a in addresses.values() {
+            if let Some(i) = a.get("interface").and_then(Value::as_str) {
+                if !interfaces.iter().any(|x| x == i) {
+                    interfaces.push(i.to_string());
+                }
+            }
+        }
+    }
+    m.insert("interfaces".into(), json!(interfaces));
+    m.insert(
+        "env".into(),
+        json!({"HOME": text("home"), "PATH": text("path"), "SHELL": text("shell"),
+               "USER": text("user"), "LOGNAME": text("user")}),
+    );
+    m.insert("date_time".into(), date_time(&text("date_time")));
     m
+}
+
+/// Ansible's `date_time` from the host's `date '+%Y %m %d %H %M %S %Z %z %s %A %B %j %V'`.
+fn date_time(text: &str) -> Value {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let [y, mo, d, h, mi, sec, tz, offset, epoch, weekday, month, julian, week] = f.as_slice()
+    else {
+        return json!({});
+    };
+    json!({
+        "year": y, "month": mo, "day": d, "hour": h, "minute": mi, "second": sec,
+        "date": format!("{y}-{mo}-{d}"), "time": format!("{h}:{mi}:{sec}"),
+        "tz": tz, "tz_offset": offset, "epoch": epoch, "weekday": weekday,
+        "monthname": month, "julian": julian, "weeknumber": week,
+        // Ansible's is in UTC; this is the host's time, with its offset unless it is UTC.
+        "iso8601": if *offset == "+0000" {
+            format!("{y}-{mo}-{d}T{h}:{mi}:{sec}Z")
+        } else {
+            format!("{y}-{mo}-{d}T{h}:{mi}:{sec}{offset}")
+        },
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +254,11 @@ mod tests {
         assert_eq!(a["processor_vcpus"], 2);
         assert_eq!(a["memtotal_mb"], 2048);
         assert_eq!(a["hostname"], "db1");
+        assert_eq!(a["lsb"]["codename"], "bookworm");
+        assert_eq!(a["interfaces"], json!(["lo", "eth0"]));
+        assert_eq!(a["env"]["HOME"], "/root");
+        assert_eq!(a["date_time"]["date"], "2026-01-02");
+        assert_eq!(a["date_time"]["epoch"], "1767323045");
     }
 
     #[test]

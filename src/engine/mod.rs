@@ -597,6 +597,9 @@ fn world_for(
                 fixed.insert("hactl_executable".into(), exe.display().to_string().into());
             }
             fixed.insert("play_hosts".into(), plan.hosts.clone().into());
+            fixed.insert("ansible_play_hosts".into(), plan.hosts.clone().into());
+            fixed.insert("ansible_play_hosts_all".into(), plan.hosts.clone().into());
+            fixed.insert("omit".into(), prepare::OMIT.into());
             fixed
         },
     )

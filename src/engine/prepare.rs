@@ -19,6 +19,25 @@ pub struct Call {
     pub action: Action,
 }
 
+/// What `omit` renders to: an argument whose value it is is left out, as in Ansible
+/// (`mode: "{{ file_mode | default(omit) }}"`).
+pub const OMIT: &str = "__omit_place_holder__hactl";
+
+/// Removes the arguments, and the items of lists and mappings inside them, that are `omit`.
+fn strip_omitted(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| v.as_str() != Some(OMIT));
+            map.values_mut().for_each(strip_omitted);
+        }
+        serde_json::Value::Array(items) => {
+            items.retain(|v| v.as_str() != Some(OMIT));
+            items.iter_mut().for_each(strip_omitted);
+        }
+        _ => {}
+    }
+}
+
 /// A task that cannot be run on a host as written: the message names `file:line`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -158,7 +177,8 @@ pub fn prepare(
         let rendered = scope
             .render_json(&task.args, &source)
             .map_err(|e| e.to_string())?;
-        let args = template::to_json(&rendered);
+        let mut args = template::to_json(&rendered);
+        strip_omitted(&mut args);
         let mut action =
             Action::parse(task.module, args).map_err(|e| arg_error(task, task.module, &e))?;
         fill_in(&mut action, task, role, &scope)?;

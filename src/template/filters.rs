@@ -41,6 +41,10 @@ pub fn register(env: &mut Environment<'static>, secrets: Option<Arc<SecretStore>
     env.add_filter("checksum", checksum);
     env.add_filter("bool", to_bool);
     env.add_filter("int", to_int);
+    env.add_filter("regex_findall", regex_findall);
+    env.add_filter("splitext", splitext);
+    env.add_test("version", test_version);
+    env.add_test("version_compare", test_version);
     env.add_test("match", test_match);
     env.add_test("search", test_search);
     env.add_test("changed", |v: Value| flag(&v, "changed"));
@@ -54,8 +58,16 @@ pub fn register(env: &mut Environment<'static>, secrets: Option<Arc<SecretStore>
             .map(|d| d.as_secs_f64())
             .unwrap_or_default()
     });
+    let for_query = secrets.clone();
     env.add_function("lookup", move |kind: String, arg: String| {
         lookup(kind, arg, secrets.as_deref())
+    });
+    let for_q = for_query.clone();
+    env.add_function("query", move |kind: String, arg: Value| {
+        query(kind, arg, for_query.as_deref())
+    });
+    env.add_function("q", move |kind: String, arg: Value| {
+        query(kind, arg, for_q.as_deref())
     });
 }
 
@@ -387,19 +399,106 @@ fn intersect(a: Value, b: Value) -> Result<Value, Error> {
     ))
 }
 
+/// Ansible's `hash` (default sha1).
 fn hash(text: String, algorithm: Option<String>) -> Result<String, Error> {
+    let b = text.as_bytes();
     match algorithm.as_deref().unwrap_or("sha1") {
-        "sha256" => Ok(hex(&sha2::Sha256::digest(text.as_bytes()))),
-        "sha512" => Ok(hex(&sha2::Sha512::digest(text.as_bytes()))),
+        "sha1" => Ok(hex(&sha1::Sha1::digest(b))),
+        "md5" => Ok(hex(&md5::Md5::digest(b))),
+        "sha224" => Ok(hex(&sha2::Sha224::digest(b))),
+        "sha256" => Ok(hex(&sha2::Sha256::digest(b))),
+        "sha384" => Ok(hex(&sha2::Sha384::digest(b))),
+        "sha512" => Ok(hex(&sha2::Sha512::digest(b))),
         other => Err(Error::new(
             ErrorKind::InvalidOperation,
-            format!("hash: unsupported algorithm {other} (sha256, sha512)"),
+            format!(
+                "hash: unsupported algorithm {other} (md5, sha1, sha224, sha256, sha384, sha512)"
+            ),
         )),
     }
 }
 
+/// Ansible's `checksum`: the text's sha1.
 fn checksum(text: String) -> String {
-    hex(&sha2::Sha256::digest(text.as_bytes()))
+    hex(&sha1::Sha1::digest(text.as_bytes()))
+}
+
+/// Ansible's `regex_findall`: every match; with groups, each match's groups (one group: its
+/// text).
+fn regex_findall(text: String, pattern: String, kwargs: Kwargs) -> Result<Value, Error> {
+    let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
+    let multiline: Option<bool> = kwargs.get("multiline")?;
+    kwargs.assert_all_used()?;
+    let flags = match (ignorecase == Some(true), multiline == Some(true)) {
+        (false, false) => "",
+        (true, false) => "(?i)",
+        (false, true) => "(?m)",
+        (true, true) => "(?im)",
+    };
+    let re = regex(&format!("{flags}{pattern}"))?;
+    let groups = re.captures_len() - 1;
+    let found: Vec<Value> = re
+        .captures_iter(&text)
+        .map(|c| {
+            let group = |i: usize| Value::from(c.get(i).map_or("", |m| m.as_str()));
+            match groups {
+                0 => group(0),
+                1 => group(1),
+                n => Value::from((1..=n).map(group).collect::<Vec<_>>()),
+            }
+        })
+        .collect();
+    Ok(Value::from(found))
+}
+
+/// Python's `os.path.splitext`: [root, extension].
+fn splitext(path: String) -> Value {
+    let name_at = path.rfind('/').map_or(0, |i| i + 1);
+    let name = &path[name_at..];
+    match name.rfind('.') {
+        Some(dot) if name[..dot].chars().any(|c| c != '.') => Value::from(vec![
+            path[..name_at + dot].to_string(),
+            name[dot..].to_string(),
+        ]),
+        _ => Value::from(vec![path.clone(), String::new()]),
+    }
+}
+
+/// Ansible's `version` test (loose): dotted numbers compared as numbers, other parts as text.
+fn test_version(value: Value, other: Value, op: Option<String>) -> Result<bool, Error> {
+    fn parts(v: &str) -> Vec<Result<u64, String>> {
+        v.split(['.', '-', '+', '~', '_'])
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse::<u64>().map_err(|_| p.to_string()))
+            .collect()
+    }
+    let (a, b) = (parts(&text_of(&value)), parts(&text_of(&other)));
+    let ord = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, y)| match (x, y) {
+            (Ok(x), Ok(y)) => x.cmp(y),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Less,
+            (Err(x), Err(y)) => x.cmp(y),
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or_else(|| a.len().cmp(&b.len()));
+    use std::cmp::Ordering::*;
+    Ok(match op.as_deref().unwrap_or("==") {
+        "<" | "lt" => ord == Less,
+        "<=" | "le" => ord != Greater,
+        ">" | "gt" => ord == Greater,
+        ">=" | "ge" => ord != Less,
+        "==" | "=" | "eq" => ord == Equal,
+        "!=" | "<>" | "ne" => ord != Equal,
+        other => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("version: unknown operator {other:?}"),
+            ))
+        }
+    })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -480,9 +579,54 @@ fn lookup(kind: String, arg: String, secrets: Option<&SecretStore>) -> Result<Va
                 .map(Value::from)
                 .map_err(|e| bad(e.to_string()))
         }
+        // Run on this machine, as Ansible's lookups are.
+        "pipe" => {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &arg])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| bad(format!("lookup pipe: {e}")))?;
+            if !out.status.success() {
+                return Err(bad(format!(
+                    "lookup pipe `{arg}`: {} {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Ok(Value::from(
+                String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
+            ))
+        }
         other => Err(bad(format!(
-            "lookup: unsupported plugin {other} (env, file, password)"
+            "lookup: unsupported plugin {other} (env, file, password, pipe; query: also dict, items, list)"
         ))),
+    }
+}
+
+/// Ansible's `query` (`q`): a lookup whose answer is always a list; `dict` gives a mapping's
+/// items ({key, value}), `items` a list flattened one level, `list` the list.
+fn query(kind: String, arg: Value, secrets: Option<&SecretStore>) -> Result<Value, Error> {
+    match kind.as_str() {
+        "dict" => dict2items(arg),
+        "list" => Ok(Value::from(items(&arg)?)),
+        "items" => {
+            let mut out = Vec::new();
+            for item in items(&arg)? {
+                if item.kind() == ValueKind::Seq {
+                    out.extend(items(&item)?);
+                } else {
+                    out.push(item);
+                }
+            }
+            Ok(Value::from(out))
+        }
+        _ => {
+            let one = lookup(kind, text_of(&arg), secrets)?;
+            Ok(match one.kind() {
+                ValueKind::Seq => one,
+                _ => Value::from(vec![one]),
+            })
+        }
     }
 }
 
@@ -572,5 +716,56 @@ mod tests {
     fn to_yaml_is_block_style_without_document_marker() {
         let text = yaml_text(&serde_json::json!({"a": [1, 2], "b": "x"})).unwrap();
         assert_eq!(text, "a:\n  - 1\n  - 2\nb: x\n");
+    }
+}
+
+#[cfg(test)]
+mod more_ansible {
+    use super::*;
+
+    fn render(template: &str) -> String {
+        let mut env = Environment::new();
+        register(&mut env, None);
+        env.render_str(template, minijinja::context! {}).unwrap()
+    }
+
+    #[test]
+    fn hashes_are_ansibles_defaults() {
+        assert_eq!(
+            render("{{ 'abc' | hash }} {{ 'abc' | checksum }}"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            render("{{ 'abc' | hash('md5') }}"),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+    }
+
+    #[test]
+    fn regex_findall_splitext_and_the_version_test() {
+        assert_eq!(
+            render("{{ 'a1 b22 c333' | regex_findall('[a-z](\\\\d+)') }} {{ 'A b' | regex_findall('a', ignorecase=true) }}"),
+            "['1', '22', '333'] ['A']"
+        );
+        assert_eq!(
+            render("{{ '/a/b.tar.gz' | splitext }} {{ '.bashrc' | splitext }}"),
+            "['/a/b.tar', '.gz'] ['.bashrc', '']"
+        );
+        assert_eq!(
+            render("{{ '12.4' is version('12', '>=') }} {{ '1.10' is version('1.9', 'gt') }} {{ '2.0' is version('2', '==') }} {{ '16.1-1' is version_compare('16.2', '<') }}"),
+            "True True False True"
+        );
+    }
+
+    #[test]
+    fn query_always_answers_a_list() {
+        assert_eq!(
+            render("{{ query('dict', {'a': 1}) }} {{ q('items', [[1, 2], 3]) }} {{ query('pipe', 'echo hi') }}"),
+            "[{'key': 'a', 'value': 1}] [1, 2, 3] ['hi']"
+        );
+        assert_eq!(
+            render("{{ lookup('pipe', 'printf \"a\\\\nb\\\\n\"') }}"),
+            "a\nb"
+        );
     }
 }
