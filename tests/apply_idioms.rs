@@ -1064,3 +1064,68 @@ fn key_value_arguments_listen_topics_role_parameters_and_vars_files_as_ansible_r
     );
     lab.run(HOST, "rm -rf /tmp/idiom-kv");
 }
+
+#[test]
+fn meta_end_host_and_end_play_local_action_and_the_other_with_loops() {
+    let lab = lab();
+    for h in ["ptrn-1", "ptrn-2"] {
+        lab.run(h, "rm -rf /tmp/idiom-meta && mkdir /tmp/idiom-meta");
+    }
+    let (out, ev) = apply_play(
+        &lab,
+        "- hosts: postgres_cluster
+  gather_facts: false
+  tasks:
+    - {name: notify, command: 'true', notify: handler}
+    - meta: end_host
+      when: inventory_hostname == 'ptrn-1'
+    - {name: local, local_action: \"command echo {{ inventory_hostname }} from here\", register: here}
+    - {name: nested, shell: \"echo {{ item.0 }}{{ item.1 }} >> /tmp/idiom-meta/nested\", with_nested: [[a, b], [1, 2]]}
+    - {name: together, shell: \"echo {{ item.0 }}={{ item.1 }} >> /tmp/idiom-meta/together\", with_together: [[a, b], [1]]}
+    - {name: sequence, shell: \"echo {{ item }} >> /tmp/idiom-meta/sequence\", with_sequence: start=8 end=12 stride=2 format=web%02d}
+    - name: subelements
+      shell: \"echo {{ item.0.name }}:{{ item.1 }} >> /tmp/idiom-meta/subelements\"
+      with_subelements:
+        - [{name: ann, keys: [k1, k2]}, {name: bob, keys: [k3]}, {name: cy}]
+        - keys
+        - {skip_missing: true}
+    - {name: report, copy: {dest: /tmp/idiom-meta/here, content: \"{{ here.stdout }}\\n\"}}
+    - meta: end_play
+    - {name: never, command: touch /tmp/idiom-meta/never}
+  handlers:
+    - {name: handler, command: touch /tmp/idiom-meta/handled}
+- hosts: postgres_cluster
+  gather_facts: false
+  tasks:
+    - {name: the next play, command: touch /tmp/idiom-meta/next}
+",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // ptrn-1 ended its play after `notify`: no handler, nothing after, but the next play runs.
+    assert_eq!(
+        lab.run("ptrn-1", "cd /tmp/idiom-meta && ls | tr '\\n' ' '"),
+        "next"
+    );
+    // ptrn-2 ran to end_play: neither `never` nor the handler notified before it.
+    let here = std::process::Command::new("hostname")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert_ne!(here, "ptrn-2");
+    assert_eq!(
+        lab.run(
+            "ptrn-2",
+            "cd /tmp/idiom-meta && ls | tr '\\n' ' '; echo; cat here nested together sequence subelements"
+        ),
+        format!(
+            "here nested next sequence subelements together \nptrn-2 from here\na1\na2\nb1\nb2\na=1\nb=\nweb08\nweb10\nweb12\nann:k1\nann:k2\nbob:k3"
+        )
+    );
+    // As Ansible's recap: meta tasks are not counted.
+    assert_eq!(recap(&ev)["ptrn-1"]["ok"], 2, "{:#?}", recap(&ev));
+    assert_eq!(recap(&ev)["ptrn-1"]["skipped"], 0, "{:#?}", recap(&ev));
+    for h in ["ptrn-1", "ptrn-2"] {
+        lab.run(h, "rm -rf /tmp/idiom-meta");
+    }
+}

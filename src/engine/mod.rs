@@ -88,6 +88,8 @@ struct HostRun {
     registered: IndexMap<String, serde_json::Value>,
     /// Failed or unreachable: no more tasks.
     done: bool,
+    /// `meta: end_host` or `end_play`: no more tasks in this play.
+    ended: bool,
     stats: Stats,
     notified: HashSet<String>,
     /// A systemd unit file was written since the last daemon-reload.
@@ -232,6 +234,9 @@ pub async fn apply(
             play: plan.play,
             sessions: &sessions,
         };
+        for run in hosts.values_mut() {
+            run.ended = false;
+        }
         let play_hosts: Vec<String> = plan
             .hosts
             .iter()
@@ -257,6 +262,17 @@ pub async fn apply(
                     }
                     Some(Control::EndBlock { id, has_rescue }) => {
                         end_block(task, *id, *has_rescue, batch, &mut hosts);
+                    }
+                    Some(Control::EndPlay) => {
+                        run_task(&play, role, task, batch, &mut hosts).await;
+                        if batch.iter().any(|h| hosts.get(h).is_some_and(|r| r.ended)) {
+                            for h in &play_hosts {
+                                if let Some(run) = hosts.get_mut(h) {
+                                    run.ended = true;
+                                }
+                            }
+                            break 'batches;
+                        }
                     }
                     _ => run_task(&play, role, task, batch, &mut hosts).await,
                 }
@@ -377,7 +393,7 @@ async fn run_handlers(
             .filter(|h| {
                 hosts
                     .get(*h)
-                    .is_some_and(|r| !r.done && handler_notified(handler, &r.notified))
+                    .is_some_and(|r| !r.done && !r.ended && handler_notified(handler, &r.notified))
             })
             .cloned()
             .collect();
@@ -718,7 +734,13 @@ fn validate(
             .filter(|(_, t)| tag_selected(t, &opts.tags));
         for (role, task) in selected.chain(plan.handlers.iter()) {
             match &task.control {
-                Some(Control::FlushHandlers | Control::EndBlock { .. }) => continue,
+                Some(
+                    Control::FlushHandlers
+                    | Control::EndBlock { .. }
+                    | Control::EndHost
+                    | Control::EndPlay
+                    | Control::Noop,
+                ) => continue,
                 Some(Control::SetFact) => {
                     // Its facts, as they render with placeholder facts, stand for the real ones.
                     for host in &plan.hosts {
@@ -906,6 +928,7 @@ async fn connect_all(
             facts: serde_json::Value::Null,
             registered: IndexMap::new(),
             done: false,
+            ended: false,
             stats: Stats::default(),
             notified: HashSet::new(),
             units_changed: Default::default(),
@@ -1017,7 +1040,7 @@ async fn run_task(
         .progress(&format!("{} : {}", role.name, task.name));
     let mut targets: Vec<&mut HostRun> = hosts
         .values_mut()
-        .filter(|r| !r.done && batch.contains(&r.name) && runs_here(task, r))
+        .filter(|r| !r.done && !r.ended && batch.contains(&r.name) && runs_here(task, r))
         .collect();
     if targets.is_empty() {
         return;
@@ -1061,6 +1084,18 @@ fn record(reporter: &Reporter, role: &Role, task: &Task, run: &mut HostRun, resu
     });
     if let Some(name) = &task.register {
         run.registered.insert(name.clone(), result.data.clone());
+    }
+    if matches!(
+        task.control,
+        Some(Control::EndHost | Control::EndPlay | Control::Noop)
+    ) {
+        // Ansible's recap does not count meta tasks.
+        if result.status == Status::Ok && task.control != Some(Control::Noop) {
+            run.ended = true;
+        }
+        if result.status != Status::Failed {
+            return;
+        }
     }
     if task.control == Some(Control::SetFact) && result.status != Status::Failed {
         if let Some(facts) = result.data["ansible_facts"].as_object() {
@@ -1125,6 +1160,22 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
     match &task.control {
         Some(Control::SetFact) => return set_fact(play.world, task, &run.name, &overlay),
         Some(Control::Assert) => return assert(play.world, task, &run.name, &overlay),
+        Some(c @ (Control::EndHost | Control::EndPlay | Control::Noop)) => {
+            return match control_scope(play.world, task, &run.name, &overlay) {
+                Err(e) => TaskResult::failed(e),
+                Ok(None) => TaskResult::skipped(),
+                Ok(Some(_)) => TaskResult {
+                    status: Status::Ok,
+                    msg: match c {
+                        Control::EndHost => "the play ends for this host".into(),
+                        Control::EndPlay => "the play ends".into(),
+                        _ => String::new(),
+                    },
+                    diffs: Vec::new(),
+                    data: serde_json::json!({"changed": false, "failed": false, "skipped": false}),
+                },
+            };
+        }
         _ => {}
     }
     let ready = match prepare(

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use minijinja::Value;
+use minijinja::value::{Value, ValueKind};
 
 use crate::modules::{Action, ArgsError, Spec};
-use crate::roles::{Condition, Role, Task};
+use crate::roles::{Condition, LoopForm, Role, Task};
 use crate::template::{self, Scope, World};
 
 /// One module call, ready to run.
@@ -36,6 +36,197 @@ fn strip_omitted(value: &mut serde_json::Value) {
         }
         _ => {}
     }
+}
+
+/// The items of a loop whose rendered value is `list`, as its form gives them.
+fn loop_items(form: LoopForm, list: Vec<Value>) -> Result<Vec<Value>, String> {
+    let seq = |v: &Value, what: &str| -> Result<Vec<Value>, String> {
+        match v.kind() {
+            ValueKind::Seq => Ok(v.try_iter().map_err(|e| e.to_string())?.collect()),
+            other => Err(format!("{what}: expected a list, got {other}")),
+        }
+    };
+    Ok(match form {
+        LoopForm::List => list,
+        LoopForm::Items => list
+            .into_iter()
+            .flat_map(|item| match item.kind() {
+                ValueKind::Seq => item.try_iter().into_iter().flatten().collect(),
+                _ => vec![item],
+            })
+            .collect(),
+        LoopForm::Nested => {
+            let mut out: Vec<Vec<Value>> = vec![Vec::new()];
+            for l in &list {
+                let items = seq(l, "with_nested")?;
+                out = out
+                    .into_iter()
+                    .flat_map(|prefix| {
+                        items.iter().map(move |i| {
+                            let mut p = prefix.clone();
+                            p.push(i.clone());
+                            p
+                        })
+                    })
+                    .collect();
+            }
+            if list.is_empty() {
+                Vec::new()
+            } else {
+                out.into_iter().map(Value::from).collect()
+            }
+        }
+        LoopForm::Together => {
+            let lists = list
+                .iter()
+                .map(|l| seq(l, "with_together"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+            (0..longest)
+                .map(|i| {
+                    Value::from(
+                        lists
+                            .iter()
+                            .map(|l| l.get(i).cloned().unwrap_or(Value::from(())))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect()
+        }
+        LoopForm::Subelements => {
+            let [outer, key, rest @ ..] = list.as_slice() else {
+                return Err("with_subelements: expected [list, key]".into());
+            };
+            let skip_missing = rest
+                .first()
+                .and_then(|o| o.get_attr("skip_missing").ok())
+                .is_some_and(|v| v.is_true());
+            let key = key.as_str().ok_or("with_subelements: the key is a name")?;
+            let mut out = Vec::new();
+            for item in seq(outer, "with_subelements")? {
+                let sub = item.get_attr(key).unwrap_or(Value::UNDEFINED);
+                if sub.is_undefined() || sub.is_none() {
+                    if skip_missing {
+                        continue;
+                    }
+                    return Err(format!("with_subelements: an item has no `{key}`"));
+                }
+                for s in seq(&sub, "with_subelements")? {
+                    out.push(Value::from(vec![item.clone(), s]));
+                }
+            }
+            out
+        }
+        LoopForm::Sequence => {
+            let spec: String = list
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            sequence(&spec)?.into_iter().map(Value::from).collect()
+        }
+    })
+}
+
+/// Ansible's `with_sequence`: `start=N end=M` or `count=C`, `stride=S`, `format=F` (`%d`,
+/// `%02d`, `%x`, `%o`), or the short form `[start-]end[/stride][:format]`.
+fn sequence(spec: &str) -> Result<Vec<String>, String> {
+    let bad = |what: &str| format!("with_sequence: {what} in `{spec}`");
+    let number = |s: &str| -> Result<i64, String> {
+        let s = s.trim();
+        if let Some(hex) = s.strip_prefix("0x") {
+            i64::from_str_radix(hex, 16).map_err(|_| bad("not a number"))
+        } else {
+            s.parse().map_err(|_| bad("not a number"))
+        }
+    };
+    let (mut start, mut end, mut count, mut stride, mut format) =
+        (1i64, None::<i64>, None::<i64>, 1i64, "%d".to_string());
+    if spec.contains('=') {
+        for word in spec.split_whitespace() {
+            let (k, v) = word
+                .split_once('=')
+                .ok_or_else(|| bad("expected key=value"))?;
+            match k {
+                "start" => start = number(v)?,
+                "end" => end = Some(number(v)?),
+                "count" => count = Some(number(v)?),
+                "stride" => stride = number(v)?,
+                "format" => format = v.to_string(),
+                _ => return Err(bad(&format!("unknown key `{k}`"))),
+            }
+        }
+    } else {
+        let (range, fmt) = match spec.split_once(':') {
+            Some((r, f)) => (r, Some(f)),
+            None => (spec, None),
+        };
+        let (range, step) = match range.split_once('/') {
+            Some((r, s)) => (r, Some(number(s)?)),
+            None => (range, None),
+        };
+        match range.trim().split_once('-') {
+            Some((a, b)) => {
+                start = number(a)?;
+                end = Some(number(b)?);
+            }
+            None => end = Some(number(range)?),
+        }
+        if let Some(s) = step {
+            stride = s;
+        }
+        if let Some(f) = fmt {
+            format = f.to_string();
+        }
+    }
+    let end = match (end, count) {
+        (Some(_), Some(_)) => return Err(bad("both end and count")),
+        (Some(e), None) => e,
+        (None, Some(0)) => return Ok(Vec::new()),
+        (None, Some(c)) => start + (c - 1) * stride,
+        (None, None) => return Err(bad("no end or count")),
+    };
+    if stride == 0 || (end - start).signum() * stride.signum() < 0 {
+        return Err(bad("the stride does not lead from start to end"));
+    }
+    let mut out = Vec::new();
+    let mut i = start;
+    while (stride > 0 && i <= end) || (stride < 0 && i >= end) {
+        out.push(printf(&format, i).ok_or_else(|| bad("unsupported format"))?);
+        i += stride;
+    }
+    Ok(out)
+}
+
+/// One `%d`-style conversion of `n` in `format` (`%d`, `%Nd`, `%0Nd`, `%x`, `%X`, `%o`, `%%`).
+fn printf(format: &str, n: i64) -> Option<String> {
+    let re = regex::Regex::new(r"%(0?)(\d*)([dixXo%])").ok()?;
+    let mut done = false;
+    let mut bad = false;
+    let out = re.replace_all(format, |c: &regex::Captures| {
+        let conv = &c[3];
+        if conv == "%" {
+            return "%".to_string();
+        }
+        if done {
+            bad = true;
+            return String::new();
+        }
+        done = true;
+        let width: usize = c[2].parse().unwrap_or(0);
+        let text = match conv {
+            "x" => format!("{n:x}"),
+            "X" => format!("{n:X}"),
+            "o" => format!("{n:o}"),
+            _ => n.to_string(),
+        };
+        if c[1].is_empty() {
+            format!("{text:>width$}")
+        } else {
+            format!("{text:0>width$}")
+        }
+    });
+    (!bad).then(|| out.into_owned())
 }
 
 /// A task that cannot be run on a host as written: the message names `file:line`.
@@ -136,25 +327,23 @@ pub fn prepare(
                 line: task.line,
             };
             let value = scope.render_json(raw, &source).map_err(|e| e.to_string())?;
-            let list = value.try_iter().map_err(|_| {
-                format!(
-                    "{}:{}: loop: expected a list, got {}",
-                    task.file,
-                    task.line,
-                    value.kind()
-                )
-            })?;
-            if task.loop_flatten {
-                list.flat_map(|item| match item.kind() {
-                    minijinja::value::ValueKind::Seq => {
-                        item.try_iter().into_iter().flatten().map(Some).collect()
-                    }
-                    _ => vec![Some(item)],
-                })
+            let list: Vec<Value> = match (value.kind(), task.loop_form) {
+                (ValueKind::String, LoopForm::Sequence) => vec![value],
+                (ValueKind::Seq | ValueKind::Iterable, _) => {
+                    value.try_iter().map_err(|e| e.to_string())?.collect()
+                }
+                (kind, _) => {
+                    return Err(TaskError(format!(
+                        "{}:{}: loop: expected a list, got {kind}",
+                        task.file, task.line
+                    )))
+                }
+            };
+            loop_items(task.loop_form, list)
+                .map_err(|e| format!("{}:{}: {e}", task.file, task.line))?
+                .into_iter()
+                .map(Some)
                 .collect()
-            } else {
-                list.map(Some).collect()
-            }
         }
     };
     let mut calls = Vec::new();
@@ -344,5 +533,68 @@ fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
         "it has none".into()
     } else {
         format!("it has {}", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+
+    fn items(form: LoopForm, json: serde_json::Value) -> Result<String, String> {
+        let list: Vec<Value> = template::value_of(json)
+            .try_iter()
+            .map_err(|e| e.to_string())?
+            .collect();
+        Ok(serde_json::to_string(&loop_items(form, list)?).unwrap_or_default())
+    }
+
+    #[test]
+    fn ansibles_with_forms_give_ansibles_items() {
+        assert_eq!(
+            items(LoopForm::Items, serde_json::json!([[1, 2], 3, [[4]]])).unwrap(),
+            "[1,2,3,[4]]"
+        );
+        assert_eq!(
+            items(LoopForm::Nested, serde_json::json!([["a", "b"], [1, 2]])).unwrap(),
+            r#"[["a",1],["a",2],["b",1],["b",2]]"#
+        );
+        assert_eq!(
+            items(LoopForm::Together, serde_json::json!([["a", "b"], [1]])).unwrap(),
+            r#"[["a",1],["b",null]]"#
+        );
+        assert_eq!(
+            items(
+                LoopForm::Subelements,
+                serde_json::json!([[{"n": "ann", "keys": ["k1", "k2"]}, {"n": "bob", "keys": []}], "keys"])
+            )
+            .unwrap(),
+            r#"[[{"n":"ann","keys":["k1","k2"]},"k1"],[{"n":"ann","keys":["k1","k2"]},"k2"]]"#
+        );
+        let missing = serde_json::json!([[{"n": "ann"}], "keys"]);
+        assert!(items(LoopForm::Subelements, missing.clone())
+            .unwrap_err()
+            .contains("no `keys`"));
+        let skip = serde_json::json!([[{"n": "ann"}], "keys", {"skip_missing": true}]);
+        assert_eq!(items(LoopForm::Subelements, skip).unwrap(), "[]");
+    }
+
+    #[test]
+    fn with_sequence_counts_as_ansible_does() {
+        assert_eq!(
+            sequence("start=1 end=3 format=web%02d").unwrap(),
+            ["web01", "web02", "web03"]
+        );
+        assert_eq!(
+            sequence("count=3 start=0 stride=2").unwrap(),
+            ["0", "2", "4"]
+        );
+        assert_eq!(sequence("4-8/2:h%d").unwrap(), ["h4", "h6", "h8"]);
+        assert_eq!(
+            sequence("start=0x0a end=0x0c format=%x").unwrap(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(sequence("count=0").unwrap(), Vec::<String>::new());
+        assert!(sequence("start=5 end=1").is_err());
+        assert!(sequence("end=3 count=2").is_err());
     }
 }

@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use crate::yaml::{self, Kind, Node};
 
 pub use source::Source;
-pub use task::{control_task, task_expr, Condition, Control, Inherit, Part, Task};
+pub use task::{control_task, task_expr, Condition, Control, Inherit, LoopForm, Part, Task};
 
 /// The site file used when `--site` is not given: the built-in one.
 pub const BUILTIN_SITE: &str = "roles/site.yml";
@@ -692,8 +692,13 @@ mod tests {
         );
         let err = load_site(Some(&dir.path().join("site.yml"))).unwrap_err();
         assert!(err.message.contains("cannot be an expression"), "{err}");
-        write(dir.path(), &[("r/tasks.yml", "- meta: end_play\n")]);
+        write(dir.path(), &[("r/tasks.yml", "- meta: end_batch\n")]);
         let err = load_site(Some(&dir.path().join("site.yml"))).unwrap_err();
-        assert!(err.message.contains("flush_handlers"), "{err}");
+        assert!(
+            err.message.contains(
+                "`end_batch` is not supported (flush_handlers, end_host, end_play, noop)"
+            ),
+            "{err}"
+        );
     }
 }

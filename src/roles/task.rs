@@ -46,6 +46,13 @@ pub enum Control {
     SetFact,
     /// `assert`: `that` must hold.
     Assert,
+    /// `meta: end_host`: the play ends for the hosts where the task's `when` holds, without
+    /// failing them.
+    EndHost,
+    /// `meta: end_play`: the play ends for every host, without failing them.
+    EndPlay,
+    /// `meta: noop`.
+    Noop,
 }
 
 #[derive(Debug, Clone)]
@@ -67,9 +74,8 @@ pub struct Task {
     /// At most this many hosts at a time (rolling restarts).
     pub throttle: Option<usize>,
     pub loop_over: Option<serde_json::Value>,
-    /// `with_items`: the rendered list's lists are flattened one level into it, as Ansible's
-    /// `items` lookup does (`with_items: ["{{ base }}", extra]`).
-    pub loop_flatten: bool,
+    /// How the rendered `loop_over` gives the items (`with_items`, `with_nested`, ...).
+    pub loop_form: LoopForm,
     pub check_mode: Option<bool>,
     pub ignore_errors: bool,
     pub no_log: bool,
@@ -96,7 +102,24 @@ pub struct Task {
     pub line: usize,
 }
 
-const KEYWORDS: &str = "name, when, notify, listen, register, changed_when, failed_when, tags, run_once, throttle, loop, with_items, with_dict, with_list, loop_control, check_mode, ignore_errors, no_log, args, vars, become, become_user, environment, delegate_to, until, retries, delay; and block (rescue, always), include_tasks, import_tasks, meta: flush_handlers, set_fact, assert";
+const KEYWORDS: &str = "name, when, notify, listen, register, changed_when, failed_when, tags, run_once, throttle, loop, with_items, with_dict, with_list, with_nested, with_together, with_subelements, with_sequence, loop_control, check_mode, ignore_errors, no_log, args, vars, become, become_user, environment, delegate_to, until, retries, delay; and block (rescue, always), include_tasks, import_tasks, local_action, meta: flush_handlers/end_host/end_play/noop, set_fact, assert";
+
+/// How a task's rendered loop gives its items: `loop`/`with_list` as it is, and the forms of
+/// Ansible's `with_*` lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopForm {
+    List,
+    /// `with_items`: lists in the list flattened one level.
+    Items,
+    /// `with_nested`: every combination of one item from each list, as a list.
+    Nested,
+    /// `with_together`: the lists zipped (missing items none).
+    Together,
+    /// `with_subelements: [list, key]`: (item, sub-item) for each sub-item under `key`.
+    Subelements,
+    /// `with_sequence: start=1 end=3 format=web%02d`: the numbers, as text.
+    Sequence,
+}
 
 /// What tasks get from the blocks, includes and play around them.
 #[derive(Debug, Clone, Default)]
@@ -419,7 +442,7 @@ fn blank(file: &Arc<str>, line: usize) -> Task {
         run_once: false,
         throttle: None,
         loop_over: None,
-        loop_flatten: false,
+        loop_form: LoopForm::List,
         check_mode: None,
         ignore_errors: false,
         no_log: false,
@@ -508,6 +531,8 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
     };
     let mut task = blank(file, node.mark.line);
     let mut module: Option<(&'static modules::Spec, &Node)> = None;
+    // `local_action`: the module and its arguments, delegated to this machine.
+    let mut local: Option<(&'static modules::Spec, Node)> = None;
     let mut extra_args: Option<&Node> = None;
     let mut shared = Inherit::default();
     for (key, value) in entries {
@@ -546,7 +571,9 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             "loop" | "with_items" | "with_list" => match &value.kind {
                 Kind::Seq(_) | Kind::Str(_) => {
                     task.loop_over = Some(value.to_json());
-                    task.loop_flatten = key_name == "with_items";
+                    if key_name == "with_items" {
+                        task.loop_form = LoopForm::Items;
+                    }
                 }
                 _ => {
                     return Err(at(format!(
@@ -554,6 +581,33 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
                     )))
                 }
             },
+            "with_nested" | "with_cartesian" | "with_together" | "with_subelements"
+            | "with_sequence" => {
+                let form = match key_name.as_str() {
+                    "with_nested" | "with_cartesian" => LoopForm::Nested,
+                    "with_together" => LoopForm::Together,
+                    "with_subelements" => LoopForm::Subelements,
+                    _ => LoopForm::Sequence,
+                };
+                let fits = match (&value.kind, form) {
+                    (Kind::Str(_), LoopForm::Sequence) => true,
+                    (Kind::Seq(_), LoopForm::Sequence) => false,
+                    (Kind::Seq(_) | Kind::Str(_), _) => true,
+                    _ => false,
+                };
+                if !fits {
+                    return Err(at(format!(
+                        "{key_name}: expected {}",
+                        if form == LoopForm::Sequence {
+                            "`start=N end=M` (`count=`, `stride=`, `format=`)"
+                        } else {
+                            "a list"
+                        }
+                    )));
+                }
+                task.loop_over = Some(value.to_json());
+                task.loop_form = form;
+            }
             // Ansible's dict2items: [{key, value}, ...].
             "with_dict" => match &value.kind {
                 Kind::Map(_) | Kind::Str(_) => {
@@ -623,15 +677,24 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
             },
             "meta" | "ansible.builtin.meta" | "ansible.legacy.meta" => {
                 let what = scalar_text(value).unwrap_or_default();
-                if what != "flush_handlers" {
-                    return Err(at(format!(
-                        "meta: `{what}` is not supported (flush_handlers)"
-                    )));
-                }
-                task.control = Some(Control::FlushHandlers);
+                let (control, name) = match what.as_str() {
+                    "flush_handlers" => (Control::FlushHandlers, "flush handlers"),
+                    "end_host" => (Control::EndHost, "end host"),
+                    "end_play" => (Control::EndPlay, "end play"),
+                    "noop" => (Control::Noop, "noop"),
+                    _ => {
+                        return Err(at(format!(
+                            "meta: `{what}` is not supported (flush_handlers, end_host, end_play, noop)"
+                        )))
+                    }
+                };
+                task.control = Some(control);
                 if task.name.is_empty() {
-                    task.name = "flush handlers".into();
+                    task.name = name.into();
                 }
+            }
+            "local_action" | "ansible.builtin.local_action" => {
+                local = Some(local_action(file, value)?);
             }
             other if shared_keyword(file, other, value, &mut shared)? => {}
             other => {
@@ -694,6 +757,17 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
     task.become_user = shared.become_user;
     task.environment = shared.environment;
     task.delegate_to = shared.delegate_to;
+    if let Some((spec, args)) = &local {
+        if module.is_some() || task.control.is_some() {
+            return Err(RoleError::at(
+                file,
+                node.mark.line,
+                "a task calls one module (local_action is one)",
+            ));
+        }
+        task.delegate_to = Some("localhost".into());
+        module = Some((spec, args));
+    }
     if let Some(c) = &task.control {
         if module.is_some() {
             return Err(RoleError::at(
@@ -786,6 +860,57 @@ pub fn parse(file: &Arc<str>, node: &Node) -> Result<Task, RoleError> {
         task.name = spec.name.to_string();
     }
     Ok(task)
+}
+
+/// `local_action: {module: NAME, ...arguments}` or `local_action: NAME ARGUMENTS`.
+fn local_action(file: &str, value: &Node) -> Result<(&'static modules::Spec, Node), RoleError> {
+    let at = |message: String| RoleError::at(file, value.mark.line, message);
+    let (name, args) = match &value.kind {
+        Kind::Map(entries) => {
+            let name = entries
+                .iter()
+                .find(|(k, _)| k.key_text() == "module")
+                .and_then(|(_, v)| scalar_text(v))
+                .ok_or_else(|| at("local_action: expected `module: NAME`".into()))?;
+            let rest: Vec<(Node, Node)> = entries
+                .iter()
+                .filter(|(k, _)| k.key_text() != "module")
+                .cloned()
+                .collect();
+            (
+                name,
+                Node {
+                    mark: value.mark,
+                    kind: Kind::Map(rest),
+                },
+            )
+        }
+        Kind::Str(text) => {
+            let (name, rest) = text
+                .trim()
+                .split_once(char::is_whitespace)
+                .unwrap_or((text.trim(), ""));
+            (
+                name.to_string(),
+                Node {
+                    mark: value.mark,
+                    kind: if rest.trim().is_empty() {
+                        Kind::Null
+                    } else {
+                        Kind::Str(rest.trim().to_string())
+                    },
+                },
+            )
+        }
+        _ => {
+            return Err(at(
+                "local_action: expected a module and its arguments".into()
+            ))
+        }
+    };
+    let spec =
+        modules::spec(&name).ok_or_else(|| at(format!("local_action: unknown module `{name}`")))?;
+    Ok((spec, args))
 }
 
 /// Ansible's `key=value` form of a module's arguments (`file: path=/etc/x state=touch`), as a

@@ -30,7 +30,7 @@ pub struct Source<'a> {
 }
 
 /// The environment shared by every render of a run: Ansible's Jinja2 settings (trim_blocks,
-/// trailing newline kept), strict undefined, and the filters roles use.
+/// trailing newline kept, none written as nothing), strict undefined, and the filters roles use.
 pub fn environment(secrets: Option<Arc<crate::secrets::SecretStore>>) -> Arc<Environment<'static>> {
     let mut env = Environment::new();
     let syntax = SyntaxConfig::builder()
@@ -42,6 +42,14 @@ pub fn environment(secrets: Option<Arc<crate::secrets::SecretStore>>) -> Arc<Env
     }
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    // As Ansible's finalize: `{{ none }}` writes nothing (inside a list it is still None).
+    env.set_formatter(|out, state, value| {
+        if value.is_none() {
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
     filters::register(&mut env, secrets);
     Arc::new(env)
 }
