@@ -366,13 +366,13 @@ pub fn parse_extra_vars(
     Ok(vars)
 }
 
-/// Runs the handlers notified on the hosts of `batch`, in the order they are defined, and
-/// clears the notifications.
 /// Whether `notified` names the handler or one of the topics it listens to.
 fn handler_notified(handler: &Task, notified: &HashSet<String>) -> bool {
     notified.contains(&handler.name) || handler.listen.iter().any(|t| notified.contains(t))
 }
 
+/// Runs the handlers notified on the hosts of `batch`, in the order they are defined, and
+/// clears the notifications.
 async fn run_handlers(
     play: &PlayRun<'_>,
     plan: &PlayPlan<'_>,
@@ -827,7 +827,8 @@ fn validate(
 /// Whether `error`, met rendering `task` before the run, may come only from the stand-ins for
 /// registered results, whose shape the check cannot know (`r.json.items`, `r.results[0]`,
 /// `r.stdout | from_json`): the task reads a registered result, and the error is neither a
-/// syntax error nor an undefined variable other than one. Such a task is checked when it runs, as Ansible does.
+/// syntax error nor an undefined variable other than one. Such a task is checked when it runs,
+/// as Ansible does.
 fn shape_unknown(
     task: &Task,
     error: &str,
