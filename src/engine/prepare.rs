@@ -48,13 +48,7 @@ fn loop_items(form: LoopForm, list: Vec<Value>) -> Result<Vec<Value>, String> {
     };
     Ok(match form {
         LoopForm::List => list,
-        LoopForm::Items => list
-            .into_iter()
-            .flat_map(|item| match item.kind() {
-                ValueKind::Seq => item.try_iter().into_iter().flatten().collect(),
-                _ => vec![item],
-            })
-            .collect(),
+        LoopForm::Items => template::flatten_once(list),
         LoopForm::Nested => {
             let mut out: Vec<Vec<Value>> = vec![Vec::new()];
             for l in &list {

@@ -603,23 +603,24 @@ fn lookup(kind: String, arg: String, secrets: Option<&SecretStore>) -> Result<Va
     }
 }
 
+/// The lists in `list` flattened into it, one level (Ansible's `items` lookup, `with_items`);
+/// nulls are kept.
+pub fn flatten_once(list: Vec<Value>) -> Vec<Value> {
+    list.into_iter()
+        .flat_map(|item| match item.kind() {
+            ValueKind::Seq => item.try_iter().into_iter().flatten().collect(),
+            _ => vec![item],
+        })
+        .collect()
+}
+
 /// Ansible's `query` (`q`): a lookup whose answer is always a list; `dict` gives a mapping's
 /// items ({key, value}), `items` a list flattened one level, `list` the list.
 fn query(kind: String, arg: Value, secrets: Option<&SecretStore>) -> Result<Value, Error> {
     match kind.as_str() {
         "dict" => dict2items(arg),
         "list" => Ok(Value::from(items(&arg)?)),
-        "items" => {
-            let mut out = Vec::new();
-            for item in items(&arg)? {
-                if item.kind() == ValueKind::Seq {
-                    out.extend(items(&item)?);
-                } else {
-                    out.push(item);
-                }
-            }
-            Ok(Value::from(out))
-        }
+        "items" => Ok(Value::from(flatten_once(items(&arg)?))),
         _ => {
             let one = lookup(kind, text_of(&arg), secrets)?;
             Ok(match one.kind() {

@@ -3,7 +3,7 @@
 
 mod filters;
 
-pub use filters::hex;
+pub use filters::{flatten_once, hex};
 mod scope;
 
 use std::sync::Arc;
