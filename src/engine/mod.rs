@@ -1192,7 +1192,7 @@ async fn run_on_host(play: &PlayRun<'_>, role: &Role, task: &Task, run: &HostRun
         Err(e) => return TaskResult::failed(e.to_string()),
     };
     let overlay = ready.overlay;
-    let scope = play.world.scope(&run.name, overlay.clone());
+    let scope = ready.scope;
     let env = ready.env;
     let how = crate::ssh::Become {
         root: task.become_root.or(play.play.become_root),
@@ -1346,7 +1346,6 @@ fn until_attempts<'t>(
     )))
 }
 
-/// `set_fact`: the arguments, rendered, become the host's variables for the rest of the run.
 /// What `set_fact` and `assert` see on `host`: its variables, `overlay` and the task's `vars`;
 /// None when the task's `when` does not hold.
 fn control_scope(
@@ -1362,6 +1361,7 @@ fn control_scope(
         .then_some(scope))
 }
 
+/// `set_fact`: the arguments, rendered, become the host's variables for the rest of the run.
 fn set_fact(
     world: &Arc<World>,
     task: &Task,

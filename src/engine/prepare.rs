@@ -194,7 +194,9 @@ fn sequence(spec: &str) -> Result<Vec<String>, String> {
 
 /// One `%d`-style conversion of `n` in `format` (`%d`, `%Nd`, `%0Nd`, `%x`, `%X`, `%o`, `%%`).
 fn printf(format: &str, n: i64) -> Option<String> {
-    let re = regex::Regex::new(r"%(0?)(\d*)([dixXo%])").ok()?;
+    static CONVERSION: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"%(0?)(\d*)([dixXo%])").ok());
+    let re = CONVERSION.as_ref()?;
     let mut done = false;
     let mut bad = false;
     let out = re.replace_all(format, |c: &regex::Captures| {
@@ -245,6 +247,8 @@ pub struct Ready {
     pub calls: Vec<Call>,
     /// What the task sees besides the host's variables: registered results, its own `vars`.
     pub overlay: IndexMap<String, Value>,
+    /// The host's variables with `overlay` on top, as the task was rendered in.
+    pub scope: Arc<Scope>,
     /// `environment:`, as shell `export`s.
     pub env: String,
     /// `become_user:` (the task's, else the play's), rendered.
@@ -422,17 +426,20 @@ pub fn prepare(
             }
         },
     };
+    let become_user = task
+        .become_user
+        .as_ref()
+        .or(play_become_user)
+        .map(text)
+        .transpose()?;
+    let delegate = task.delegate_to.as_ref().map(text).transpose()?;
     Ok(Prepared::Calls(Ready {
         calls,
         env,
-        become_user: task
-            .become_user
-            .as_ref()
-            .or(play_become_user)
-            .map(text)
-            .transpose()?,
-        delegate: task.delegate_to.as_ref().map(text).transpose()?,
+        become_user,
+        delegate,
         overlay: overlay.clone(),
+        scope,
     }))
 }
 
